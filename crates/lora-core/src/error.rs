@@ -1,0 +1,121 @@
+//! Typed errors of the LoRA layer.
+
+/// Everything that can go wrong when configuring, editing or merging a LoRA layer.
+///
+/// ```
+/// use lora_core::{LoraConfig, LoraError};
+///
+/// let err = LoraConfig::new(0, 8.0).validate().unwrap_err();
+/// assert!(matches!(err, LoraError::InvalidRank { r: 0 }));
+/// ```
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LoraError {
+    /// The rank `r` must be at least 1.
+    #[error("invalid LoRA config: `r` must be at least 1, got {r}")]
+    InvalidRank {
+        /// The rank that was given.
+        r: usize,
+    },
+    /// `lora_dropout` must lie in `[0, 1)`.
+    #[error("invalid LoRA config: `lora_dropout` must be in [0, 1), got {dropout}")]
+    InvalidDropout {
+        /// The dropout probability that was given.
+        dropout: f64,
+    },
+    /// `lora_alpha` must be a finite number.
+    #[error("invalid LoRA config: `lora_alpha` must be finite, got {alpha}")]
+    InvalidAlpha {
+        /// The alpha that was given.
+        alpha: f64,
+    },
+    /// An adapter with this name already exists in the layer.
+    #[error("an adapter named `{name}` already exists in this layer")]
+    DuplicateAdapter {
+        /// The name that is already taken.
+        name: String,
+    },
+    /// The reserved name for "base model only" cannot name an adapter.
+    #[error("`{name}` is reserved for the base model and cannot name an adapter")]
+    ReservedAdapterName {
+        /// The reserved name.
+        name: String,
+    },
+    /// No adapter with this name exists in the layer.
+    #[error("no adapter named `{name}` in this layer (available: {available:?})")]
+    UnknownAdapter {
+        /// The name that was asked for.
+        name: String,
+        /// The adapters the layer has.
+        available: Vec<String>,
+    },
+    /// The adapter is merged into the base weight; unmerge first.
+    #[error("adapter `{name}` is merged into the base weight: unmerge it first")]
+    AdapterMerged {
+        /// The merged adapter.
+        name: String,
+    },
+    /// Merging would put non-finite values into the base weight.
+    #[error("NaNs detected in the merged weights. The adapter `{name}` seems to be broken")]
+    NonFiniteMerge {
+        /// The adapter whose merge was refused.
+        name: String,
+    },
+    /// Only one adapter per layer may train the base bias.
+    #[error(
+        "adapter `{name}` asks for bias mode `{bias}`, but adapter `{other}` already trains the bias; only one adapter per layer may"
+    )]
+    MultipleBiasAdapters {
+        /// The adapter being added.
+        name: String,
+        /// Its bias mode.
+        bias: String,
+        /// The adapter that already trains the bias.
+        other: String,
+    },
+    /// A mixed-batch forward needs exactly one adapter name per sample.
+    #[error("mixed-batch forward needs one adapter name per sample: batch size {batch}, got {names} names")]
+    BatchSizeMismatch {
+        /// The batch size (first dimension of the input).
+        batch: usize,
+        /// How many names were given.
+        names: usize,
+    },
+    /// The operation is not possible while adapters are merged.
+    #[error("{operation} is not possible while adapters are merged ({merged:?}): unmerge first")]
+    MergedLayer {
+        /// What was attempted.
+        operation: &'static str,
+        /// The merged adapters.
+        merged: Vec<String>,
+    },
+    /// The operation is not supported for DoRA adapters.
+    #[error("{operation} is not supported for the DoRA adapter `{name}`")]
+    DoraUnsupported {
+        /// What was attempted.
+        operation: &'static str,
+        /// The DoRA adapter.
+        name: String,
+    },
+    /// The weighted combination was given no adapters, or weights that do not match them.
+    #[error("weighted adapter: {reason}")]
+    InvalidWeightedAdapter {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{what}: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// Which tensor.
+        what: String,
+        /// The expected shape.
+        expected: Vec<usize>,
+        /// The shape that was found.
+        found: Vec<usize>,
+    },
+    /// A tensor's values could not be read back from the device.
+    #[error("could not read tensor data: {reason}")]
+    TensorData {
+        /// The backend's message.
+        reason: String,
+    },
+}

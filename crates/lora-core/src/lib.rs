@@ -1,0 +1,41 @@
+//! LoRA (low-rank adaptation) layers for the [Burn](https://burn.dev) deep-learning framework.
+//!
+//! [`LoraLinear`] wraps a frozen [`burn::nn::Linear`] and adds named, trainable low-rank adapters
+//! with the semantics of Hugging Face PEFT's `LoraLayer`: `y = W x + b + Σ s · B A dropout(x)`,
+//! with `s = lora_alpha / r` (or `lora_alpha / √r` with rsLoRA), DoRA, merging, mixed-adapter
+//! batches and weighted combinations of adapters.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::nn::LinearConfig;
+//! use burn::tensor::Tensor;
+//! use lora_core::{LoraConfig, LoraLinear};
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let base = LinearConfig::new(16, 8).init::<B>(&device);
+//! let layer = LoraLinear::from_linear(base, &LoraConfig::new(4, 8.0)).unwrap();
+//! let y = layer.forward(Tensor::<B, 3>::ones([2, 5, 16], &device));
+//! assert_eq!(y.dims(), [2, 5, 8]);
+//! ```
+
+mod adapter;
+mod config;
+mod dora;
+mod error;
+mod linalg;
+mod linear;
+mod merge;
+mod mixed_batch;
+mod param_count;
+mod tensor_util;
+mod trainable;
+mod weighted;
+
+pub use adapter::LoraAdapter;
+pub use config::{LoraBias, LoraConfig, LoraInit};
+pub use error::LoraError;
+pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
+pub use param_count::{count_parameters, ParameterCount};
+pub use trainable::mark_only_lora_as_trainable;
+pub use weighted::WeightedCombination;

@@ -1,0 +1,332 @@
+//! The LoRA-wrapped linear layer: frozen base, named adapters, forward pass.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
+use burn::tensor::Tensor;
+
+use crate::dora::dora_column_scale;
+use crate::tensor_util::broadcast_last;
+use crate::{LoraAdapter, LoraConfig, LoraError};
+
+/// The name PEFT gives the first adapter.
+pub const DEFAULT_ADAPTER_NAME: &str = "default";
+
+/// In a mixed-batch forward, the name that selects the base layer alone for a sample (PEFT's
+/// `"__base__"`).
+pub const BASE_ONLY: &str = "__base__";
+
+/// Which adapters are active, disabled or merged; not persisted with the weights.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AdapterState {
+    pub(crate) active: Vec<String>,
+    pub(crate) merged: Vec<String>,
+    pub(crate) disabled: bool,
+}
+
+/// A linear layer with a frozen base weight and named low-rank adapters (PEFT's `lora.Linear`).
+///
+/// The output is `base(x) + Σ_active s · B(A(dropout(x)))`, computed in factored form (the
+/// update `A · B` is never materialised per call). Dropout acts only on the adapter branch and
+/// only while training (on an autodiff backend, like [`burn::nn::Dropout`]).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::nn::LinearConfig;
+/// use lora_core::{LoraConfig, LoraLinear};
+///
+/// let device = Default::default();
+/// let base = LinearConfig::new(8, 4).init::<NdArray>(&device);
+/// let mut layer = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0)).unwrap();
+/// layer.add_adapter("style", &LoraConfig::new(4, 4.0)).unwrap();
+/// layer.set_active_adapters(&["default", "style"]).unwrap();
+/// assert_eq!(layer.active_adapters(), ["default", "style"]);
+/// ```
+#[derive(Module, Debug)]
+pub struct LoraLinear<B: Backend> {
+    /// The frozen base layer (Burn layout: weight `[d_input, d_output]`).
+    pub base: Linear<B>,
+    /// The adapters, in the order they were added.
+    pub adapters: Vec<LoraAdapter<B>>,
+    #[module(skip)]
+    pub(crate) state: AdapterState,
+}
+
+impl<B: Backend> LoraLinear<B> {
+    /// Wraps `base` without any adapter, freezing its weight and bias.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::LoraLinear;
+    ///
+    /// let layer = LoraLinear::new(LinearConfig::new(3, 2).init::<NdArray>(&Default::default()));
+    /// assert!(layer.adapter_names().is_empty());
+    /// ```
+    pub fn new(base: Linear<B>) -> Self {
+        let base = Linear {
+            weight: base.weight.set_require_grad(false),
+            bias: base.bias.map(|b| b.set_require_grad(false)),
+        };
+        Self {
+            base,
+            adapters: Vec::new(),
+            state: AdapterState::default(),
+        }
+    }
+
+    /// Wraps `base` and adds one adapter named [`DEFAULT_ADAPTER_NAME`], as PEFT's
+    /// `get_peft_model` does.
+    pub fn from_linear(base: Linear<B>, config: &LoraConfig) -> Result<Self, LoraError> {
+        let mut layer = Self::new(base);
+        layer.add_adapter(DEFAULT_ADAPTER_NAME, config)?;
+        Ok(layer)
+    }
+
+    /// Input features.
+    pub fn d_input(&self) -> usize {
+        self.base.weight.dims()[0]
+    }
+
+    /// Output features.
+    pub fn d_output(&self) -> usize {
+        self.base.weight.dims()[1]
+    }
+
+    /// Adds a freshly initialised adapter. The first adapter becomes active; later ones are
+    /// added inactive (and frozen) until [`set_active_adapters`](Self::set_active_adapters)
+    /// selects them, as in PEFT.
+    pub fn add_adapter(&mut self, name: &str, config: &LoraConfig) -> Result<(), LoraError> {
+        let device = self.base.weight.device();
+        let adapter = LoraAdapter::new(name, self.d_input(), self.d_output(), config, &device)?;
+        self.insert_adapter(adapter)
+    }
+
+    /// Adds an adapter built elsewhere (for example read from a file). Its shapes must match the
+    /// layer; a DoRA adapter without a magnitude gets PEFT's initial one, `‖W + s·A·B‖`.
+    pub fn insert_adapter(&mut self, adapter: LoraAdapter<B>) -> Result<(), LoraError> {
+        let name = adapter.name.clone();
+        if name == BASE_ONLY {
+            return Err(LoraError::ReservedAdapterName { name });
+        }
+        if self.adapter(&name).is_some() {
+            return Err(LoraError::DuplicateAdapter { name });
+        }
+        for (what, expected, found) in [
+            ("lora_a rows", self.d_input(), adapter.d_input()),
+            ("lora_b columns", self.d_output(), adapter.d_output()),
+        ] {
+            if expected != found {
+                return Err(LoraError::ShapeMismatch {
+                    what: format!("adapter `{name}` {what}"),
+                    expected: vec![expected],
+                    found: vec![found],
+                });
+            }
+        }
+        if adapter.config.bias.trains_bias() {
+            if let Some(other) = self.adapters.iter().find(|a| a.config.bias.trains_bias()) {
+                return Err(LoraError::MultipleBiasAdapters {
+                    name,
+                    bias: adapter.config.bias.as_peft_str().to_string(),
+                    other: other.name.clone(),
+                });
+            }
+            self.base.bias = self.base.bias.take().map(|b| b.set_require_grad(true));
+        }
+        let mut adapter = adapter;
+        if adapter.config.use_dora && adapter.magnitude.is_none() {
+            let norm = crate::dora::column_norm(self.base.weight.val() + adapter.delta_weight());
+            adapter.magnitude = Some(burn::module::Param::from_tensor(norm.detach()));
+        }
+        let first = self.adapters.is_empty();
+        self.adapters.push(adapter.set_trainable(first));
+        if first {
+            self.state.active = vec![name];
+        }
+        Ok(())
+    }
+
+    /// The adapter called `name`.
+    pub fn adapter(&self, name: &str) -> Option<&LoraAdapter<B>> {
+        self.adapters.iter().find(|a| a.name == name)
+    }
+
+    /// The names of all adapters, in the order they were added.
+    pub fn adapter_names(&self) -> Vec<&str> {
+        self.adapters.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    /// The active adapters, in the order they are applied.
+    pub fn active_adapters(&self) -> &[String] {
+        &self.state.active
+    }
+
+    /// Makes exactly these adapters active and trainable; all others are frozen.
+    pub fn set_active_adapters<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
+        for name in names {
+            self.require_adapter(name.as_ref())?;
+        }
+        let active: Vec<String> = names.iter().map(|n| n.as_ref().to_string()).collect();
+        self.adapters = std::mem::take(&mut self.adapters)
+            .into_iter()
+            .map(|a| {
+                let trainable = active.contains(&a.name);
+                a.set_trainable(trainable)
+            })
+            .collect();
+        self.state.active = active;
+        Ok(())
+    }
+
+    /// Turns every adapter off: the layer computes its base alone. Merged adapters are unmerged
+    /// first, as PEFT does.
+    pub fn disable_adapters(&mut self) -> Result<(), LoraError> {
+        if !self.state.merged.is_empty() {
+            self.unmerge()?;
+        }
+        self.state.disabled = true;
+        Ok(())
+    }
+
+    /// Turns the active adapters back on after [`disable_adapters`](Self::disable_adapters).
+    pub fn enable_adapters(&mut self) {
+        self.state.disabled = false;
+    }
+
+    /// Whether adapters are applied (not disabled).
+    pub fn adapters_enabled(&self) -> bool {
+        !self.state.disabled
+    }
+
+    /// Removes an adapter and returns it. Refused while it is merged.
+    pub fn delete_adapter(&mut self, name: &str) -> Result<LoraAdapter<B>, LoraError> {
+        let index = self.require_adapter(name)?;
+        if self.state.merged.iter().any(|m| m == name) {
+            return Err(LoraError::AdapterMerged {
+                name: name.to_string(),
+            });
+        }
+        let removed = self.adapters.remove(index);
+        self.state.active.retain(|a| a != name);
+        if removed.config.bias.trains_bias() {
+            self.base.bias = self.base.bias.take().map(|b| b.set_require_grad(false));
+        }
+        Ok(removed)
+    }
+
+    /// Applies the layer to `x` of shape `[..., d_input]`, giving `[..., d_output]`.
+    ///
+    /// With adapters disabled, or with any adapter merged, this is the base layer alone (merged
+    /// adapters live in its weight), as in PEFT. Otherwise the update is applied in factored form
+    /// ([`forward_factored`](Self::forward_factored)), except for inference (no autodiff) over
+    /// many tokens, where adding `s·A·B` to the weight once costs fewer operations than the two
+    /// thin products per token ([`forward_materialized`](Self::forward_materialized)); both give
+    /// the same result.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.runs_base_only() {
+            return self.base.forward(x);
+        }
+        let tokens = x.shape().num_elements() / self.d_input().max(1);
+        let inference = !B::ad_enabled(&x.device());
+        if inference && !self.has_active_dora() && self.materializing_pays_off(tokens) {
+            self.forward_materialized(x)
+        } else {
+            self.forward_factored(x)
+        }
+    }
+
+    /// The forward pass computing each active update as `s · (x·A)·B`, never forming `A·B`.
+    pub fn forward_factored<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.runs_base_only() {
+            return self.base.forward(x);
+        }
+        if !self.has_active_dora() {
+            let mut output = self.base.forward(x.clone());
+            for adapter in self.active_adapter_iter() {
+                output = output + adapter.branch(adapter.dropout.forward(x.clone()));
+            }
+            return output;
+        }
+        let weight = self.base.weight.val();
+        // DoRA rescales the product without bias, so it is kept apart.
+        let base_product = linear(x.clone(), weight.clone(), None);
+        let mut output = match &self.base.bias {
+            Some(bias) => base_product.clone() + broadcast_last::<B, D>(bias.val()),
+            None => base_product.clone(),
+        };
+        for adapter in self.active_adapter_iter() {
+            let training = B::ad_enabled(&x.device()) && adapter.dropout.prob > 0.0;
+            let dropped = adapter.dropout.forward(x.clone());
+            let branch = adapter.branch(dropped.clone());
+            output = match &adapter.magnitude {
+                None => output + branch,
+                Some(magnitude) => {
+                    let scale = dora_column_scale(weight.clone(), adapter, magnitude.val());
+                    let scale = broadcast_last::<B, D>(scale);
+                    let base_term = if training {
+                        linear(dropped, weight.clone(), None)
+                    } else {
+                        base_product.clone()
+                    };
+                    output + (scale.clone() - 1.0) * base_term + scale * branch
+                }
+            };
+        }
+        output
+    }
+
+    /// The forward pass with the active updates added to the weight first:
+    /// `x · (W + Σ s·A·B) + b`. Without dropout; DoRA adapters fall back to
+    /// [`forward_factored`](Self::forward_factored).
+    pub fn forward_materialized<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.runs_base_only() {
+            return self.base.forward(x);
+        }
+        if self.has_active_dora() {
+            return self.forward_factored(x);
+        }
+        let weight = self
+            .active_adapter_iter()
+            .fold(self.base.weight.val(), |w, adapter| {
+                w + adapter.delta_weight()
+            });
+        linear(x, weight, self.base.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// Whether forming `W + s·A·B` once costs fewer multiply-adds than the factored products for
+    /// `tokens` rows: `T·(r·(I+O) + O)` against `1.5·I·O·(r+1)`, over the active adapters.
+    fn materializing_pays_off(&self, tokens: usize) -> bool {
+        let (i, o) = (self.d_input(), self.d_output());
+        let r: usize = self.active_adapter_iter().map(|a| a.rank()).sum();
+        // The materialised path runs a thin product and a full-size add at lower efficiency than
+        // the big product: it needs a 3/2 margin (measured in `benches/lora_linear.rs`).
+        2 * tokens * (r * (i + o) + o) > 3 * i * o * (r + 1)
+    }
+
+    fn runs_base_only(&self) -> bool {
+        self.state.disabled || !self.state.merged.is_empty() || self.state.active.is_empty()
+    }
+
+    fn has_active_dora(&self) -> bool {
+        self.active_adapter_iter().any(|a| a.is_dora())
+    }
+
+    pub(crate) fn active_adapter_iter(&self) -> impl Iterator<Item = &LoraAdapter<B>> {
+        self.state
+            .active
+            .iter()
+            .filter_map(|name| self.adapters.iter().find(|a| &a.name == name))
+    }
+
+    pub(crate) fn require_adapter(&self, name: &str) -> Result<usize, LoraError> {
+        self.adapters
+            .iter()
+            .position(|a| a.name == name)
+            .ok_or_else(|| LoraError::UnknownAdapter {
+                name: name.to_string(),
+                available: self.adapters.iter().map(|a| a.name.clone()).collect(),
+            })
+    }
+}

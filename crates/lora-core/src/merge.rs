@@ -1,0 +1,164 @@
+//! Folding adapters into the base weight and taking them out again.
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::dora::column_norm;
+use crate::{LoraError, LoraLinear};
+
+impl<B: Backend> LoraLinear<B> {
+    /// Folds `s · A · B` of each named adapter into the base weight (DoRA adapters: PEFT's
+    /// `W' = m / ‖W + ΔW‖ · (W + ΔW)`) and records them as merged. Adapters already merged are
+    /// skipped. The forward pass then uses the base weight alone.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraConfig, LoraInit, LoraLinear};
+    ///
+    /// let device = Default::default();
+    /// let base = LinearConfig::new(4, 3).init::<NdArray>(&device);
+    /// let config = LoraConfig::new(2, 2.0).with_init_lora_weights(LoraInit::Random);
+    /// let mut layer = LoraLinear::from_linear(base, &config).unwrap();
+    /// layer.merge(&["default"]).unwrap();
+    /// assert_eq!(layer.merged_adapters(), ["default"]);
+    /// layer.unmerge().unwrap();
+    /// assert!(layer.merged_adapters().is_empty());
+    /// ```
+    pub fn merge<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
+        self.merge_checked(names, false)
+    }
+
+    /// Like [`merge`](Self::merge), but first checks that every merged weight is finite; on a
+    /// non-finite value it refuses with [`LoraError::NonFiniteMerge`] and leaves the weight as
+    /// it was.
+    pub fn safe_merge<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
+        self.merge_checked(names, true)
+    }
+
+    /// Merges the active adapters.
+    pub fn merge_active(&mut self) -> Result<(), LoraError> {
+        let active = self.state.active.clone();
+        self.merge(&active)
+    }
+
+    fn merge_checked<S: AsRef<str>>(&mut self, names: &[S], safe: bool) -> Result<(), LoraError> {
+        for name in names {
+            self.require_adapter(name.as_ref())?;
+        }
+        for name in names {
+            let name = name.as_ref();
+            if self.state.merged.iter().any(|m| m == name) {
+                continue;
+            }
+            let index = self.require_adapter(name)?;
+            let adapter = &self.adapters[index];
+            let weight = self.base.weight.val().detach();
+            let combined = weight + adapter.delta_weight().detach();
+            let (merged, factor) = match &adapter.magnitude {
+                None => (combined, None),
+                Some(magnitude) => {
+                    let factor = magnitude.val().detach() / column_norm(combined.clone());
+                    let merged = combined * factor.clone().unsqueeze_dim::<2>(0);
+                    (merged, Some(factor))
+                }
+            };
+            if safe && !all_finite(merged.clone()) {
+                return Err(LoraError::NonFiniteMerge {
+                    name: name.to_string(),
+                });
+            }
+            let factor = match factor {
+                Some(f) => Some(read_f32(f.into_data())?),
+                None => None,
+            };
+            self.adapters[index].dora_merge_factor = factor;
+            self.set_base_weight(merged);
+            self.state.merged.push(name.to_string());
+        }
+        Ok(())
+    }
+
+    /// Takes every merged adapter out of the base weight again, in reverse merge order.
+    pub fn unmerge(&mut self) -> Result<(), LoraError> {
+        while let Some(name) = self.state.merged.pop() {
+            let index = self.require_adapter(&name)?;
+            let adapter = &self.adapters[index];
+            let device = self.base.weight.device();
+            let merged = self.base.weight.val().detach();
+            let delta = adapter.delta_weight().detach();
+            let original = match &adapter.dora_merge_factor {
+                None => merged - delta,
+                Some(factor) => {
+                    let factor = Tensor::<B, 1>::from_data(
+                        TensorData::new(factor.clone(), [factor.len()]),
+                        &device,
+                    );
+                    merged / factor.unsqueeze_dim::<2>(0) - delta
+                }
+            };
+            self.adapters[index].dora_merge_factor = None;
+            self.set_base_weight(original);
+        }
+        Ok(())
+    }
+
+    /// The merged adapters, in merge order.
+    pub fn merged_adapters(&self) -> &[String] {
+        &self.state.merged
+    }
+
+    /// Whether any adapter is merged.
+    pub fn is_merged(&self) -> bool {
+        !self.state.merged.is_empty()
+    }
+
+    /// Merges the active adapters (checking for non-finite values) and returns the plain base
+    /// layer. Its parameters stay frozen, as PEFT leaves them; call
+    /// `Param::set_require_grad(true)` to train it further.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraConfig, LoraLinear};
+    ///
+    /// let device = Default::default();
+    /// let base = LinearConfig::new(4, 3).init::<NdArray>(&device);
+    /// let layer = LoraLinear::from_linear(base, &LoraConfig::new(2, 2.0)).unwrap();
+    /// let plain: burn::nn::Linear<NdArray> = layer.merge_and_unload().unwrap();
+    /// assert_eq!(plain.weight.dims(), [4, 3]);
+    /// ```
+    pub fn merge_and_unload(mut self) -> Result<Linear<B>, LoraError> {
+        if !self.state.disabled {
+            let active = self.state.active.clone();
+            self.safe_merge(&active)?;
+        }
+        Ok(self.base)
+    }
+
+    /// Returns the base layer with every adapter taken out (merged ones unmerged first).
+    pub fn unload(mut self) -> Result<Linear<B>, LoraError> {
+        self.unmerge()?;
+        Ok(self.base)
+    }
+
+    fn set_base_weight(&mut self, weight: Tensor<B, 2>) {
+        let id = self.base.weight.id;
+        self.base.weight = Param::initialized(id, weight.detach().set_require_grad(false));
+    }
+}
+
+fn all_finite<B: Backend>(tensor: Tensor<B, 2>) -> bool {
+    let bad = tensor.is_finite().bool_not().any().into_scalar();
+    !burn::tensor::ElementConversion::elem::<bool>(bad)
+}
+
+fn read_f32(data: TensorData) -> Result<Vec<f32>, LoraError> {
+    data.convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| LoraError::TensorData {
+            reason: format!("{e:?}"),
+        })
+}

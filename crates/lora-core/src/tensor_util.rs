@@ -1,0 +1,35 @@
+//! Small tensor helpers shared by the layer's code paths.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::LoraError;
+
+/// Reshapes a `[n]` vector to `[1, ..., 1, n]` so that it broadcasts over the last dimension.
+pub(crate) fn broadcast_last<B: Backend, const D: usize>(row: Tensor<B, 1>) -> Tensor<B, D> {
+    let [n] = row.dims();
+    let mut dims = [1usize; D];
+    dims[D - 1] = n;
+    row.reshape(dims)
+}
+
+/// Reads a 2-D tensor back as row-major `f64` values.
+pub(crate) fn to_host_f64<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f64>, LoraError> {
+    tensor
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .map_err(|e| LoraError::TensorData {
+            reason: format!("{e:?}"),
+        })
+}
+
+/// Builds a 2-D tensor from row-major `f64` values.
+pub(crate) fn from_host_f64<B: Backend>(
+    values: Vec<f64>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}

@@ -1,0 +1,42 @@
+//! LoRA for the [Burn](https://burn.dev) deep-learning framework.
+//!
+//! This umbrella crate re-exports the workspace's libraries and picks a concrete backend from
+//! the cargo features, for the examples, benchmarks and binaries:
+//!
+//! - [`lora_core`]: the [`LoraLinear`](lora_core::LoraLinear) layer and its tools;
+//! - [`lora_t5`]: T5 / FLAN-T5 built on `LoraLinear`;
+//! - [`lora_peft_io`]: PEFT adapter directories, both ways.
+//!
+//! ```
+//! use lora_burn::backend::{Backend, TrainBackend};
+//! use lora_burn::lora_core::{LoraConfig, LoraLinear};
+//! use burn::nn::LinearConfig;
+//!
+//! let device = Default::default();
+//! let base = LinearConfig::new(8, 8).init::<TrainBackend>(&device);
+//! let layer = LoraLinear::from_linear(base, &LoraConfig::new(4, 8.0)).unwrap();
+//! assert_eq!(layer.d_output(), 8);
+//! ```
+
+pub use lora_core;
+pub use lora_peft_io;
+pub use lora_t5;
+
+/// The backend chosen by the cargo features: CUDA with `cuda`, else `flex` with `flex`, else
+/// ndarray (the default).
+pub mod backend {
+    pub use burn::tensor::backend::Backend;
+
+    /// The inference backend.
+    #[cfg(feature = "cuda")]
+    pub type InferenceBackend = burn::backend::Cuda;
+    /// The inference backend.
+    #[cfg(all(not(feature = "cuda"), feature = "flex"))]
+    pub type InferenceBackend = burn::backend::Flex;
+    /// The inference backend.
+    #[cfg(all(not(feature = "cuda"), not(feature = "flex")))]
+    pub type InferenceBackend = burn::backend::NdArray<f32>;
+
+    /// The training backend: autodiff over [`InferenceBackend`].
+    pub type TrainBackend = burn::backend::Autodiff<InferenceBackend>;
+}
