@@ -19,12 +19,16 @@
 //! assert_eq!(y.dims(), [2, 5, 8]);
 //! ```
 
+/// The Burn version this crate is built on, re-exported for [`lora_module!`].
+pub use burn;
+
 mod adapter;
 mod config;
 mod dora;
 mod error;
 mod linalg;
 mod linear;
+mod lora_module;
 mod merge;
 mod mixed_batch;
 mod param_count;
@@ -36,6 +40,7 @@ pub use adapter::LoraAdapter;
 pub use config::{LoraBias, LoraConfig, LoraInit};
 pub use error::LoraError;
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
+pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
 pub use param_count::{count_parameters, ParameterCount};
 pub use trainable::mark_only_lora_as_trainable;
 pub use weighted::WeightedCombination;

@@ -1,0 +1,169 @@
+//! Reaching the LoRA layers of a model by their module paths.
+
+use burn::tensor::backend::Backend;
+
+use crate::LoraLinear;
+
+/// A model (or part of one) whose [`LoraLinear`] layers can be visited with their module paths,
+/// e.g. `encoder.block.0.layer.0.SelfAttention.q`: what adapter files, target matching and
+/// model-wide adapter operations work on.
+///
+/// Implemented for [`LoraLinear`], `Vec<T>` (paths `prefix.0`, `prefix.1`, ...), `Option<T>` and
+/// `Box<T>`; implement it for your own structs with [`lora_module!`](crate::lora_module).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::nn::LinearConfig;
+/// use lora_core::{lora_layer_paths, LoraLinear, LoraModule};
+///
+/// let device = Default::default();
+/// let layers: Vec<LoraLinear<NdArray>> = (0..2)
+///     .map(|_| LoraLinear::new(LinearConfig::new(4, 4).init(&device)))
+///     .collect();
+/// assert_eq!(lora_layer_paths(&layers, "block"), ["block.0", "block.1"]);
+/// ```
+pub trait LoraModule<B: Backend> {
+    /// Calls `visit` with the path and layer of every `LoraLinear` inside, depth first, in
+    /// field order.
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>));
+
+    /// Like [`visit_lora`](Self::visit_lora), with mutable access.
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>));
+}
+
+/// Joins a module path and a child name with a dot (no dot after an empty prefix).
+///
+/// ```
+/// assert_eq!(lora_core::join_module_path("", "encoder"), "encoder");
+/// assert_eq!(lora_core::join_module_path("encoder", "block"), "encoder.block");
+/// ```
+pub fn join_module_path(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The paths of every LoRA layer in `module`, in visiting order.
+pub fn lora_layer_paths<B: Backend, M: LoraModule<B> + ?Sized>(
+    module: &M,
+    prefix: &str,
+) -> Vec<String> {
+    let mut paths = Vec::new();
+    module.visit_lora(prefix, &mut |path, _| paths.push(path.to_string()));
+    paths
+}
+
+impl<B: Backend> LoraModule<B> for LoraLinear<B> {
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        visit(prefix, self);
+    }
+
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        visit(prefix, self);
+    }
+}
+
+impl<B: Backend, T: LoraModule<B>> LoraModule<B> for Vec<T> {
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        for (i, item) in self.iter().enumerate() {
+            item.visit_lora(&join_module_path(prefix, &i.to_string()), visit);
+        }
+    }
+
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        for (i, item) in self.iter_mut().enumerate() {
+            item.visit_lora_mut(&join_module_path(prefix, &i.to_string()), visit);
+        }
+    }
+}
+
+impl<B: Backend, T: LoraModule<B>> LoraModule<B> for Option<T> {
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        if let Some(item) = self {
+            item.visit_lora(prefix, visit);
+        }
+    }
+
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        if let Some(item) = self {
+            item.visit_lora_mut(prefix, visit);
+        }
+    }
+}
+
+impl<B: Backend, T: LoraModule<B>> LoraModule<B> for Box<T> {
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        self.as_ref().visit_lora(prefix, visit);
+    }
+
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        self.as_mut().visit_lora_mut(prefix, visit);
+    }
+}
+
+/// Implements [`LoraModule`] for a struct generic over `B: Backend` by listing the fields that
+/// hold LoRA layers, each optionally with the name it has in the module path (for Hugging Face
+/// names that are not snake case).
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::backend::Backend;
+/// use lora_core::{lora_layer_paths, lora_module, LoraLinear};
+///
+/// #[derive(Module, Debug)]
+/// struct Attention<B: Backend> {
+///     q: LoraLinear<B>,
+///     v: LoraLinear<B>,
+/// }
+/// lora_module!(Attention { q, v });
+///
+/// #[derive(Module, Debug)]
+/// struct Layer<B: Backend> {
+///     self_attention: Attention<B>,
+/// }
+/// lora_module!(Layer { self_attention as "SelfAttention" });
+///
+/// let device = Default::default();
+/// let lora = || LoraLinear::<burn::backend::NdArray>::new(LinearConfig::new(4, 4).init(&device));
+/// let layer = Layer { self_attention: Attention { q: lora(), v: lora() } };
+/// assert_eq!(lora_layer_paths(&layer, "layer"), ["layer.SelfAttention.q", "layer.SelfAttention.v"]);
+/// ```
+#[macro_export]
+macro_rules! lora_module {
+    ($ty:ident { $($field:ident $(as $name:literal)?),* $(,)? }) => {
+        impl<B: $crate::burn::tensor::backend::Backend> $crate::LoraModule<B> for $ty<B> {
+            fn visit_lora(
+                &self,
+                prefix: &str,
+                visit: &mut dyn FnMut(&str, &$crate::LoraLinear<B>),
+            ) {
+                $(
+                    $crate::LoraModule::<B>::visit_lora(
+                        &self.$field,
+                        &$crate::join_module_path(prefix, $crate::lora_module!(@name $field $($name)?)),
+                        visit,
+                    );
+                )*
+            }
+
+            fn visit_lora_mut(
+                &mut self,
+                prefix: &str,
+                visit: &mut dyn FnMut(&str, &mut $crate::LoraLinear<B>),
+            ) {
+                $(
+                    $crate::LoraModule::<B>::visit_lora_mut(
+                        &mut self.$field,
+                        &$crate::join_module_path(prefix, $crate::lora_module!(@name $field $($name)?)),
+                        visit,
+                    );
+                )*
+            }
+        }
+    };
+    (@name $field:ident $name:literal) => { $name };
+    (@name $field:ident) => { stringify!($field) };
+}

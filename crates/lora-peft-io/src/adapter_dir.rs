@@ -1,0 +1,454 @@
+//! Saving, loading and injecting adapters on any model made of `LoraLinear` layers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModule};
+
+use crate::atomic::{commit, stage};
+use crate::matching::select_targets;
+use crate::weights::{read_safetensors, serialize_safetensors, split_key, HostTensor, TensorRole};
+use crate::{AdapterConfig, InitLoraWeights, PeftIoError, WeightDtype, PEFT_KEY_PREFIX};
+
+/// The config file of an adapter directory.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+/// The weights file of an adapter directory.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The weights file PEFT wrote before 0.7 (a PyTorch pickle).
+pub const LEGACY_WEIGHTS_FILE: &str = "adapter_model.bin";
+
+/// How [`save_adapter`] writes the weights.
+///
+/// ```
+/// let options = lora_peft_io::SaveOptions { dtype: lora_peft_io::WeightDtype::BF16 };
+/// assert_ne!(options, lora_peft_io::SaveOptions::default());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SaveOptions {
+    /// Element type of the tensors (PEFT writes F32).
+    pub dtype: WeightDtype,
+}
+
+/// Where PEFT keeps adapter `name` of a model saved to `dir`: `dir` itself for `"default"`,
+/// else the subfolder `dir/<name>`.
+///
+/// ```
+/// use std::path::Path;
+///
+/// assert_eq!(lora_peft_io::adapter_dir(Path::new("out"), "default"), Path::new("out"));
+/// assert_eq!(lora_peft_io::adapter_dir(Path::new("out"), "style"), Path::new("out/style"));
+/// ```
+pub fn adapter_dir(dir: &Path, adapter_name: &str) -> PathBuf {
+    if adapter_name == lora_core::DEFAULT_ADAPTER_NAME {
+        dir.to_path_buf()
+    } else {
+        dir.join(adapter_name)
+    }
+}
+
+/// Adds a fresh adapter `adapter_name` to every LoRA layer of `model` that `config` targets,
+/// with the layer's rank and alpha from `rank_pattern` / `alpha_pattern` (PEFT's
+/// `get_peft_model`). `default_targets` stands in for a `null` `target_modules`. Returns the
+/// targeted paths. On error, the model is unchanged.
+pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
+    model: &mut M,
+    config: &AdapterConfig,
+    adapter_name: &str,
+    default_targets: Option<&[&str]>,
+) -> Result<Vec<String>, PeftIoError> {
+    check_supported(config, Path::new(CONFIG_FILE))?;
+    let targets = select_targets(config, &lora_layer_paths(model, ""), default_targets)?;
+    let mut adapters = BTreeMap::new();
+    let mut failure = None;
+    model.visit_lora("", &mut |path, layer| {
+        if failure.is_some() || !targets.iter().any(|t| t == path) {
+            return;
+        }
+        let lora = config.lora_config_for(path);
+        let device = layer.base.weight.device();
+        match LoraAdapter::new(
+            adapter_name,
+            layer.d_input(),
+            layer.d_output(),
+            &lora,
+            &device,
+        )
+        .and_then(|a| check_insertable(layer, &a).map(|_| a))
+        {
+            Ok(adapter) => {
+                adapters.insert(path.to_string(), adapter);
+            }
+            Err(source) => failure = Some(layer_error(path, source)),
+        }
+    });
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    insert_all(model, adapters, &BTreeMap::new())?;
+    Ok(targets)
+}
+
+/// Writes adapter `adapter_name` of `model` as a PEFT adapter directory:
+/// `adapter_config.json` (from `config`) and `adapter_model.safetensors`, into
+/// [`adapter_dir`]`(dir, adapter_name)`. Both files are written to temporary files first and
+/// renamed into place, so an error or a crash never leaves a half-written file and keeps any
+/// previous adapter there intact. Returns the directory.
+pub fn save_adapter<B: Backend, M: LoraModule<B>>(
+    model: &M,
+    dir: &Path,
+    adapter_name: &str,
+    config: &AdapterConfig,
+    options: SaveOptions,
+) -> Result<PathBuf, PeftIoError> {
+    let mut tensors = BTreeMap::new();
+    let mut failure = None;
+    model.visit_lora("", &mut |path, layer| {
+        if failure.is_some() {
+            return;
+        }
+        if let Some(adapter) = layer.adapter(adapter_name) {
+            if let Err(e) = export_layer(path, layer, adapter, config.bias(), &mut tensors) {
+                failure = Some(e);
+            }
+        }
+    });
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    if tensors.is_empty() {
+        return Err(PeftIoError::Layer {
+            module: "<model>".into(),
+            source: lora_core::LoraError::UnknownAdapter {
+                name: adapter_name.to_string(),
+                available: Vec::new(),
+            },
+        });
+    }
+    let target = adapter_dir(dir, adapter_name);
+    std::fs::create_dir_all(&target).map_err(|source| PeftIoError::Io {
+        path: target.clone(),
+        source,
+    })?;
+    let weights = stage(
+        &target.join(WEIGHTS_FILE),
+        &serialize_safetensors(&tensors, options.dtype)?,
+    )?;
+    let config_file = stage(
+        &target.join(CONFIG_FILE),
+        config.to_json_string().as_bytes(),
+    )?;
+    commit(vec![weights, config_file])?;
+    Ok(target)
+}
+
+fn export_layer<B: Backend>(
+    path: &str,
+    layer: &LoraLinear<B>,
+    adapter: &LoraAdapter<B>,
+    bias: LoraBias,
+    out: &mut BTreeMap<String, HostTensor>,
+) -> Result<(), PeftIoError> {
+    let key = |suffix: &str| format!("{PEFT_KEY_PREFIX}{path}.{suffix}");
+    // Burn keeps `x·A·B`; PEFT keeps `B(A(x))` with A `[r, in]` and B `[out, r]`.
+    out.insert(
+        key("lora_A.weight"),
+        host(adapter.lora_a.val().transpose(), path)?,
+    );
+    out.insert(
+        key("lora_B.weight"),
+        host(adapter.lora_b.val().transpose(), path)?,
+    );
+    if let Some(magnitude) = &adapter.magnitude {
+        out.insert(key("lora_magnitude_vector"), host(magnitude.val(), path)?);
+    }
+    if bias.trains_bias() {
+        if let Some(b) = &layer.base.bias {
+            out.insert(key("base_layer.bias"), host(b.val(), path)?);
+        }
+    }
+    Ok(())
+}
+
+fn host<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+    path: &str,
+) -> Result<HostTensor, PeftIoError> {
+    let shape = tensor.dims().to_vec();
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| {
+            layer_error(
+                path,
+                lora_core::LoraError::TensorData {
+                    reason: format!("{e:?}"),
+                },
+            )
+        })?;
+    Ok(HostTensor { values, shape })
+}
+
+/// Reads the PEFT adapter directory `dir` (or its subfolder `dir/<adapter_name>`, where PEFT
+/// saves non-default adapters) into slot `adapter_name` of every targeted LoRA layer of
+/// `model`. Everything is checked before the model is touched: on error it is unchanged.
+/// Returns the adapter's config.
+pub fn load_adapter<B: Backend, M: LoraModule<B>>(
+    model: &mut M,
+    dir: &Path,
+    adapter_name: &str,
+    default_targets: Option<&[&str]>,
+) -> Result<AdapterConfig, PeftIoError> {
+    let dir =
+        if dir.join(CONFIG_FILE).is_file() || !dir.join(adapter_name).join(CONFIG_FILE).is_file() {
+            dir.to_path_buf()
+        } else {
+            dir.join(adapter_name)
+        };
+    let config_path = dir.join(CONFIG_FILE);
+    let config = AdapterConfig::read(&config_path)?;
+    check_supported(&config, &config_path)?;
+    let (weights_path, tensors) = read_weights(&dir)?;
+    let mut modules: BTreeMap<String, BTreeMap<TensorRole, (String, HostTensor)>> = BTreeMap::new();
+    for (key, tensor) in tensors {
+        let (module, role) = split_key(&key, adapter_name);
+        let unsupported = |feature: &str| PeftIoError::Unsupported {
+            path: weights_path.clone(),
+            feature: format!("{feature} (tensor `{key}`)"),
+        };
+        match role {
+            TensorRole::Embedding => return Err(unsupported("LoRA on embedding layers")),
+            TensorRole::LoraBBias => return Err(unsupported("`lora_bias` (a bias on lora_B)")),
+            TensorRole::Other
+                if config
+                    .modules_to_save()
+                    .iter()
+                    .any(|m| module.contains(m.as_str())) =>
+            {
+                return Err(unsupported("`modules_to_save` weights"))
+            }
+            TensorRole::Other => {
+                return Err(PeftIoError::UnexpectedTensor {
+                    path: weights_path.clone(),
+                    key,
+                    reason: "not a LoRA tensor".into(),
+                })
+            }
+            _ => {}
+        }
+        modules
+            .entry(module)
+            .or_default()
+            .insert(role, (key, tensor));
+    }
+    let targets = select_targets(&config, &lora_layer_paths(model, ""), default_targets)?;
+    for (module, roles) in &modules {
+        if !targets.contains(module) {
+            let (key, _) = roles
+                .values()
+                .next()
+                .expect("a module entry holds a tensor");
+            return Err(PeftIoError::UnexpectedTensor {
+                path: weights_path.clone(),
+                key: key.clone(),
+                reason: format!("module `{module}` is not a target of the config"),
+            });
+        }
+    }
+    let mut adapters = BTreeMap::new();
+    let mut biases = BTreeMap::new();
+    let mut failure = None;
+    model.visit_lora("", &mut |path, layer| {
+        if failure.is_some() || !targets.iter().any(|t| t == path) {
+            return;
+        }
+        let roles = modules.get(path);
+        match build_adapter(path, layer, roles, &config, adapter_name, &weights_path) {
+            Ok((adapter, bias)) => {
+                adapters.insert(path.to_string(), adapter);
+                if let Some(bias) = bias {
+                    biases.insert(path.to_string(), bias);
+                }
+            }
+            Err(e) => failure = Some(e),
+        }
+    });
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    insert_all(model, adapters, &biases)?;
+    Ok(config)
+}
+
+fn read_weights(dir: &Path) -> Result<(PathBuf, BTreeMap<String, HostTensor>), PeftIoError> {
+    let safetensors = dir.join(WEIGHTS_FILE);
+    if safetensors.is_file() {
+        return Ok((safetensors.clone(), read_safetensors(&safetensors)?));
+    }
+    let legacy = dir.join(LEGACY_WEIGHTS_FILE);
+    if legacy.is_file() {
+        return Ok((legacy.clone(), crate::pickle::read_torch_file(&legacy)?));
+    }
+    Err(PeftIoError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
+}
+
+#[allow(clippy::type_complexity)]
+fn build_adapter<B: Backend>(
+    path: &str,
+    layer: &LoraLinear<B>,
+    roles: Option<&BTreeMap<TensorRole, (String, HostTensor)>>,
+    config: &AdapterConfig,
+    adapter_name: &str,
+    file: &Path,
+) -> Result<(LoraAdapter<B>, Option<Tensor<B, 1>>), PeftIoError> {
+    let lora = config.lora_config_for(path);
+    let missing = |suffix: &str| PeftIoError::MissingTensor {
+        path: file.to_path_buf(),
+        module: path.to_string(),
+        key: format!("{PEFT_KEY_PREFIX}{path}.{suffix}"),
+    };
+    let get = |role: TensorRole, suffix: &str| {
+        roles
+            .and_then(|r| r.get(&role))
+            .ok_or_else(|| missing(suffix))
+    };
+    let check = |(key, t): &(String, HostTensor), expected: Vec<usize>| {
+        if t.shape == expected {
+            Ok(())
+        } else {
+            Err(PeftIoError::ShapeMismatch {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                expected,
+                found: t.shape.clone(),
+            })
+        }
+    };
+    let (d_in, d_out, r) = (layer.d_input(), layer.d_output(), lora.r);
+    let a = get(TensorRole::LoraA, "lora_A.weight")?;
+    check(a, vec![r, d_in])?;
+    let b = get(TensorRole::LoraB, "lora_B.weight")?;
+    check(b, vec![d_out, r])?;
+    let device = layer.base.weight.device();
+    let magnitude = match (
+        lora.use_dora,
+        roles.and_then(|r| r.get(&TensorRole::Magnitude)),
+    ) {
+        (true, Some(m)) => {
+            check(m, vec![d_out])?;
+            Some(tensor1(&m.1, &device))
+        }
+        (true, None) => return Err(missing("lora_magnitude_vector")),
+        (false, Some((key, _))) => {
+            return Err(PeftIoError::UnexpectedTensor {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                reason: "a DoRA magnitude, but the config has `use_dora: false`".into(),
+            })
+        }
+        (false, None) => None,
+    };
+    let bias = match roles.and_then(|r| r.get(&TensorRole::BaseBias)) {
+        None => None,
+        Some((key, _)) if layer.base.bias.is_none() => {
+            return Err(PeftIoError::UnexpectedTensor {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                reason: format!("module `{path}` has no bias"),
+            })
+        }
+        Some(entry) => {
+            check(entry, vec![d_out])?;
+            Some(tensor1(&entry.1, &device))
+        }
+    };
+    let lora_a = tensor2(&a.1, &device).transpose();
+    let lora_b = tensor2(&b.1, &device).transpose();
+    let adapter = LoraAdapter::from_weights(adapter_name, &lora, lora_a, lora_b, magnitude)
+        .map_err(|e| layer_error(path, e))?;
+    check_insertable(layer, &adapter).map_err(|e| layer_error(path, e))?;
+    Ok((adapter, bias))
+}
+
+fn tensor1<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(TensorData::new(t.values.clone(), [t.values.len()]), device)
+}
+
+fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(
+        TensorData::new(t.values.clone(), [t.shape[0], t.shape[1]]),
+        device,
+    )
+}
+
+/// Checks what [`LoraLinear::insert_adapter`] would refuse, without changing the layer.
+fn check_insertable<B: Backend>(
+    layer: &LoraLinear<B>,
+    adapter: &LoraAdapter<B>,
+) -> Result<(), lora_core::LoraError> {
+    let mut probe = LoraLinear::new(layer.base.clone());
+    probe.adapters = layer.adapters.clone();
+    probe.insert_adapter(adapter.clone())
+}
+
+fn insert_all<B: Backend, M: LoraModule<B>>(
+    model: &mut M,
+    mut adapters: BTreeMap<String, LoraAdapter<B>>,
+    biases: &BTreeMap<String, Tensor<B, 1>>,
+) -> Result<(), PeftIoError> {
+    let mut failure = None;
+    model.visit_lora_mut("", &mut |path, layer| {
+        let Some(adapter) = adapters.remove(path) else {
+            return;
+        };
+        if let (Some(bias), Some(param)) = (biases.get(path), layer.base.bias.take()) {
+            let trainable = adapter.config.bias.trains_bias();
+            layer.base.bias = Some(Param::initialized(
+                param.id,
+                bias.clone().set_require_grad(trainable),
+            ));
+        }
+        if let Err(e) = layer.insert_adapter(adapter) {
+            failure.get_or_insert(layer_error(path, e));
+        }
+    });
+    failure.map_or(Ok(()), Err)
+}
+
+fn layer_error(path: &str, source: lora_core::LoraError) -> PeftIoError {
+    PeftIoError::Layer {
+        module: path.to_string(),
+        source,
+    }
+}
+
+/// Refuses adapters whose weights only make sense with a modified base model, or features the
+/// layers do not have.
+fn check_supported(config: &AdapterConfig, path: &Path) -> Result<(), PeftIoError> {
+    if let InitLoraWeights::Method(method) = config.init_lora_weights() {
+        let lower = method.to_ascii_lowercase();
+        if ["pissa", "olora", "loftq", "corda"]
+            .iter()
+            .any(|m| lower.starts_with(m))
+        {
+            return Err(PeftIoError::Unsupported {
+                path: path.to_path_buf(),
+                feature: format!(
+                    "init_lora_weights `{method}` changes the base model; convert the adapter to plain LoRA in PEFT (save_pretrained with path_initial_model_for_weight_conversion)"
+                ),
+            });
+        }
+    }
+    if config.get("lora_bias").and_then(|v| v.as_bool()) == Some(true) {
+        return Err(PeftIoError::Unsupported {
+            path: path.to_path_buf(),
+            feature: "`lora_bias: true` (a bias on lora_B)".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Typed errors of adapter reading and writing.
+
+use std::path::PathBuf;
+
+use lora_core::LoraError;
+
+/// Everything that can go wrong reading, writing or applying a PEFT adapter. Each variant names
+/// the file (and key) involved and what was expected.
+///
+/// ```
+/// use lora_peft_io::{AdapterConfig, PeftIoError};
+///
+/// let err = AdapterConfig::from_json_str("{\"r\": 8,}", "adapter_config.json".as_ref()).unwrap_err();
+/// assert!(matches!(err, PeftIoError::Json { line: 1, .. }));
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum PeftIoError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A JSON file is not valid JSON.
+    #[error("{path}: invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A config key holds a value of the wrong kind.
+    #[error("{path}: key `{key}`: expected {expected}, found {found}")]
+    InvalidConfigValue {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What the key must hold.
+        expected: String,
+        /// What it holds.
+        found: String,
+    },
+    /// A required config key is missing.
+    #[error("{path}: missing required key `{key}`")]
+    MissingConfigKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// A regular expression in the config does not compile.
+    #[error("{path}: key `{key}`: invalid regular expression `{pattern}`: {message}")]
+    InvalidPattern {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The pattern.
+        pattern: String,
+        /// The regex engine's message.
+        message: String,
+    },
+    /// The safetensors file is malformed (header, sizes, offsets).
+    #[error("{path}: invalid safetensors file: {message}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The legacy PyTorch `adapter_model.bin` could not be read.
+    #[error("{path}: invalid PyTorch checkpoint: {message}")]
+    Pickle {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor has a dtype the reader does not convert.
+    #[error("{path}: tensor `{key}` has dtype {dtype}; expected F32, F16 or BF16")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// A tensor contains NaN or infinite values.
+    #[error("{path}: tensor `{key}` contains non-finite values")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{path}: tensor `{key}`: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// The expected shape.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A targeted module has no weights (or only one of A and B) in the file.
+    #[error("{path}: module `{module}` is targeted but `{key}` is missing")]
+    MissingTensor {
+        /// The file.
+        path: PathBuf,
+        /// The module path.
+        module: String,
+        /// The missing key.
+        key: String,
+    },
+    /// The file holds a tensor for a module that is not a target, or a key of unknown meaning.
+    #[error("{path}: unexpected tensor `{key}`: {reason}")]
+    UnexpectedTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// Why it cannot be placed.
+        reason: String,
+    },
+    /// An entry of `target_modules` matches no LoRA layer of the model.
+    #[error("target module `{target}` matches no LoRA layer of the model (layers: {available})")]
+    TargetNotFound {
+        /// The target entry.
+        target: String,
+        /// A summary of the model's LoRA layer paths.
+        available: String,
+    },
+    /// A feature of the adapter is not supported.
+    #[error("{path}: unsupported adapter feature: {feature}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// The feature and how to get around it.
+        feature: String,
+    },
+    /// The LoRA layer refused the adapter.
+    #[error("module `{module}`: {source}")]
+    Layer {
+        /// The module path.
+        module: String,
+        /// The layer's error.
+        source: LoraError,
+    },
+    /// The directory holds neither `adapter_model.safetensors` nor `adapter_model.bin`.
+    #[error("{dir}: no adapter_model.safetensors or adapter_model.bin")]
+    NoWeights {
+        /// The adapter directory.
+        dir: PathBuf,
+    },
+}

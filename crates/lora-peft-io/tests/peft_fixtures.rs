@@ -1,0 +1,417 @@
+//! Adapter directories written by the real PEFT, read into a Burn model, and written back.
+//!
+//! Fixtures: `scripts/gen_peft_io_fixtures.py` (see `tests/fixtures/README.md`). The model is a
+//! T5-shaped tree of linear layers, the same as the script's `Tiny`. Outputs must match PEFT's
+//! within 1e-5 of the largest magnitude (f32; half-precision fixtures were computed by PEFT
+//! with the rounded weights, so the same bound holds).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::{activation::relu, Tensor, TensorData};
+use lora_core::{lora_layer_paths, lora_module, LoraLinear, LoraModule};
+use lora_peft_io::{
+    load_adapter, read_safetensors, save_adapter, AdapterConfig, HostTensor, PeftIoError,
+    SaveOptions, WeightDtype,
+};
+
+type Cpu = NdArray<f32>;
+const TOLERANCE: f64 = 1e-5;
+
+#[derive(Module, Debug)]
+struct Attention<B: Backend> {
+    q: LoraLinear<B>,
+    k: LoraLinear<B>,
+    v: LoraLinear<B>,
+    o: LoraLinear<B>,
+}
+lora_module!(Attention { q, k, v, o });
+
+#[derive(Module, Debug)]
+struct FeedForward<B: Backend> {
+    wi: LoraLinear<B>,
+    wo: LoraLinear<B>,
+}
+lora_module!(FeedForward { wi, wo });
+
+#[derive(Module, Debug)]
+struct Block<B: Backend> {
+    attention: Attention<B>,
+    feed_forward: FeedForward<B>,
+}
+lora_module!(Block {
+    attention as "layer.0.SelfAttention",
+    feed_forward as "layer.1.DenseReluDense",
+});
+
+#[derive(Module, Debug)]
+struct Stack<B: Backend> {
+    block: Vec<Block<B>>,
+}
+lora_module!(Stack { block });
+
+#[derive(Module, Debug)]
+struct Tiny<B: Backend> {
+    encoder: Stack<B>,
+    decoder: Stack<B>,
+    lm_head: LoraLinear<B>,
+}
+lora_module!(Tiny {
+    encoder,
+    decoder,
+    lm_head
+});
+
+impl<B: Backend> Tiny<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mut h = x;
+        for stack in [&self.encoder, &self.decoder] {
+            for block in &stack.block {
+                let a = &block.attention;
+                let mixed =
+                    a.q.forward(h.clone()) + a.k.forward(h.clone()) + a.v.forward(h.clone());
+                h = h.clone() + a.o.forward(mixed);
+                let f = &block.feed_forward;
+                h = h.clone() + f.wo.forward(relu(f.wi.forward(h)));
+            }
+        }
+        self.lm_head.forward(h)
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn tensor<const D: usize>(t: &HostTensor) -> Tensor<Cpu, D> {
+    Tensor::from_data(
+        TensorData::new(t.values.clone(), t.shape.clone()),
+        &Default::default(),
+    )
+}
+
+/// The base model with the weights of `base_model.safetensors`.
+fn base_model() -> Tiny<Cpu> {
+    let weights = read_safetensors(&fixtures().join("base_model.safetensors")).unwrap();
+    let linear = |path: &str| {
+        let w = &weights[&format!("{path}.weight")];
+        LoraLinear::new(Linear {
+            weight: Param::from_tensor(tensor::<2>(w).transpose()),
+            bias: None,
+        })
+    };
+    let stack = |name: &str| Stack {
+        block: (0..2)
+            .map(|i| {
+                let p = format!("{name}.block.{i}.layer");
+                Block {
+                    attention: Attention {
+                        q: linear(&format!("{p}.0.SelfAttention.q")),
+                        k: linear(&format!("{p}.0.SelfAttention.k")),
+                        v: linear(&format!("{p}.0.SelfAttention.v")),
+                        o: linear(&format!("{p}.0.SelfAttention.o")),
+                    },
+                    feed_forward: FeedForward {
+                        wi: linear(&format!("{p}.1.DenseReluDense.wi")),
+                        wo: linear(&format!("{p}.1.DenseReluDense.wo")),
+                    },
+                }
+            })
+            .collect(),
+    };
+    Tiny {
+        encoder: stack("encoder"),
+        decoder: stack("decoder"),
+        lm_head: linear("lm_head"),
+    }
+}
+
+fn input() -> (Tensor<Cpu, 3>, Tensor<Cpu, 3>) {
+    let t = read_safetensors(&fixtures().join("input.safetensors")).unwrap();
+    (tensor(&t["x"]), tensor(&t["y_base"]))
+}
+
+fn values<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
+}
+
+#[track_caller]
+fn assert_close(got: Tensor<Cpu, 3>, expected: &HostTensor, what: &str) {
+    let (got, expected) = (
+        values(got),
+        expected
+            .values
+            .iter()
+            .map(|v| *v as f64)
+            .collect::<Vec<_>>(),
+    );
+    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= TOLERANCE * scale,
+        "{what}: max abs error {worst:e} > {TOLERANCE:e} × {scale}"
+    );
+}
+
+struct Case {
+    name: &'static str,
+    adapter: &'static str,
+}
+
+const CASES: [Case; 13] = [
+    Case {
+        name: "list_qv",
+        adapter: "default",
+    },
+    Case {
+        name: "regex",
+        adapter: "default",
+    },
+    Case {
+        name: "patterns",
+        adapter: "default",
+    },
+    Case {
+        name: "rslora_bf16",
+        adapter: "default",
+    },
+    Case {
+        name: "fp16",
+        adapter: "default",
+    },
+    Case {
+        name: "named",
+        adapter: "style",
+    },
+    Case {
+        name: "dora",
+        adapter: "default",
+    },
+    Case {
+        name: "layers",
+        adapter: "default",
+    },
+    Case {
+        name: "exclude",
+        adapter: "default",
+    },
+    Case {
+        name: "lm_head_all_linear",
+        adapter: "default",
+    },
+    Case {
+        name: "minimal",
+        adapter: "default",
+    },
+    Case {
+        name: "old_peft",
+        adapter: "default",
+    },
+    Case {
+        name: "unknown_keys",
+        adapter: "default",
+    },
+];
+
+fn targets(case: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(case).join("targets.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn every_peft_fixture_loads_targets_the_same_modules_and_gives_peft_output() {
+    let (x, y_base) = input();
+    let base = base_model();
+    assert!(values(base.forward(x.clone()))
+        .iter()
+        .zip(values(y_base))
+        .all(|(a, b)| (a - b).abs() < 1e-5));
+    for case in CASES {
+        let mut model = base.clone();
+        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let expected = targets(case.name);
+        let mut loaded = Vec::new();
+        model.visit_lora("", &mut |path, layer| {
+            if let Some(adapter) = layer.adapter(case.adapter) {
+                loaded.push(path.to_string());
+                assert_eq!(
+                    adapter.rank() as u64,
+                    expected["r"][path].as_u64().unwrap(),
+                    "{path}"
+                );
+                let scaling = expected["scaling"][path].as_f64().unwrap();
+                assert!(
+                    (adapter.scaling() - scaling).abs() < 1e-12,
+                    "{} {path}",
+                    case.name
+                );
+                assert_eq!(adapter.is_dora(), config.use_dora());
+            }
+        });
+        let wanted: Vec<String> = expected["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        loaded.sort();
+        assert_eq!(loaded, wanted, "{}: targeted modules", case.name);
+        let y = read_safetensors(&fixtures().join(case.name).join("expected.safetensors")).unwrap();
+        assert_close(model.forward(x.clone()), &y["y"], case.name);
+    }
+}
+
+#[test]
+fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
+    let scratch = scratch_dir("round_trip");
+    for case in CASES {
+        if case.name == "old_peft" {
+            continue; // a .bin source is rewritten as safetensors; compared below by tensors
+        }
+        let mut model = base_model();
+        let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
+        let config = load_adapter(&mut model, &source, case.adapter, None).unwrap();
+        let dtype = match case.name {
+            "rslora_bf16" => WeightDtype::BF16,
+            "fp16" => WeightDtype::F16,
+            _ => WeightDtype::F32,
+        };
+        let out = scratch.join(case.name);
+        let written =
+            save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
+        assert_eq!(written, lora_peft_io::adapter_dir(&out, case.adapter));
+        let original_config = std::fs::read_to_string(source.join("adapter_config.json")).unwrap();
+        let saved_config = std::fs::read_to_string(written.join("adapter_config.json")).unwrap();
+        if case.name == "minimal" {
+            // Hand-written, not in PEFT's layout: the same keys and values, in PEFT's layout.
+            let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+            assert_eq!(parse(&saved_config), parse(&original_config));
+        } else {
+            assert_eq!(saved_config, original_config, "{}: config text", case.name);
+        }
+        let original = std::fs::read(source.join("adapter_model.safetensors")).unwrap();
+        let saved = std::fs::read(written.join("adapter_model.safetensors")).unwrap();
+        assert_eq!(
+            lora_peft_io::parse_safetensors(&saved, "saved".as_ref()).unwrap(),
+            lora_peft_io::parse_safetensors(&original, "original".as_ref()).unwrap(),
+            "{}: tensors",
+            case.name
+        );
+        assert_eq!(saved, original, "{}: bytes", case.name);
+    }
+    // The legacy pickle holds the same tensors as list_qv's safetensors file.
+    let mut model = base_model();
+    let config = load_adapter(&mut model, &fixtures().join("old_peft"), "default", None).unwrap();
+    assert_eq!(
+        config.get("merge_weights"),
+        Some(&serde_json::Value::Bool(false))
+    );
+    let out = save_adapter(
+        &model,
+        &scratch.join("old_peft"),
+        "default",
+        &config,
+        SaveOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        read_safetensors(&out.join("adapter_model.safetensors")).unwrap(),
+        read_safetensors(&fixtures().join("list_qv/adapter_model.safetensors")).unwrap()
+    );
+    std::fs::remove_dir_all(scratch).unwrap();
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lora-peft-io-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn unknown_config_keys_are_kept() {
+    let config = AdapterConfig::read(&fixtures().join("unknown_keys/adapter_config.json")).unwrap();
+    assert_eq!(
+        config.get("zeta_flag"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    assert!(config.to_json_string().contains("\"future_option\""));
+}
+
+/// Writes every fixture case back out with this crate, for
+/// `scripts/gen_peft_io_fixtures.py --check-rust-output DIR` to load with PEFT.
+/// Run with `LORA_PEFT_EXPORT_DIR=DIR cargo test -p lora-peft-io -- --ignored`.
+#[test]
+#[ignore = "writes files for the Python-side check"]
+fn export_adapters_for_the_peft_check() {
+    let root = PathBuf::from(std::env::var("LORA_PEFT_EXPORT_DIR").expect("LORA_PEFT_EXPORT_DIR"));
+    for case in CASES {
+        let mut model = base_model();
+        let config =
+            load_adapter(&mut model, &fixtures().join(case.name), case.adapter, None).unwrap();
+        let dtype = match case.name {
+            "rslora_bf16" => WeightDtype::BF16,
+            "fp16" => WeightDtype::F16,
+            _ => WeightDtype::F32,
+        };
+        let out = root.join(case.name);
+        save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
+        let meta = serde_json::json!({"case": case.name, "adapter_name": case.adapter});
+        std::fs::write(out.join("case.json"), meta.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn a_failed_load_leaves_the_model_unchanged() {
+    let scratch = scratch_dir("unchanged");
+    let dir = scratch.join("broken");
+    copy_dir(&fixtures().join("list_qv"), &dir);
+    // Drop one lora_B: the last layer in visiting order has no B.
+    let mut tensors = read_safetensors(&dir.join("adapter_model.safetensors")).unwrap();
+    let missing = "base_model.model.decoder.block.1.layer.0.SelfAttention.v.lora_B.weight";
+    tensors.remove(missing).unwrap();
+    write_tensors(&dir, &tensors);
+    let mut model = base_model();
+    let err = load_adapter(&mut model, &dir, "default", None).unwrap_err();
+    assert!(
+        matches!(&err, PeftIoError::MissingTensor { key, .. } if key == missing),
+        "{err}"
+    );
+    let mut untouched = true;
+    model.visit_lora("", &mut |_, layer| untouched &= layer.adapters.is_empty());
+    assert!(untouched, "no layer may keep a partial adapter");
+    std::fs::remove_dir_all(scratch).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn write_tensors(dir: &Path, tensors: &BTreeMap<String, HostTensor>) {
+    let bytes = lora_peft_io::serialize_safetensors(tensors, WeightDtype::F32).unwrap();
+    std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
+}
+
+#[test]
+fn the_model_paths_are_the_hugging_face_paths() {
+    let paths = lora_layer_paths(&base_model(), "");
+    assert_eq!(paths.len(), 25);
+    assert_eq!(paths[0], "encoder.block.0.layer.0.SelfAttention.q");
+    assert_eq!(paths[5], "encoder.block.0.layer.1.DenseReluDense.wo");
+    assert_eq!(paths[24], "lm_head");
+}
