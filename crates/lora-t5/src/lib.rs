@@ -1,1 +1,32 @@
-//! x
+//! T5 and FLAN-T5 for [Burn](https://burn.dev), built on [`lora_core::LoraLinear`] so that
+//! PEFT LoRA adapters apply to it one to one.
+//!
+//! - [`T5Config`] reads Hugging Face `config.json` (transformers 4.x and 5.x conventions).
+//! - [`T5ForConditionalGeneration::from_pretrained`] loads `model.safetensors` (or shards) in
+//!   F32, F16 or BF16.
+//! - `forward`, `forward_with_labels` (loss with `-100` ignored) and generation.
+
+mod attention;
+mod block;
+mod config;
+mod error;
+mod feed_forward;
+mod generation;
+mod layer_norm;
+mod loading;
+mod model;
+mod position_bias;
+mod stack;
+mod tokenizer;
+
+pub use attention::{KeyValue, T5Attention};
+pub use block::{T5AttentionLayer, T5Block, T5FeedForwardLayer};
+pub use config::{FeedForwardKind, T5Config};
+pub use error::T5Error;
+pub use feed_forward::T5FeedForward;
+pub use generation::{generated_tokens, EarlyStopping, GenerationConfig};
+pub use layer_norm::T5LayerNorm;
+pub use model::{cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneration, IGNORE_INDEX};
+pub use position_bias::relative_position_bucket;
+pub use stack::{DecoderState, T5Stack};
+pub use tokenizer::T5Tokenizer;

@@ -1,0 +1,67 @@
+//! T5's feed-forward block, plain or gated.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use lora_core::{lora_module, LoraLinear};
+
+use crate::{FeedForwardKind, T5Config};
+
+/// `DenseReluDense`: `wo(act(wi(x)))`, or gated `wo(act(wi_0(x)) · wi_1(x))`.
+#[derive(Module, Debug)]
+pub struct T5FeedForward<B: Backend> {
+    /// Input projection of the plain block.
+    pub wi: Option<LoraLinear<B>>,
+    /// Activated input projection of the gated block.
+    pub wi_0: Option<LoraLinear<B>>,
+    /// Linear input projection of the gated block.
+    pub wi_1: Option<LoraLinear<B>>,
+    /// Output projection.
+    pub wo: LoraLinear<B>,
+    /// Dropout after the activation.
+    pub dropout: Dropout,
+    /// Which block this is.
+    #[module(skip)]
+    pub kind: FeedForwardKind,
+}
+
+lora_module!(T5FeedForward { wi, wi_0, wi_1, wo });
+
+impl<B: Backend> T5FeedForward<B> {
+    /// A randomly initialised block (weights are normally loaded from a checkpoint).
+    pub fn new(config: &T5Config, device: &B::Device) -> Self {
+        let linear = |i, o| LoraLinear::new(LinearConfig::new(i, o).with_bias(false).init(device));
+        let gated = config.feed_forward.is_gated();
+        Self {
+            wi: (!gated).then(|| linear(config.d_model, config.d_ff)),
+            wi_0: gated.then(|| linear(config.d_model, config.d_ff)),
+            wi_1: gated.then(|| linear(config.d_model, config.d_ff)),
+            wo: linear(config.d_ff, config.d_model),
+            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            kind: config.feed_forward,
+        }
+    }
+
+    /// Applies the block to `[batch, length, d_model]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = match (&self.wi, &self.wi_0, &self.wi_1) {
+            (Some(wi), _, _) => self.activate(wi.forward(x)),
+            (None, Some(wi_0), Some(wi_1)) => {
+                self.activate(wi_0.forward(x.clone())) * wi_1.forward(x)
+            }
+            _ => unreachable!("a feed-forward block has `wi` or both `wi_0` and `wi_1`"),
+        };
+        self.wo.forward(self.dropout.forward(hidden))
+    }
+
+    fn activate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.kind {
+            FeedForwardKind::Relu | FeedForwardKind::GatedRelu => relu(x),
+            FeedForwardKind::Gelu => gelu(x),
+            FeedForwardKind::GatedGelu => gelu_approximate(x),
+            FeedForwardKind::GatedSilu => silu(x),
+        }
+    }
+}

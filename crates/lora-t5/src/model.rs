@@ -1,0 +1,293 @@
+//! `T5ForConditionalGeneration`: shared embedding, encoder, decoder and language-model head.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
+use burn::tensor::{Int, Tensor, TensorData};
+use lora_core::{join_module_path, LoraLinear, LoraModule};
+
+use crate::{DecoderState, T5Config, T5Error, T5Stack};
+
+/// The label value that the loss ignores (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// T5 / FLAN-T5 for sequence-to-sequence generation, with every linear layer a [`LoraLinear`]
+/// addressable by its Hugging Face module path (`encoder.block.0.layer.0.SelfAttention.q`,
+/// ..., `lm_head`).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Int, Tensor};
+/// use lora_t5::{T5Config, T5ForConditionalGeneration};
+///
+/// let config = T5Config { vocab_size: 50, d_model: 16, d_kv: 4, num_heads: 4, d_ff: 32,
+///     num_layers: 1, num_decoder_layers: 1, ..T5Config::default() };
+/// let device = Default::default();
+/// let model = T5ForConditionalGeneration::<NdArray>::new(&config, &device);
+/// let ids = Tensor::<NdArray, 2, Int>::from_ints([[5, 6, 7, 1]], &device);
+/// let mask = Tensor::<NdArray, 2, Int>::ones([1, 4], &device);
+/// let decoder = Tensor::<NdArray, 2, Int>::from_ints([[0, 9]], &device);
+/// let logits = model.forward(ids, mask, decoder).unwrap();
+/// assert_eq!(logits.dims(), [1, 2, 50]);
+/// ```
+#[derive(Module, Debug)]
+pub struct T5ForConditionalGeneration<B: Backend> {
+    /// The token embedding shared by encoder and decoder (`shared`).
+    pub shared: Embedding<B>,
+    /// The encoder stack.
+    pub encoder: T5Stack<B>,
+    /// The decoder stack.
+    pub decoder: T5Stack<B>,
+    /// The language-model head when it is not tied to `shared`.
+    pub lm_head: Option<LoraLinear<B>>,
+    /// The configuration.
+    #[module(skip)]
+    pub config: T5Config,
+}
+
+impl<B: Backend> LoraModule<B> for T5ForConditionalGeneration<B> {
+    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        self.encoder
+            .visit_lora(&join_module_path(prefix, "encoder"), visit);
+        self.decoder
+            .visit_lora(&join_module_path(prefix, "decoder"), visit);
+        self.lm_head
+            .visit_lora(&join_module_path(prefix, "lm_head"), visit);
+    }
+
+    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        self.encoder
+            .visit_lora_mut(&join_module_path(prefix, "encoder"), visit);
+        self.decoder
+            .visit_lora_mut(&join_module_path(prefix, "decoder"), visit);
+        self.lm_head
+            .visit_lora_mut(&join_module_path(prefix, "lm_head"), visit);
+    }
+}
+
+/// The loss and logits of a forward pass with labels.
+#[derive(Debug, Clone)]
+pub struct Seq2SeqOutput<B: Backend> {
+    /// Mean cross-entropy over the labels that are not [`IGNORE_INDEX`].
+    pub loss: Tensor<B, 1>,
+    /// `[batch, target_len, vocab]`.
+    pub logits: Tensor<B, 3>,
+}
+
+impl<B: Backend> T5ForConditionalGeneration<B> {
+    /// A randomly initialised model (weights normally come from
+    /// [`from_pretrained`](Self::from_pretrained)). The head is tied to the embedding unless
+    /// `config.tie_word_embeddings` is `Some(false)`.
+    pub fn new(config: &T5Config, device: &B::Device) -> Self {
+        let untied = config.tie_word_embeddings == Some(false);
+        Self {
+            shared: EmbeddingConfig::new(config.vocab_size, config.d_model).init(device),
+            encoder: T5Stack::new(config, false, config.num_layers, device),
+            decoder: T5Stack::new(config, true, config.num_decoder_layers, device),
+            lm_head: untied.then(|| {
+                LoraLinear::new(
+                    burn::nn::LinearConfig::new(config.d_model, config.vocab_size)
+                        .with_bias(false)
+                        .init(device),
+                )
+            }),
+            config: config.clone(),
+        }
+    }
+
+    /// Encodes `input_ids` (`[batch, source_len]`) with `attention_mask` (1 for tokens, 0 for
+    /// padding), giving `[batch, source_len, d_model]`.
+    pub fn encode(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>, T5Error> {
+        self.check_ids(&input_ids, "input_ids")?;
+        check_same_shape(&input_ids, &attention_mask)?;
+        let embeddings = self.shared.forward(input_ids);
+        Ok(self.encoder.encode(embeddings, mask_bias(attention_mask)))
+    }
+
+    /// The decoder state for generating from `encoder_output`: cross-attention keys and values
+    /// of every decoder block, computed once.
+    pub fn start_decoding(
+        &self,
+        encoder_output: Tensor<B, 3>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> DecoderState<B> {
+        DecoderState {
+            self_key_values: vec![None; self.decoder.block.len()],
+            cross_key_values: self
+                .decoder
+                .block
+                .iter()
+                .map(|block| {
+                    let cross = block
+                        .cross_attention
+                        .as_ref()
+                        .expect("decoder blocks have cross-attention");
+                    cross.attention.key_value(encoder_output.clone())
+                })
+                .collect(),
+            cross_bias: mask_bias(attention_mask),
+            length: 0,
+        }
+    }
+
+    /// Decodes the next tokens `decoder_ids` (`[batch, new]`) after everything in `state`,
+    /// giving logits `[batch, new, vocab]`.
+    pub fn decode(
+        &self,
+        decoder_ids: Tensor<B, 2, Int>,
+        state: &mut DecoderState<B>,
+    ) -> Tensor<B, 3> {
+        let hidden = self.decoder.decode(self.shared.forward(decoder_ids), state);
+        self.lm_logits(hidden)
+    }
+
+    /// The language-model head on decoder output, scaled by `d_model^-0.5` when
+    /// `config.scale_decoder_outputs`.
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hidden = if self.config.scale_decoder_outputs {
+            hidden * (self.config.d_model as f64).powf(-0.5)
+        } else {
+            hidden
+        };
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => linear(hidden, self.shared.weight.val().transpose(), None),
+        }
+    }
+
+    /// Logits `[batch, target_len, vocab]` for `decoder_input_ids` given the source.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        decoder_input_ids: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>, T5Error> {
+        self.check_ids(&decoder_input_ids, "decoder_input_ids")?;
+        let encoded = self.encode(input_ids, attention_mask.clone())?;
+        let mut state = self.start_decoding(encoded, attention_mask);
+        Ok(self.decode(decoder_input_ids, &mut state))
+    }
+
+    /// The loss for `labels` (`[batch, target_len]`, [`IGNORE_INDEX`] where no loss is wanted),
+    /// decoding the labels shifted right as transformers does.
+    pub fn forward_with_labels(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        labels: Tensor<B, 2, Int>,
+    ) -> Result<Seq2SeqOutput<B>, T5Error> {
+        let decoder_input_ids = self.shift_right(labels.clone());
+        let logits = self.forward(input_ids, attention_mask, decoder_input_ids)?;
+        let loss = cross_entropy_ignoring(logits.clone(), labels)?;
+        Ok(Seq2SeqOutput { loss, logits })
+    }
+
+    /// transformers' `_shift_right`: prepend the decoder start token, drop the last label, and
+    /// replace [`IGNORE_INDEX`] by the pad token.
+    pub fn shift_right(&self, labels: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+        let [batch, length] = labels.dims();
+        let device = labels.device();
+        let start = Tensor::<B, 2, Int>::full(
+            [batch, 1],
+            self.config.decoder_start_token_id as i64,
+            &device,
+        );
+        let shifted = Tensor::cat(
+            vec![start, labels.narrow(1, 0, length.saturating_sub(1))],
+            1,
+        );
+        let ignored = shifted.clone().equal_elem(IGNORE_INDEX);
+        shifted.mask_fill(ignored, self.config.pad_token_id as i64)
+    }
+
+    fn check_ids(&self, ids: &Tensor<B, 2, Int>, what: &str) -> Result<(), T5Error> {
+        let [batch, length] = ids.dims();
+        if batch == 0 || length == 0 {
+            return Err(T5Error::InvalidInput {
+                reason: format!("{what} is empty ({batch}×{length})"),
+            });
+        }
+        let values = int_values(ids.clone())?;
+        let vocab = self.config.vocab_size as i64;
+        if let Some(bad) = values.iter().find(|v| **v < 0 || **v >= vocab) {
+            return Err(T5Error::InvalidInput {
+                reason: format!("{what} holds token id {bad}, outside the vocabulary of {vocab}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_same_shape<B: Backend>(
+    ids: &Tensor<B, 2, Int>,
+    mask: &Tensor<B, 2, Int>,
+) -> Result<(), T5Error> {
+    if ids.dims() != mask.dims() {
+        return Err(T5Error::InvalidInput {
+            reason: format!(
+                "attention_mask has shape {:?} but input_ids has {:?}",
+                mask.dims(),
+                ids.dims()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads an integer tensor back to the host.
+pub(crate) fn int_values<B: Backend, const D: usize>(
+    t: Tensor<B, D, Int>,
+) -> Result<Vec<i64>, T5Error> {
+    t.into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .map_err(|e| T5Error::InvalidInput {
+            reason: format!("could not read token ids: {e:?}"),
+        })
+}
+
+/// `(1 − mask) · float_min` as `[batch, 1, 1, length]`, transformers' additive padding mask.
+pub(crate) fn mask_bias<B: Backend>(attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4> {
+    let mask = attention_mask.float();
+    let bias = (mask.neg() + 1.0) * f32::MIN as f64;
+    bias.unsqueeze_dims(&[1, 2])
+}
+
+/// Mean cross-entropy of `logits` against `labels`, skipping [`IGNORE_INDEX`] labels.
+pub fn cross_entropy_ignoring<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> Result<Tensor<B, 1>, T5Error> {
+    let [batch, length, vocab] = logits.dims();
+    if labels.dims() != [batch, length] {
+        return Err(T5Error::InvalidInput {
+            reason: format!(
+                "labels have shape {:?}, logits {:?}",
+                labels.dims(),
+                logits.dims()
+            ),
+        });
+    }
+    let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
+    let count = int_values(keep.clone().int().sum())?[0];
+    if count == 0 {
+        return Err(T5Error::InvalidInput {
+            reason: "every label is ignored (-100): there is nothing to compute a loss on".into(),
+        });
+    }
+    let safe_labels = labels.mask_fill(keep.clone().bool_not(), 0);
+    let log_probs = log_softmax(logits, 2).reshape([batch * length, vocab]);
+    let picked = log_probs
+        .gather(1, safe_labels.reshape([batch * length, 1]))
+        .reshape([batch * length]);
+    let keep = keep.float().reshape([batch * length]);
+    let device = picked.device();
+    let total = (picked * keep).sum().neg();
+    Ok(total / Tensor::from_data(TensorData::new(vec![count as f32], [1]), &device))
+}

@@ -1,0 +1,139 @@
+//! The encoder and decoder stacks, and the decoder's incremental state.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use lora_core::lora_module;
+
+use crate::attention::KeyValue;
+use crate::{T5Block, T5Config, T5LayerNorm};
+
+/// `encoder` or `decoder`: blocks, a final layer norm and dropout.
+#[derive(Module, Debug)]
+pub struct T5Stack<B: Backend> {
+    /// The blocks; the first owns the relative position bias.
+    pub block: Vec<T5Block<B>>,
+    /// `final_layer_norm`.
+    pub final_layer_norm: T5LayerNorm<B>,
+    /// Dropout on the embeddings and the output.
+    pub dropout: Dropout,
+}
+
+lora_module!(T5Stack { block });
+
+/// What the decoder keeps between generation steps: the self-attention keys and values of
+/// every generated position, the cross-attention keys and values of the encoder output
+/// (computed once per prompt), and the encoder mask.
+#[derive(Debug, Clone)]
+pub struct DecoderState<B: Backend> {
+    /// Self-attention keys and values per block (`None` before the first step).
+    pub self_key_values: Vec<Option<KeyValue<B>>>,
+    /// Cross-attention keys and values per block.
+    pub cross_key_values: Vec<KeyValue<B>>,
+    /// The encoder padding mask as an additive bias, `[batch, 1, 1, source_len]`.
+    pub cross_bias: Tensor<B, 4>,
+    /// Decoder positions processed so far.
+    pub length: usize,
+}
+
+impl<B: Backend> DecoderState<B> {
+    /// Keeps the batch entries at `indices`, in that order (for beam search).
+    pub fn select(&self, indices: Tensor<B, 1, Int>) -> Self {
+        Self {
+            self_key_values: self
+                .self_key_values
+                .iter()
+                .map(|kv| kv.as_ref().map(|kv| kv.select(indices.clone())))
+                .collect(),
+            cross_key_values: self
+                .cross_key_values
+                .iter()
+                .map(|kv| kv.select(indices.clone()))
+                .collect(),
+            cross_bias: self.cross_bias.clone().select(0, indices),
+            length: self.length,
+        }
+    }
+}
+
+impl<B: Backend> T5Stack<B> {
+    /// A randomly initialised stack of `layers` blocks.
+    pub fn new(config: &T5Config, is_decoder: bool, layers: usize, device: &B::Device) -> Self {
+        Self {
+            block: (0..layers)
+                .map(|i| T5Block::new(config, is_decoder, i == 0, device))
+                .collect(),
+            final_layer_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
+            dropout: DropoutConfig::new(config.dropout_rate).init(),
+        }
+    }
+
+    /// Runs the encoder over embeddings `[batch, length, d_model]` with the padding mask as an
+    /// additive bias `[batch, 1, 1, length]`.
+    pub fn encode(&self, embeddings: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [_, length, _] = embeddings.dims();
+        let device = embeddings.device();
+        let bias = self.position_bias(length, length, 0, &device) + mask_bias;
+        let mut hidden = self.dropout.forward(embeddings);
+        for block in &self.block {
+            hidden = block.forward(hidden, bias.clone(), None, None).0;
+        }
+        self.dropout.forward(self.final_layer_norm.forward(hidden))
+    }
+
+    /// Runs the decoder over the embeddings of the next positions `[batch, new, d_model]`,
+    /// attending to everything in `state` and updating it.
+    pub fn decode(&self, embeddings: Tensor<B, 3>, state: &mut DecoderState<B>) -> Tensor<B, 3> {
+        let [_, new, _] = embeddings.dims();
+        let device = embeddings.device();
+        let offset = state.length;
+        let total = offset + new;
+        let bias = self.position_bias(new, total, offset, &device)
+            + causal_bias(new, total, offset, &device);
+        let mut hidden = self.dropout.forward(embeddings);
+        for (i, block) in self.block.iter().enumerate() {
+            let cross = (&state.cross_key_values[i], state.cross_bias.clone());
+            let (next, key_value) = block.forward(
+                hidden,
+                bias.clone(),
+                state.self_key_values[i].as_ref(),
+                Some(cross),
+            );
+            state.self_key_values[i] = Some(key_value);
+            hidden = next;
+        }
+        state.length = total;
+        self.dropout.forward(self.final_layer_norm.forward(hidden))
+    }
+
+    fn position_bias(
+        &self,
+        query: usize,
+        key: usize,
+        offset: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        self.block[0]
+            .self_attention
+            .attention
+            .position_bias(query, key, offset, device)
+    }
+}
+
+/// `0` where query `offset + i` may see key `j` (`j ≤ offset + i`), the float minimum where it
+/// may not, as transformers masks; `[1, 1, new, total]`.
+fn causal_bias<B: Backend>(
+    new: usize,
+    total: usize,
+    offset: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let values: Vec<f32> = (0..new)
+        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::MIN } else { 0.0 }))
+        .collect();
+    Tensor::<B, 4>::from_data(
+        burn::tensor::TensorData::new(values, [1, 1, new, total]),
+        device,
+    )
+}
