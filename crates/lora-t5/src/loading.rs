@@ -163,10 +163,8 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             lm_head,
             config: config.clone(),
         };
-        if model.lm_head.is_some() && config.tie_word_embeddings != Some(false) {
-            // transformers ties the head to the embedding when the config says so.
-            model.lm_head = None;
-        }
+        // transformers 5 uses `lm_head.weight` whenever the file has it, whatever the config's
+        // `tie_word_embeddings` says; without it the head is the shared embedding.
         model.config.tie_word_embeddings = Some(model.lm_head.is_none());
         Ok(model.frozen())
     }
