@@ -284,12 +284,13 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
 }
 
 fn read_weights(dir: &Path) -> Result<(PathBuf, BTreeMap<String, HostTensor>), PeftIoError> {
+    // `exists`, not `is_file`: a weights file that cannot be read is reported as such.
     let safetensors = dir.join(WEIGHTS_FILE);
-    if safetensors.is_file() {
+    if safetensors.exists() {
         return Ok((safetensors.clone(), read_safetensors(&safetensors)?));
     }
     let legacy = dir.join(LEGACY_WEIGHTS_FILE);
-    if legacy.is_file() {
+    if legacy.exists() {
         return Ok((legacy.clone(), crate::pickle::read_torch_file(&legacy)?));
     }
     Err(PeftIoError::NoWeights {

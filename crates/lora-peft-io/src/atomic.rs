@@ -48,6 +48,14 @@ pub(crate) fn commit(files: Vec<PendingFile>) -> Result<(), PeftIoError> {
         let backup = file.temporary.with_extension("previous");
         let had_previous = file.path.exists();
         let result = (|| {
+            // Renaming would move a directory standing at the file's place aside and leave it
+            // behind as the backup; refuse it as writing the file in place would.
+            if file.path.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "a directory stands where the file is to be written",
+                ));
+            }
             if had_previous {
                 std::fs::rename(&file.path, &backup)?;
             }

@@ -95,6 +95,16 @@ impl AdapterConfig {
         let Value::Object(values) = value else {
             return Err(invalid(path, "<root>", "a JSON object", &value));
         };
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if let Some(v) = optional(&values, key).filter(|v| !v.is_object()) {
+                return Err(invalid(
+                    path,
+                    key,
+                    "an object mapping patterns to values",
+                    v,
+                ));
+            }
+        }
         // Pattern dictionaries are matched in file order, which a JSON map does not keep.
         let ordered: OrderedPatterns = serde_json::from_str(text).map_err(json_error)?;
         let settings = Settings::parse(&values, ordered, path)?;
@@ -102,18 +112,22 @@ impl AdapterConfig {
     }
 
     /// A config for adapters made with `config` on the modules selected by `target_modules`,
-    /// with every other key at PEFT 0.21's default.
+    /// with every other key at PEFT 0.21's default. An invalid `config` or a target regex that
+    /// does not compile is refused with the error reading such a file would give.
     ///
     /// ```
     /// use lora_core::LoraConfig;
     /// use lora_peft_io::{AdapterConfig, ModuleSelector};
     ///
     /// let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
-    /// let config = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets);
+    /// let config = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets).unwrap();
     /// assert_eq!(config.r(), 16);
     /// assert!(config.to_json_string().contains("\"lora_alpha\": 32"));
     /// ```
-    pub fn from_lora_config(config: &LoraConfig, target_modules: ModuleSelector) -> Self {
+    pub fn from_lora_config(
+        config: &LoraConfig,
+        target_modules: ModuleSelector,
+    ) -> Result<Self, PeftIoError> {
         let Ok(Value::Object(mut values)) = serde_json::from_str::<Value>(PEFT_DEFAULTS) else {
             unreachable!("the embedded PEFT defaults are a JSON object");
         };
@@ -144,9 +158,8 @@ impl AdapterConfig {
             },
         );
         let path = Path::new("<generated>");
-        let settings = Settings::parse(&values, OrderedPatterns::default(), path)
-            .expect("a config built from a valid LoraConfig parses");
-        Self { values, settings }
+        let settings = Settings::parse(&values, OrderedPatterns::default(), path)?;
+        Ok(Self { values, settings })
     }
 
     /// The JSON text PEFT would write: sorted keys, 2-space indent, no trailing newline.

@@ -27,7 +27,7 @@
 //! let config = AdapterConfig::from_lora_config(
 //!     &LoraConfig::new(4, 8.0),
 //!     ModuleSelector::Names(vec!["q".into()]),
-//! );
+//! ).unwrap();
 //! assert_eq!(inject_adapter(&mut model, &config, "default", None).unwrap(), ["q"]);
 //!
 //! let dir = std::env::temp_dir().join(format!("lora-peft-io-doc-{}", std::process::id()));

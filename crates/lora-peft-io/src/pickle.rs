@@ -66,7 +66,10 @@ fn rebuild_tensor<'a>(
     match function.as_ref() {
         Value::Global(module, name) if module == "torch._utils" && name == "_rebuild_tensor_v2" => {
         }
-        other => return Err(format!("unsupported constructor {other:?}")),
+        Value::Global(module, name) => {
+            return Err(format!("unsupported constructor {module}.{name}"))
+        }
+        _ => return Err("the tensor constructor is not a global".into()),
     }
     let Value::Tuple(args) = args.as_ref() else {
         return Err("tensor arguments are not a tuple".into());
@@ -113,7 +116,30 @@ fn rebuild_tensor<'a>(
         }
     };
     let elements = data.len() / width;
-    let count: usize = shape.iter().product();
+    // Sizes and strides come from the file: check them before any arithmetic or allocation.
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .ok_or_else(|| format!("the element count of size {shape:?} overflows"))?;
+    if count > elements {
+        return Err(format!(
+            "{count} elements (size {shape:?}), but the storage holds only {elements}"
+        ));
+    }
+    if count > 0 {
+        // The last element lies furthest into the storage.
+        let last = shape.iter().zip(&stride).try_fold(offset, |at, (d, s)| {
+            (d - 1)
+                .checked_mul(*s)
+                .and_then(|step| at.checked_add(step))
+        });
+        if last.is_none_or(|last| last >= elements) {
+            return Err(format!(
+                "offset {offset}, size {shape:?} and stride {stride:?} reach past the end of \
+                 the storage of {elements} elements"
+            ));
+        }
+    }
     let mut values = Vec::with_capacity(count);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..count {
@@ -218,11 +244,72 @@ enum Value {
     Built(Box<Value>, Box<Value>),
 }
 
+/// A value on the pickle machine's stack or in its memo, with how deeply it nests and about how
+/// many bytes it holds, so that hostile pickles cannot nest values deeply enough to overflow the
+/// call stack (dropping, cloning) or multiply them through the memo without bound.
+#[derive(Debug, Clone)]
+struct Item {
+    value: Value,
+    depth: usize,
+    bytes: usize,
+}
+
+impl Item {
+    /// A value without children (strings, numbers, globals and empty containers).
+    fn leaf(value: Value) -> Self {
+        let text = match &value {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Global(module, name) => module.len() + name.len(),
+            _ => 0,
+        };
+        Self {
+            value,
+            depth: 0,
+            bytes: NODE_BYTES + text,
+        }
+    }
+
+    /// A value whose children were measured by [`measure`].
+    fn node(value: Value, (depth, bytes): (usize, usize)) -> Self {
+        Self {
+            value,
+            depth,
+            bytes,
+        }
+    }
+}
+
+/// The depth and size of a value made of `children`, refused when it nests too deeply.
+fn measure(children: &[&Item]) -> Result<(usize, usize), String> {
+    let depth = 1 + children.iter().map(|c| c.depth).max().unwrap_or(0);
+    check_depth(depth)?;
+    let bytes = NODE_BYTES + children.iter().map(|c| c.bytes).sum::<usize>();
+    Ok((depth, bytes))
+}
+
+/// The memory one [`Value`] takes, not counting what it owns.
+const NODE_BYTES: usize = std::mem::size_of::<Value>();
+
+/// Deepest nesting of values accepted (a state dict nests about 6 deep).
+const MAX_DEPTH: usize = 100;
+
+/// Most bytes of values the memo may copy (`BINPUT`, `BINGET`) in one pickle.
+const MAX_MEMO_BYTES: usize = 256 << 20;
+
+fn check_depth(depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("values nest deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Machine {
-    stack: Vec<Value>,
+    stack: Vec<Item>,
     marks: Vec<usize>,
-    memo: BTreeMap<u32, Value>,
+    memo: BTreeMap<u32, Item>,
+    memo_bytes: usize,
 }
 
 /// Upper bound on pickle operations, against hostile files.
@@ -248,26 +335,26 @@ impl Machine {
                 0x95 => {
                     take(&mut at, 8)?; // FRAME
                 }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'}' => self.push(Value::Dict(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new())),
+                b']' => self.push(Value::List(Vec::new())),
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
                 b'(' => self.marks.push(self.stack.len()),
                 b'J' => {
                     let b = take(&mut at, 4)?;
-                    self.stack.push(Value::Int(
+                    self.push(Value::Int(
                         i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
                     ))
                 }
                 b'K' => {
                     let b = take(&mut at, 1)?;
-                    self.stack.push(Value::Int(b[0] as i64))
+                    self.push(Value::Int(b[0] as i64))
                 }
                 b'M' => {
                     let b = take(&mut at, 2)?;
-                    self.stack.push(Value::Int(le(b) as i64))
+                    self.push(Value::Int(le(b) as i64))
                 }
                 0x8a => {
                     let n = take(&mut at, 1)?[0] as usize;
@@ -279,13 +366,13 @@ impl Machine {
                     if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                         value -= 1i64 << (8 * n);
                     }
-                    self.stack.push(Value::Int(value))
+                    self.push(Value::Int(value))
                 }
                 b'G' => {
                     let b = take(&mut at, 8)?;
                     let mut raw = [0u8; 8];
                     raw.copy_from_slice(b);
-                    self.stack.push(Value::Float(f64::from_be_bytes(raw)))
+                    self.push(Value::Float(f64::from_be_bytes(raw)))
                 }
                 b'X' | 0x8c | 0x8d => {
                     let width = match op {
@@ -296,13 +383,13 @@ impl Machine {
                     let n = le(take(&mut at, width)?) as usize;
                     let text = std::str::from_utf8(take(&mut at, n)?)
                         .map_err(|_| "invalid UTF-8 string")?;
-                    self.stack.push(Value::Str(text.to_string()))
+                    self.push(Value::Str(text.to_string()))
                 }
                 b'U' | b'T' | b'C' | b'B' => {
                     let width = if matches!(op, b'U' | b'C') { 1 } else { 4 };
                     let n = le(take(&mut at, width)?) as usize;
                     let bytes = take(&mut at, n)?.to_vec();
-                    self.stack.push(match op {
+                    self.push(match op {
                         b'U' | b'T' => Value::Str(String::from_utf8_lossy(&bytes).into_owned()),
                         _ => Value::Bytes(bytes),
                     })
@@ -310,16 +397,16 @@ impl Machine {
                 b'c' => {
                     let module = read_line(data, &mut at)?;
                     let name = read_line(data, &mut at)?;
-                    self.stack.push(Value::Global(module, name))
+                    self.push(Value::Global(module, name))
                 }
                 0x93 => {
                     let name = self.pop_str()?;
                     let module = self.pop_str()?;
-                    self.stack.push(Value::Global(module, name))
+                    self.push(Value::Global(module, name))
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
+                    self.push_tuple(items)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -327,17 +414,20 @@ impl Machine {
                         return Err("stack underflow".into());
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items))
+                    self.push_tuple(items)?
                 }
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let function = self.pop()?;
-                    self.stack
-                        .push(Value::Call(Box::new(function), Box::new(args)))
+                    let size = measure(&[&function, &args])?;
+                    let call = Value::Call(Box::new(function.value), Box::new(args.value));
+                    self.stack.push(Item::node(call, size))
                 }
                 b'Q' => {
                     let id = self.pop()?;
-                    self.stack.push(Value::PersistentId(Box::new(id)))
+                    let size = measure(&[&id])?;
+                    let persistent = Value::PersistentId(Box::new(id.value));
+                    self.stack.push(Item::node(persistent, size))
                 }
                 b'q' => {
                     let key = take(&mut at, 1)?[0] as u32;
@@ -354,8 +444,10 @@ impl Machine {
                 b'h' | b'j' => {
                     let width = if op == b'h' { 1 } else { 4 };
                     let key = le(take(&mut at, width)?) as u32;
-                    let value = self.memo.get(&key).cloned().ok_or("unknown memo key")?;
-                    self.stack.push(value)
+                    let item = self.memo.get(&key).ok_or("unknown memo key")?;
+                    self.memo_bytes += item.bytes;
+                    check_memo_bytes(self.memo_bytes)?;
+                    self.stack.push(item.clone())
                 }
                 b's' => {
                     let value = self.pop()?;
@@ -377,28 +469,40 @@ impl Machine {
                 b'b' => {
                     let state = self.pop()?;
                     let object = self.pop()?;
-                    self.stack
-                        .push(Value::Built(Box::new(object), Box::new(state)))
+                    let size = measure(&[&object, &state])?;
+                    let built = Value::Built(Box::new(object.value), Box::new(state.value));
+                    self.stack.push(Item::node(built, size))
                 }
-                b'.' => return self.pop(),
+                b'.' => return self.pop().map(|item| item.value),
                 other => return Err(format!("unsupported pickle opcode 0x{other:02x}")),
             }
         }
         Err("pickle too long".into())
     }
 
-    fn pop(&mut self) -> Result<Value, String> {
+    fn push(&mut self, value: Value) {
+        self.stack.push(Item::leaf(value));
+    }
+
+    fn push_tuple(&mut self, items: Vec<Item>) -> Result<(), String> {
+        let size = measure(&items.iter().collect::<Vec<_>>())?;
+        let tuple = Value::Tuple(items.into_iter().map(|item| item.value).collect());
+        self.stack.push(Item::node(tuple, size));
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<Item, String> {
         self.stack.pop().ok_or_else(|| "stack underflow".into())
     }
 
     fn pop_str(&mut self) -> Result<String, String> {
-        match self.pop()? {
+        match self.pop()?.value {
             Value::Str(s) => Ok(s),
             _ => Err("expected a string".into()),
         }
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Item>, String> {
         let mark = self.marks.pop().ok_or("no mark")?;
         if mark > self.stack.len() {
             return Err("mark beyond the stack".into());
@@ -407,44 +511,70 @@ impl Machine {
     }
 
     fn memoize(&mut self, key: u32) -> Result<(), String> {
-        let top = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or("memoize on an empty stack")?;
-        self.memo.insert(key, top);
+        let top = self.stack.last().ok_or("memoize on an empty stack")?;
+        self.memo_bytes += top.bytes;
+        check_memo_bytes(self.memo_bytes)?;
+        self.memo.insert(key, top.clone());
         Ok(())
     }
 
-    fn dict_insert(&mut self, items: Vec<Value>) -> Result<(), String> {
+    /// Adds `items` to the container on top of the stack, which nests one level above them.
+    fn grow(target: &mut Item, items: &[Item]) -> Result<(), String> {
+        for item in items {
+            target.depth = target.depth.max(item.depth + 1);
+            target.bytes += item.bytes;
+        }
+        check_depth(target.depth)
+    }
+
+    fn dict_insert(&mut self, items: Vec<Item>) -> Result<(), String> {
         if !items.len().is_multiple_of(2) {
             return Err("odd number of dict items".into());
         }
         let target = self.stack.last_mut().ok_or("no dict to fill")?;
         // `OrderedDict()` arrives as a call; it becomes a dict once filled.
-        if matches!(target, Value::Call(f, _) if matches!(f.as_ref(), Value::Global(m, n) if m == "collections" && n == "OrderedDict"))
+        if matches!(&target.value, Value::Call(f, _) if matches!(f.as_ref(), Value::Global(m, n) if m == "collections" && n == "OrderedDict"))
         {
-            *target = Value::Dict(Vec::new());
+            target.value = Value::Dict(Vec::new());
         }
-        let Value::Dict(entries) = target else {
+        let Value::Dict(_) = target.value else {
             return Err("SETITEM on a value that is not a dict".into());
         };
-        let mut items = items.into_iter();
+        Self::grow(target, &items)?;
+        let Value::Dict(entries) = &mut target.value else {
+            unreachable!("checked above");
+        };
+        let mut items = items.into_iter().map(|item| item.value);
         while let (Some(k), Some(v)) = (items.next(), items.next()) {
             entries.push((k, v));
         }
         Ok(())
     }
 
-    fn list_extend(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.stack.last_mut() {
-            Some(Value::List(list)) => {
-                list.extend(items);
-                Ok(())
-            }
-            _ => Err("APPEND on a value that is not a list".into()),
-        }
+    fn list_extend(&mut self, items: Vec<Item>) -> Result<(), String> {
+        let Some(target) = self.stack.last_mut() else {
+            return Err("APPEND on an empty stack".into());
+        };
+        let Value::List(_) = target.value else {
+            return Err("APPEND on a value that is not a list".into());
+        };
+        Self::grow(target, &items)?;
+        let Value::List(list) = &mut target.value else {
+            unreachable!("checked above");
+        };
+        list.extend(items.into_iter().map(|item| item.value));
+        Ok(())
     }
+}
+
+fn check_memo_bytes(bytes: usize) -> Result<(), String> {
+    if bytes > MAX_MEMO_BYTES {
+        return Err(format!(
+            "the pickle's memo copies more than {} MiB of values",
+            MAX_MEMO_BYTES >> 20
+        ));
+    }
+    Ok(())
 }
 
 fn read_line(data: &[u8], at: &mut usize) -> Result<String, String> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
+use safetensors::{SafeTensorError, SafeTensors};
 
 use crate::dtype::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, WeightDtype};
 use crate::PeftIoError;
@@ -97,12 +97,25 @@ pub fn parse_safetensors(
     bytes: &[u8],
     path: &Path,
 ) -> Result<BTreeMap<String, HostTensor>, PeftIoError> {
+    check_header(bytes, path)?;
     let file = SafeTensors::deserialize(bytes).map_err(|e| PeftIoError::Safetensors {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: match e {
+            SafeTensorError::InvalidOffset(key) => format!(
+                "tensor `{key}`: data_offsets do not start where the previous tensor ends \
+                 (tensors must be stored one after the other from offset 0)"
+            ),
+            SafeTensorError::MetadataIncompleteBuffer => format!(
+                "the tensors do not cover the {} data bytes after the header exactly",
+                bytes.len() - 8 - header_length(bytes)
+            ),
+            other => other.to_string(),
+        },
     })?;
     let mut tensors = BTreeMap::new();
-    for (key, view) in file.tensors() {
+    let mut views = file.tensors();
+    views.sort_by(|(a, _), (b, _)| a.cmp(b));
+    for (key, view) in views {
         let tensor = to_f32(&key, &view, path)?;
         if tensor.values.iter().any(|v| !v.is_finite()) {
             return Err(PeftIoError::NonFinite {
@@ -113,6 +126,107 @@ pub fn parse_safetensors(
         tensors.insert(key, tensor);
     }
     Ok(tensors)
+}
+
+/// The header length a file starts with (call only after [`check_header`]).
+fn header_length(bytes: &[u8]) -> usize {
+    let mut length = [0; 8];
+    length.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(length) as usize
+}
+
+/// Checks what the header says about each tensor against the file before the `safetensors`
+/// crate reads it, so that a header that lies (sizes, offsets, overflowing shapes) is reported
+/// with the tensor it concerns and what was expected. The order of the tensors and the exact
+/// coverage of the data are left to `safetensors`.
+fn check_header(bytes: &[u8], path: &Path) -> Result<(), PeftIoError> {
+    let fail = |message: String| PeftIoError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    if bytes.len() < 8 {
+        return Err(fail(format!(
+            "the file is {} bytes long; expected at least the 8-byte header length",
+            bytes.len()
+        )));
+    }
+    let (length, rest) = bytes.split_at(8);
+    let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
+    if length > rest.len() as u64 {
+        return Err(fail(format!(
+            "the header length {length} exceeds the {} bytes after it",
+            rest.len()
+        )));
+    }
+    let (header, data) = rest.split_at(length as usize);
+    let header =
+        std::str::from_utf8(header).map_err(|e| fail(format!("the header is not UTF-8: {e}")))?;
+    let header: serde_json::Value = serde_json::from_str(header)
+        .map_err(|e| fail(format!("the header is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(entries) = header else {
+        return Err(fail("the header is not a JSON object".into()));
+    };
+    for (key, info) in &entries {
+        if key == "__metadata__" {
+            continue;
+        }
+        let tensor = |what: String| fail(format!("tensor `{key}`: {what}"));
+        let dtype = info
+            .get("dtype")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| tensor("expected a `dtype` string".into()))?;
+        let width: u64 = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+            "I16" | "U16" | "F16" | "BF16" => 2,
+            "I32" | "U32" | "F32" => 4,
+            "I64" | "U64" | "F64" => 8,
+            _ => {
+                return Err(PeftIoError::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    dtype: dtype.to_string(),
+                })
+            }
+        };
+        let shape: Vec<u64> = info
+            .get("shape")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|dims| dims.iter().map(serde_json::Value::as_u64).collect())
+            .ok_or_else(|| tensor("expected `shape`, a list of non-negative integers".into()))?;
+        let (start, end) = info
+            .get("data_offsets")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|offsets| match offsets.as_slice() {
+                [start, end] => Some((start.as_u64()?, end.as_u64()?)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                tensor("expected `data_offsets`, two non-negative integers [start, end]".into())
+            })?;
+        if start > end || end > data.len() as u64 {
+            return Err(tensor(format!(
+                "data_offsets [{start}, {end}] do not lie within the {} data bytes after the header",
+                data.len()
+            )));
+        }
+        let needed = shape.iter().try_fold(width, |n, d| n.checked_mul(*d));
+        match needed {
+            None => {
+                return Err(tensor(format!(
+                    "the size of dtype {dtype} × shape {shape:?} overflows"
+                )))
+            }
+            Some(needed) if needed != end - start => {
+                return Err(tensor(format!(
+                    "dtype {dtype} × shape {shape:?} needs {needed} bytes, but data_offsets \
+                     [{start}, {end}] hold {}",
+                    end - start
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn to_f32(key: &str, view: &TensorView<'_>, path: &Path) -> Result<HostTensor, PeftIoError> {

@@ -5,130 +5,19 @@
 //! within 1e-5 of the largest magnitude (f32; half-precision fixtures were computed by PEFT
 //! with the rounded weights, so the same bound holds).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
 
-use burn::backend::NdArray;
-use burn::module::{Module, Param};
-use burn::nn::Linear;
-use burn::tensor::backend::Backend;
-use burn::tensor::{activation::relu, Tensor, TensorData};
-use lora_core::{lora_layer_paths, lora_module, LoraLinear, LoraModule};
+use std::path::PathBuf;
+
+use burn::tensor::Tensor;
+use common::{base_model, copy_dir, fixtures, scratch_dir, tensor, write_tensors, Cpu};
+use lora_core::{lora_layer_paths, LoraModule};
 use lora_peft_io::{
     load_adapter, read_safetensors, save_adapter, AdapterConfig, HostTensor, PeftIoError,
     SaveOptions, WeightDtype,
 };
 
-type Cpu = NdArray<f32>;
 const TOLERANCE: f64 = 1e-5;
-
-#[derive(Module, Debug)]
-struct Attention<B: Backend> {
-    q: LoraLinear<B>,
-    k: LoraLinear<B>,
-    v: LoraLinear<B>,
-    o: LoraLinear<B>,
-}
-lora_module!(Attention { q, k, v, o });
-
-#[derive(Module, Debug)]
-struct FeedForward<B: Backend> {
-    wi: LoraLinear<B>,
-    wo: LoraLinear<B>,
-}
-lora_module!(FeedForward { wi, wo });
-
-#[derive(Module, Debug)]
-struct Block<B: Backend> {
-    attention: Attention<B>,
-    feed_forward: FeedForward<B>,
-}
-lora_module!(Block {
-    attention as "layer.0.SelfAttention",
-    feed_forward as "layer.1.DenseReluDense",
-});
-
-#[derive(Module, Debug)]
-struct Stack<B: Backend> {
-    block: Vec<Block<B>>,
-}
-lora_module!(Stack { block });
-
-#[derive(Module, Debug)]
-struct Tiny<B: Backend> {
-    encoder: Stack<B>,
-    decoder: Stack<B>,
-    lm_head: LoraLinear<B>,
-}
-lora_module!(Tiny {
-    encoder,
-    decoder,
-    lm_head
-});
-
-impl<B: Backend> Tiny<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut h = x;
-        for stack in [&self.encoder, &self.decoder] {
-            for block in &stack.block {
-                let a = &block.attention;
-                let mixed =
-                    a.q.forward(h.clone()) + a.k.forward(h.clone()) + a.v.forward(h.clone());
-                h = h.clone() + a.o.forward(mixed);
-                let f = &block.feed_forward;
-                h = h.clone() + f.wo.forward(relu(f.wi.forward(h)));
-            }
-        }
-        self.lm_head.forward(h)
-    }
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn tensor<const D: usize>(t: &HostTensor) -> Tensor<Cpu, D> {
-    Tensor::from_data(
-        TensorData::new(t.values.clone(), t.shape.clone()),
-        &Default::default(),
-    )
-}
-
-/// The base model with the weights of `base_model.safetensors`.
-fn base_model() -> Tiny<Cpu> {
-    let weights = read_safetensors(&fixtures().join("base_model.safetensors")).unwrap();
-    let linear = |path: &str| {
-        let w = &weights[&format!("{path}.weight")];
-        LoraLinear::new(Linear {
-            weight: Param::from_tensor(tensor::<2>(w).transpose()),
-            bias: None,
-        })
-    };
-    let stack = |name: &str| Stack {
-        block: (0..2)
-            .map(|i| {
-                let p = format!("{name}.block.{i}.layer");
-                Block {
-                    attention: Attention {
-                        q: linear(&format!("{p}.0.SelfAttention.q")),
-                        k: linear(&format!("{p}.0.SelfAttention.k")),
-                        v: linear(&format!("{p}.0.SelfAttention.v")),
-                        o: linear(&format!("{p}.0.SelfAttention.o")),
-                    },
-                    feed_forward: FeedForward {
-                        wi: linear(&format!("{p}.1.DenseReluDense.wi")),
-                        wo: linear(&format!("{p}.1.DenseReluDense.wo")),
-                    },
-                }
-            })
-            .collect(),
-    };
-    Tiny {
-        encoder: stack("encoder"),
-        decoder: stack("decoder"),
-        lm_head: linear("lm_head"),
-    }
-}
 
 fn input() -> (Tensor<Cpu, 3>, Tensor<Cpu, 3>) {
     let t = read_safetensors(&fixtures().join("input.safetensors")).unwrap();
@@ -330,13 +219,6 @@ fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
     std::fs::remove_dir_all(scratch).unwrap();
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lora-peft-io-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn unknown_config_keys_are_kept() {
     let config = AdapterConfig::read(&fixtures().join("unknown_keys/adapter_config.json")).unwrap();
@@ -390,21 +272,6 @@ fn a_failed_load_leaves_the_model_unchanged() {
     model.visit_lora("", &mut |_, layer| untouched &= layer.adapters.is_empty());
     assert!(untouched, "no layer may keep a partial adapter");
     std::fs::remove_dir_all(scratch).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
-fn write_tensors(dir: &Path, tensors: &BTreeMap<String, HostTensor>) {
-    let bytes = lora_peft_io::serialize_safetensors(tensors, WeightDtype::F32).unwrap();
-    std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
 }
 
 #[test]
