@@ -6,26 +6,71 @@ use serde_json::{Map, Value};
 
 use crate::T5Error;
 
-/// The feed-forward block of a T5 layer (`feed_forward_proj`).
+/// The activation of the feed-forward block (transformers' `dense_act_fn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedForwardKind {
-    /// `relu`: `wo(relu(wi(x)))` (T5 v1.0).
+pub enum Activation {
+    /// `relu`.
     Relu,
-    /// `gelu`: `wo(gelu(wi(x)))` with the exact (erf) GELU.
+    /// `gelu`: the exact GELU with erf.
     Gelu,
-    /// `gated-gelu`: `wo(gelu_tanh(wi_0(x)) · wi_1(x))` (T5 v1.1, FLAN-T5; transformers'
-    /// `gelu_new`).
-    GatedGelu,
-    /// `gated-silu`: `wo(silu(wi_0(x)) · wi_1(x))`.
-    GatedSilu,
-    /// `gated-relu`: `wo(relu(wi_0(x)) · wi_1(x))`.
-    GatedRelu,
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `silu` / `swish`.
+    Silu,
+}
+
+impl Activation {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "relu" => Self::Relu,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+}
+
+/// The feed-forward block of a T5 layer: `feed_forward_proj`, overridden by explicit
+/// `dense_act_fn` / `is_gated_act` keys as transformers does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedForwardKind {
+    /// The activation.
+    pub activation: Activation,
+    /// Gated: `wo(act(wi_0(x)) · wi_1(x))`; plain: `wo(act(wi(x)))`.
+    pub gated: bool,
 }
 
 impl FeedForwardKind {
+    /// `relu` (T5 v1.0).
+    pub const RELU: Self = Self {
+        activation: Activation::Relu,
+        gated: false,
+    };
+    /// `gelu` (exact GELU, not gated).
+    pub const GELU: Self = Self {
+        activation: Activation::Gelu,
+        gated: false,
+    };
+    /// `gated-gelu` (T5 v1.1, FLAN-T5): tanh GELU, gated.
+    pub const GATED_GELU: Self = Self {
+        activation: Activation::GeluTanh,
+        gated: true,
+    };
+    /// `gated-silu`.
+    pub const GATED_SILU: Self = Self {
+        activation: Activation::Silu,
+        gated: true,
+    };
+    /// `gated-relu`.
+    pub const GATED_RELU: Self = Self {
+        activation: Activation::Relu,
+        gated: true,
+    };
+
     /// Whether the block has the two input projections `wi_0` and `wi_1`.
     pub fn is_gated(self) -> bool {
-        matches!(self, Self::GatedGelu | Self::GatedSilu | Self::GatedRelu)
+        self.gated
     }
 }
 
@@ -39,7 +84,7 @@ impl FeedForwardKind {
 ///     "config.json".as_ref(),
 /// ).unwrap();
 /// assert_eq!(config.num_decoder_layers, 12);
-/// assert_eq!(config.feed_forward, FeedForwardKind::GatedGelu);
+/// assert_eq!(config.feed_forward, FeedForwardKind::GATED_GELU);
 /// assert!(!config.scale_decoder_outputs);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +140,7 @@ impl Default for T5Config {
             relative_attention_max_distance: 128,
             dropout_rate: 0.1,
             layer_norm_epsilon: 1e-6,
-            feed_forward: FeedForwardKind::Relu,
+            feed_forward: FeedForwardKind::RELU,
             scale_decoder_outputs: true,
             tie_word_embeddings: None,
             pad_token_id: 0,
@@ -134,25 +179,48 @@ impl T5Config {
             .optional_bool("scale_decoder_outputs")?
             .or(tie_word_embeddings)
             .unwrap_or(true);
-        let feed_forward = match map.get("feed_forward_proj") {
-            None | Some(Value::Null) => FeedForwardKind::Relu,
-            Some(Value::String(s)) => match s.as_str() {
-                "relu" => FeedForwardKind::Relu,
-                "gelu" => FeedForwardKind::Gelu,
-                "gated-gelu" => FeedForwardKind::GatedGelu,
-                "gated-silu" => FeedForwardKind::GatedSilu,
-                "gated-relu" => FeedForwardKind::GatedRelu,
-                _ => {
-                    return Err(invalid(
+        let mut feed_forward = match map.get("feed_forward_proj") {
+            None | Some(Value::Null) => FeedForwardKind::RELU,
+            Some(Value::String(s)) => {
+                let (gated, name) = match s.strip_prefix("gated-") {
+                    Some(name) => (true, name),
+                    None => (false, s.as_str()),
+                };
+                // transformers maps `gated-gelu` to the tanh GELU (`gelu_new`).
+                let name = if gated && name == "gelu" {
+                    "gelu_new"
+                } else {
+                    name
+                };
+                let activation = Activation::from_name(name).ok_or_else(|| {
+                    invalid(
                         path,
                         "feed_forward_proj",
                         "relu, gelu, gated-gelu, gated-silu or gated-relu",
                         &Value::String(s.clone()),
-                    ))
-                }
-            },
+                    )
+                })?;
+                FeedForwardKind { activation, gated }
+            }
             Some(v) => return Err(invalid(path, "feed_forward_proj", "a string", v)),
         };
+        match map.get("dense_act_fn") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(name)) => {
+                feed_forward.activation = Activation::from_name(name).ok_or_else(|| {
+                    invalid(
+                        path,
+                        "dense_act_fn",
+                        "relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu or swish",
+                        &Value::String(name.clone()),
+                    )
+                })?
+            }
+            Some(v) => return Err(invalid(path, "dense_act_fn", "a string", v)),
+        }
+        if let Some(gated) = reader.optional_bool("is_gated_act")? {
+            feed_forward.gated = gated;
+        }
         let token = |key: &str, default: u32| -> Result<u32, T5Error> {
             match map.get(key) {
                 None | Some(Value::Null) => Ok(default),

@@ -103,6 +103,23 @@ pub enum T5Error {
         /// The tokenizer's message.
         message: String,
     },
+    /// A JSONL data file holds a record that cannot be used (with
+    /// [`BadRecordPolicy::Fail`](crate::data::BadRecordPolicy::Fail)).
+    #[error("{path}:{line}: {reason}")]
+    BadRecord {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with the record.
+        reason: String,
+    },
+    /// A data generator, split or collator was configured with values it cannot use.
+    #[error("invalid data configuration: {reason}")]
+    InvalidDataConfig {
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading or applying an adapter failed.
     #[error(transparent)]
     Adapter(#[from] lora_peft_io::PeftIoError),

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use lora_core::{lora_module, LoraLinear};
 
-use crate::{FeedForwardKind, T5Config};
+use crate::{Activation, FeedForwardKind, T5Config};
 
 /// `DenseReluDense`: `wo(act(wi(x)))`, or gated `wo(act(wi_0(x)) · wi_1(x))`.
 #[derive(Module, Debug)]
@@ -57,11 +57,11 @@ impl<B: Backend> T5FeedForward<B> {
     }
 
     fn activate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self.kind {
-            FeedForwardKind::Relu | FeedForwardKind::GatedRelu => relu(x),
-            FeedForwardKind::Gelu => gelu(x),
-            FeedForwardKind::GatedGelu => gelu_approximate(x),
-            FeedForwardKind::GatedSilu => silu(x),
+        match self.kind.activation {
+            Activation::Relu => relu(x),
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Silu => silu(x),
         }
     }
 }

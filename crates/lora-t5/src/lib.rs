@@ -9,19 +9,22 @@
 mod attention;
 mod block;
 mod config;
+pub mod data;
 mod error;
 mod feed_forward;
 mod generation;
 mod layer_norm;
 mod loading;
+pub mod metrics;
 mod model;
 mod position_bias;
 mod stack;
 mod tokenizer;
+mod train;
 
 pub use attention::{KeyValue, T5Attention};
 pub use block::{T5AttentionLayer, T5Block, T5FeedForwardLayer};
-pub use config::{FeedForwardKind, T5Config};
+pub use config::{Activation, FeedForwardKind, T5Config};
 pub use error::T5Error;
 pub use feed_forward::T5FeedForward;
 pub use generation::{generated_tokens, EarlyStopping, GenerationConfig};
@@ -30,3 +33,9 @@ pub use model::{cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneratio
 pub use position_bias::relative_position_bucket;
 pub use stack::{DecoderState, T5Stack};
 pub use tokenizer::T5Tokenizer;
+pub use train::clip::clip_global_norm;
+pub use train::plot::{write_curves_png, Curve};
+pub use train::progress::Progress;
+pub use train::schedule::{DecayKind, LrSchedule};
+pub use train::state::{LogEntry, TrainerState};
+pub use train::trainer::{evaluate_loss, TrainOutcome, Trainer, TrainerConfig};

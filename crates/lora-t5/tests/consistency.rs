@@ -18,7 +18,7 @@ fn config() -> T5Config {
         num_decoder_layers: 3,
         relative_attention_num_buckets: 8,
         relative_attention_max_distance: 12,
-        feed_forward: FeedForwardKind::GatedGelu,
+        feed_forward: FeedForwardKind::GATED_GELU,
         tie_word_embeddings: Some(false),
         scale_decoder_outputs: false,
         ..T5Config::default()

@@ -1,0 +1,289 @@
+//! Evaluation metrics for generated JSON: exact match, corpus BLEU-4, ROUGE-L, and the share
+//! of predictions that are valid JSON and valid UI-DSL. Every value lies in `[0, 1]`.
+//!
+//! BLEU and ROUGE-L compare [`json_tokens`]: the references are minified JSON, so each of
+//! `{ } [ ] : , "` (and any other ASCII punctuation) is its own token, runs of ASCII letters,
+//! digits, `_`, `-` and `.` form one token (`product_grid`, `obsidian-gold`, `2`), and every
+//! non-ASCII character (a CJK character in a string value) is its own token. Whitespace only
+//! separates tokens. This makes structural mistakes (a missing brace or comma) and value
+//! mistakes (a wrong theme) both count, without depending on any model tokenizer.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::data::validate_uidsl;
+use crate::T5Error;
+
+/// Splits `text` into the tokens BLEU and ROUGE-L compare (see the module documentation).
+///
+/// ```
+/// use lora_t5::metrics::json_tokens;
+///
+/// assert_eq!(
+///     json_tokens(r#"{"theme":"obsidian-gold","n":12} 中文"#),
+///     ["{", "\"", "theme", "\"", ":", "\"", "obsidian-gold", "\"", ",", "\"", "n", "\"", ":", "12", "}", "中", "文"]
+/// );
+/// ```
+pub fn json_tokens(text: &str) -> Vec<&str> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut tokens = Vec::new();
+    let mut word_start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if is_word(c) {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = word_start.take() {
+            tokens.push(&text[start..i]);
+        }
+        if !c.is_whitespace() {
+            tokens.push(&text[i..i + c.len_utf8()]);
+        }
+    }
+    if let Some(start) = word_start {
+        tokens.push(&text[start..]);
+    }
+    tokens
+}
+
+/// Share of predictions equal to their reference (after trimming surrounding whitespace).
+///
+/// ```
+/// use lora_t5::metrics::exact_match;
+/// assert_eq!(exact_match(&["{}", "[1]"], &["{}", "[2]"]).unwrap(), 0.5);
+/// ```
+pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
+    predictions: &[P],
+    references: &[R],
+) -> Result<f64, T5Error> {
+    check_pairs(predictions.len(), references.len())?;
+    let hits = predictions
+        .iter()
+        .zip(references)
+        .filter(|(p, r)| p.as_ref().trim() == r.as_ref().trim())
+        .count();
+    Ok(hits as f64 / predictions.len() as f64)
+}
+
+/// Corpus BLEU-4 over [`json_tokens`], one reference per prediction: the geometric mean of
+/// the clipped 1- to 4-gram precisions (counts summed over the corpus) times the brevity
+/// penalty `exp(1 − r / c)` when the predictions are shorter in total (`c`) than the
+/// references (`r`). No smoothing: a corpus without a single matching 4-gram scores 0.
+///
+/// ```
+/// use lora_t5::metrics::bleu;
+///
+/// let reference = r#"{"page":{"name":"home_page"}}"#;
+/// assert_eq!(bleu(&[reference], &[reference]).unwrap(), 1.0);
+/// assert_eq!(bleu(&["[1]"], &[reference]).unwrap(), 0.0);
+/// ```
+pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
+    predictions: &[P],
+    references: &[R],
+) -> Result<f64, T5Error> {
+    check_pairs(predictions.len(), references.len())?;
+    let mut matches = [0usize; 4];
+    let mut totals = [0usize; 4];
+    let (mut candidate_len, mut reference_len) = (0usize, 0usize);
+    for (p, r) in predictions.iter().zip(references) {
+        let p = json_tokens(p.as_ref());
+        let r = json_tokens(r.as_ref());
+        candidate_len += p.len();
+        reference_len += r.len();
+        for n in 1..=4 {
+            let reference_counts = ngram_counts(&r, n);
+            for (gram, count) in ngram_counts(&p, n) {
+                matches[n - 1] += count.min(reference_counts.get(gram).copied().unwrap_or(0));
+                totals[n - 1] += count;
+            }
+        }
+    }
+    if candidate_len == 0 || matches.contains(&0) {
+        return Ok(0.0);
+    }
+    let log_precision: f64 = matches
+        .iter()
+        .zip(&totals)
+        .map(|(&m, &t)| (m as f64 / t as f64).ln())
+        .sum::<f64>()
+        / 4.0;
+    let brevity = if candidate_len < reference_len {
+        (1.0 - reference_len as f64 / candidate_len as f64).exp()
+    } else {
+        1.0
+    };
+    Ok((brevity * log_precision.exp()).clamp(0.0, 1.0))
+}
+
+/// Mean ROUGE-L F1 over [`json_tokens`]: for each pair, with `l` the length of the longest
+/// common subsequence, precision `l / |prediction|`, recall `l / |reference|` and
+/// `F = 2PR / (P + R)` (1 when both are empty, 0 when only one is).
+///
+/// ```
+/// use lora_t5::metrics::rouge_l;
+///
+/// // Tokens a b c d vs a c d: LCS 3, P = 1, R = 3/4, F = 6/7.
+/// let f = rouge_l(&["a c d"], &["a b c d"]).unwrap();
+/// assert!((f - 6.0 / 7.0).abs() < 1e-12);
+/// ```
+pub fn rouge_l<P: AsRef<str>, R: AsRef<str>>(
+    predictions: &[P],
+    references: &[R],
+) -> Result<f64, T5Error> {
+    check_pairs(predictions.len(), references.len())?;
+    let total: f64 = predictions
+        .iter()
+        .zip(references)
+        .map(|(p, r)| {
+            let p = json_tokens(p.as_ref());
+            let r = json_tokens(r.as_ref());
+            match (p.is_empty(), r.is_empty()) {
+                (true, true) => 1.0,
+                (true, false) | (false, true) => 0.0,
+                (false, false) => {
+                    let lcs = lcs_len(&p, &r) as f64;
+                    if lcs == 0.0 {
+                        0.0
+                    } else {
+                        let precision = lcs / p.len() as f64;
+                        let recall = lcs / r.len() as f64;
+                        2.0 * precision * recall / (precision + recall)
+                    }
+                }
+            }
+        })
+        .sum();
+    Ok(total / predictions.len() as f64)
+}
+
+/// Share of predictions that parse as JSON.
+///
+/// ```
+/// assert_eq!(lora_t5::metrics::json_valid_rate(&["{}", "{", "[1]", "x"]).unwrap(), 0.5);
+/// ```
+pub fn json_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, T5Error> {
+    rate(predictions, |p| {
+        serde_json::from_str::<serde_json::Value>(p).is_ok()
+    })
+}
+
+/// Share of predictions that parse as JSON and pass
+/// [`validate_uidsl`].
+///
+/// ```
+/// let good = r#"{"page":{"name":"p","theme":"ocean-blue","sections":[{"type":"banner","position":"top"}]}}"#;
+/// assert_eq!(lora_t5::metrics::schema_valid_rate(&[good, "{}"]).unwrap(), 0.5);
+/// ```
+pub fn schema_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, T5Error> {
+    rate(predictions, |p| {
+        serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| validate_uidsl(&v).is_ok())
+    })
+}
+
+/// Every metric of this module over one set of predictions.
+///
+/// ```
+/// use lora_t5::metrics::EvalReport;
+///
+/// let reference = r#"{"page":{"name":"p","theme":"ocean-blue","sections":[{"type":"banner","position":"top"}]}}"#;
+/// let report = EvalReport::compute(&[reference, "oops"], &[reference, reference]).unwrap();
+/// assert_eq!(report.count, 2);
+/// assert_eq!(report.exact_match, 0.5);
+/// assert_eq!(report.schema_valid_rate, 0.5);
+/// assert!(report.to_string().contains("exact_match"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalReport {
+    /// Number of prediction/reference pairs.
+    pub count: usize,
+    /// [`exact_match`].
+    pub exact_match: f64,
+    /// [`bleu`].
+    pub bleu: f64,
+    /// [`rouge_l`].
+    pub rouge_l: f64,
+    /// [`json_valid_rate`].
+    pub json_valid_rate: f64,
+    /// [`schema_valid_rate`].
+    pub schema_valid_rate: f64,
+}
+
+impl EvalReport {
+    /// Computes every metric; fails when the slices are empty or differ in length.
+    pub fn compute<P: AsRef<str>, R: AsRef<str>>(
+        predictions: &[P],
+        references: &[R],
+    ) -> Result<Self, T5Error> {
+        Ok(Self {
+            count: predictions.len(),
+            exact_match: exact_match(predictions, references)?,
+            bleu: bleu(predictions, references)?,
+            rouge_l: rouge_l(predictions, references)?,
+            json_valid_rate: json_valid_rate(predictions)?,
+            schema_valid_rate: schema_valid_rate(predictions)?,
+        })
+    }
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "| metric            |  value |")?;
+        writeln!(f, "|-------------------|-------:|")?;
+        writeln!(f, "| count             | {:>6} |", self.count)?;
+        let rows = [
+            ("exact_match", self.exact_match),
+            ("bleu", self.bleu),
+            ("rouge_l", self.rouge_l),
+            ("json_valid_rate", self.json_valid_rate),
+            ("schema_valid_rate", self.schema_valid_rate),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "| {name:<17} | {value:>6.4} |")?;
+        }
+        Ok(())
+    }
+}
+
+fn check_pairs(predictions: usize, references: usize) -> Result<(), T5Error> {
+    if predictions != references {
+        return Err(T5Error::InvalidInput {
+            reason: format!("{predictions} predictions but {references} references"),
+        });
+    }
+    if predictions == 0 {
+        return Err(T5Error::InvalidInput {
+            reason: "no predictions to evaluate".into(),
+        });
+    }
+    Ok(())
+}
+
+fn rate<P: AsRef<str>>(predictions: &[P], ok: impl Fn(&str) -> bool) -> Result<f64, T5Error> {
+    check_pairs(predictions.len(), predictions.len())?;
+    let hits = predictions.iter().filter(|p| ok(p.as_ref())).count();
+    Ok(hits as f64 / predictions.len() as f64)
+}
+
+fn ngram_counts<'a>(tokens: &'a [&'a str], n: usize) -> HashMap<&'a [&'a str], usize> {
+    let mut counts = HashMap::new();
+    for gram in tokens.windows(n) {
+        *counts.entry(gram).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn lcs_len(a: &[&str], b: &[&str]) -> usize {
+    let mut previous = vec![0usize; b.len() + 1];
+    let mut current = vec![0usize; b.len() + 1];
+    for x in a {
+        for (j, y) in b.iter().enumerate() {
+            current[j + 1] = if x == y {
+                previous[j] + 1
+            } else {
+                previous[j + 1].max(current[j])
+            };
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}

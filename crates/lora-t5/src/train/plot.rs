@@ -1,0 +1,162 @@
+//! A loss-curve picture as PNG, drawn and encoded without extra dependencies.
+
+use std::path::Path;
+
+/// One curve: its name is only for the caller; its colour is RGB.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// (x, y) points, x increasing.
+    pub points: Vec<(f64, f64)>,
+    /// Line colour.
+    pub rgb: [u8; 3],
+}
+
+/// Draws curves on a white `width × height` canvas with axes and writes a PNG (atomically:
+/// temporary file, then rename).
+///
+/// ```
+/// use lora_t5::{write_curves_png, Curve};
+///
+/// let path = std::env::temp_dir().join(format!("loss-{}.png", std::process::id()));
+/// let train = Curve { points: vec![(0.0, 3.0), (1.0, 2.0), (2.0, 1.5)], rgb: [200, 40, 40] };
+/// write_curves_png(&path, &[train], 320, 200).unwrap();
+/// assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG"));
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn write_curves_png(
+    path: &Path,
+    curves: &[Curve],
+    width: usize,
+    height: usize,
+) -> std::io::Result<()> {
+    let (width, height) = (width.max(32), height.max(32));
+    let mut pixels = vec![255u8; width * height * 3];
+    let margin = 24usize;
+    let points = curves.iter().flat_map(|c| c.points.iter());
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        x_min = x_min.min(*x);
+        x_max = x_max.max(*x);
+        y_min = y_min.min(*y);
+        y_max = y_max.max(*y);
+    }
+    if !x_min.is_finite() {
+        (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
+    }
+    y_min = y_min.min(0.0);
+    let x_span = (x_max - x_min).max(1e-12);
+    let y_span = (y_max - y_min).max(1e-12);
+    let (plot_w, plot_h) = (width - 2 * margin, height - 2 * margin);
+    let to_pixel = |x: f64, y: f64| {
+        let px = margin as f64 + (x - x_min) / x_span * plot_w as f64;
+        let py = (height - margin) as f64 - (y - y_min) / y_span * plot_h as f64;
+        (px, py)
+    };
+    let mut put = |x: i64, y: i64, rgb: [u8; 3]| {
+        if x >= 0 && y >= 0 && (x as usize) < width && (y as usize) < height {
+            let i = (y as usize * width + x as usize) * 3;
+            pixels[i..i + 3].copy_from_slice(&rgb);
+        }
+    };
+    for x in margin..width - margin {
+        put(x as i64, (height - margin) as i64, [0, 0, 0]);
+    }
+    for y in margin..height - margin {
+        put(margin as i64, y as i64, [0, 0, 0]);
+    }
+    for curve in curves {
+        for pair in curve.points.windows(2) {
+            let (a, b) = (
+                to_pixel(pair[0].0, pair[0].1),
+                to_pixel(pair[1].0, pair[1].1),
+            );
+            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+            for s in 0..=steps {
+                let t = s as f64 / steps as f64;
+                let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
+                    put(x.round() as i64 + dx, y.round() as i64 + dy, curve.rgb);
+                }
+            }
+        }
+    }
+    let png = encode_png(&pixels, width, height);
+    let temporary = path.with_extension("png.tmp");
+    std::fs::write(&temporary, png)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// An RGB8 PNG with stored (uncompressed) deflate blocks.
+fn encode_png(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
+    let mut raw = Vec::with_capacity((width * 3 + 1) * height);
+    for row in rgb.chunks(width * 3) {
+        raw.push(0); // filter: none
+        raw.extend_from_slice(row);
+    }
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(block);
+    }
+    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend_from_slice(&(width as u32).to_be_bytes());
+    header.extend_from_slice(&(height as u32).to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &header);
+    chunk(&mut png, b"IDAT", &zlib);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for byte in bytes {
+        crc ^= *byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn adler32(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in bytes {
+        a = (a + *byte as u32) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    (b << 16) | a
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checksums_match_known_values() {
+        assert_eq!(super::crc32(b"IEND"), 0xae42_6082);
+        assert_eq!(super::adler32(b"Wikipedia"), 0x11e6_0398);
+    }
+}

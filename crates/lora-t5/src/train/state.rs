@@ -1,0 +1,82 @@
+//! What a checkpoint records besides the adapter, so that a run resumes exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::T5Error;
+
+/// One line of the metrics log (`metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epoch (0-based) of the last batch.
+    pub epoch: usize,
+    /// Mean training loss since the previous entry.
+    pub loss: f64,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Gradient norm before clipping at the last step.
+    pub grad_norm: f64,
+    /// Training tokens (source + target) per second since the previous entry.
+    pub tokens_per_second: f64,
+    /// Validation loss, when evaluated at this step.
+    pub eval_loss: Option<f64>,
+}
+
+/// The trainer's position and bookkeeping, saved as `trainer_state.json` in each checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Current epoch.
+    pub epoch: usize,
+    /// Micro-batches of the current epoch already consumed.
+    pub batch_in_epoch: usize,
+    /// Micro-batches consumed since the start of the run (seeds dropout).
+    pub micro_batches: usize,
+    /// Best validation loss so far and its step.
+    pub best: Option<(f64, usize)>,
+    /// Evaluations since the best one.
+    pub evals_without_improvement: usize,
+    /// Parameter ids of the adapter tensors by module path, so that the optimizer state
+    /// (keyed by id) reattaches after the adapter is read back from its PEFT files.
+    pub param_ids: BTreeMap<String, Vec<u64>>,
+    /// The metrics log so far.
+    pub history: Vec<LogEntry>,
+}
+
+impl TrainerState {
+    /// Reads `trainer_state.json`.
+    pub fn read(path: &Path) -> Result<Self, T5Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| T5Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| T5Error::Json {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `trainer_state.json` atomically.
+    pub fn write(&self, path: &Path) -> Result<(), T5Error> {
+        let text = serde_json::to_string_pretty(self).expect("the trainer state serialises");
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), T5Error> {
+    let io = |source| T5Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)
+}
