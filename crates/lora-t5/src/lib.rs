@@ -18,6 +18,7 @@ mod loading;
 pub mod metrics;
 mod model;
 mod position_bias;
+mod saving;
 mod stack;
 mod tokenizer;
 mod train;

@@ -33,6 +33,68 @@ impl T5Tokenizer {
         }
     }
 
+    /// Trains a T5-style tokenizer on `texts`: a Unigram model of `vocab_size` pieces with
+    /// `<pad>` = 0, `</s>` = 1, `<unk>` = 2, a Metaspace pre-tokenizer and decoder, and a
+    /// post-processor appending `</s>`, as Hugging Face's T5 `tokenizer.json` has.
+    ///
+    /// ```
+    /// use lora_t5::T5Tokenizer;
+    ///
+    /// let texts: Vec<String> = (0..50).map(|i| format!("顶部搜索 {i} 两列商品卡")).collect();
+    /// let tokenizer = T5Tokenizer::train_unigram(&texts, 60).unwrap();
+    /// let ids = tokenizer.encode("顶部搜索").unwrap();
+    /// assert_eq!(ids.last(), Some(&1));
+    /// assert_eq!(tokenizer.decode(&ids).unwrap(), "顶部搜索");
+    /// ```
+    pub fn train_unigram(texts: &[String], vocab_size: usize) -> Result<Self, T5Error> {
+        use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
+        use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::pre_tokenizers::metaspace::Metaspace;
+        use tokenizers::processors::template::TemplateProcessing;
+        use tokenizers::AddedToken;
+
+        let path = PathBuf::from("<trained unigram tokenizer>");
+        let error = |message: String| T5Error::Tokenizer {
+            path: path.clone(),
+            message,
+        };
+        let specials = ["<pad>", "</s>", "<unk>"];
+        let mut trainer: TrainerWrapper = UnigramTrainer::builder()
+            .vocab_size(vocab_size as u32)
+            .special_tokens(
+                specials
+                    .iter()
+                    .map(|t| AddedToken::from(*t, true))
+                    .collect(),
+            )
+            .unk_token(Some("<unk>".to_string()))
+            .show_progress(false)
+            .build()
+            .map_err(|e| error(e.to_string()))?
+            .into();
+        let mut inner = tokenizers::Tokenizer::new(Unigram::default());
+        inner.with_pre_tokenizer(Some(Metaspace::default()));
+        inner.with_decoder(Some(MetaspaceDecoder::default()));
+        inner
+            .train(&mut trainer, texts.iter())
+            .map_err(|e| error(e.to_string()))?;
+        let eos = inner
+            .token_to_id("</s>")
+            .ok_or_else(|| error("the trained vocabulary has no </s>".into()))?;
+        let processor = TemplateProcessing::builder()
+            .try_single("$A </s>")
+            .map_err(error)?
+            .special_tokens(vec![("</s>", eos)])
+            .build()
+            .map_err(|e| error(e.to_string()))?;
+        inner.with_post_processor(Some(processor));
+        for token in specials {
+            inner.add_special_tokens(&[AddedToken::from(token, true)]);
+        }
+        Ok(Self { inner, path })
+    }
+
     /// The wrapped tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

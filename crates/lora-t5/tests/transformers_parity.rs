@@ -205,3 +205,23 @@ fn a_peft_adapter_gives_transformers_logits_and_the_same_after_merging() {
     let merged = model.forward(ids, mask, decoder).unwrap();
     assert_close(floats(merged), expected.floats("logits_merged"), "merged");
 }
+
+#[test]
+fn save_pretrained_writes_a_checkpoint_that_loads_back_identically() {
+    for case in ["t5_v1_0", "t5_v1_1"] {
+        let model = load(case);
+        let dir = std::env::temp_dir().join(format!("lora-t5-save-{case}-{}", std::process::id()));
+        model.save_pretrained(&dir).unwrap();
+        let again =
+            T5ForConditionalGeneration::<Cpu>::from_pretrained(&dir, &Default::default()).unwrap();
+        let expected = Expected::read(case);
+        let (ids, mask) = (
+            expected.int_tensor("input_ids"),
+            expected.int_tensor("attention_mask"),
+        );
+        let decoder = expected.int_tensor("decoder_input_ids");
+        let logits = again.forward(ids, mask, decoder).unwrap();
+        assert_close(floats(logits), expected.floats("logits"), case);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,189 @@
+//! Criterion benchmarks of a t5-small-sized model with LoRA adapters on `q` and `v`.
+//!
+//! The model has random weights and t5-small's shape: d_model 512, 6 encoder + 6 decoder
+//! layers, 8 heads of 64, d_ff 2048, vocabulary 32128, ReLU feed-forward (T5 v1.0), head tied
+//! to the embedding, dropout 0.1. A PEFT-style adapter (r = 16, alpha = 32, targets `q`, `v`)
+//! is injected with `lora_peft_io::inject_adapter`; `lora_B` keeps PEFT's default zero
+//! initialisation (the adapter path is computed all the same, zeros do not short-cut it).
+//!
+//! Group `t5`, ids:
+//!
+//! - `greedy_64`: one 64-token prompt, greedy search, exactly 64 new tokens
+//!   (`min_new_tokens = max_new_tokens = 64`, so EOS is never chosen);
+//! - `beam4_32`: the same prompt, 4 beams, exactly 32 new tokens;
+//! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
+//!   target 128, random ids): `forward_with_labels`, backward, `GradientsParams::from_grads`,
+//!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`.
+//!
+//! Throughput is set in elements per iteration, so criterion's `thrpt` line reads as tokens/s:
+//! new tokens for `greedy_64` (64) and `beam4_32` (32, the length of the returned sequence),
+//! source + target tokens for `train_step_bs8` (8 × (64 + 128) = 1536).
+//! `scripts/bench_torch_t5.py` times the same cases with PyTorch + transformers + PEFT, and
+//! `examples/t5_train_step_memory.rs` reports the peak memory of the training step.
+//!
+//! ```sh
+//! cargo bench --bench t5                                    # ndarray (default)
+//! cargo bench --bench t5 --no-default-features --features flex
+//! ```
+
+use std::time::Duration;
+
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use lora_burn::backend::{InferenceBackend, TrainBackend};
+use lora_burn::lora_core::{mark_only_lora_as_trainable, LoraBias, LoraConfig};
+use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
+use lora_burn::lora_t5::{GenerationConfig, T5Config, T5ForConditionalGeneration};
+
+const PROMPT_LEN: usize = 64;
+const GREEDY_NEW: usize = 64;
+const BEAM_NEW: usize = 32;
+const BEAMS: usize = 4;
+const TRAIN_BATCH: usize = 8;
+const TRAIN_SOURCE: usize = 64;
+const TRAIN_TARGET: usize = 128;
+
+/// t5-small's dimensions (T5 v1.0: ReLU, tied head).
+fn t5_small_config() -> T5Config {
+    T5Config {
+        vocab_size: 32128,
+        d_model: 512,
+        d_kv: 64,
+        d_ff: 2048,
+        num_layers: 6,
+        num_decoder_layers: 6,
+        num_heads: 8,
+        tie_word_embeddings: Some(true),
+        ..T5Config::default()
+    }
+}
+
+/// A random t5-small-sized model with a LoRA adapter (r 16, alpha 32) on every `q` and `v`.
+fn lora_model<B: Backend>(device: &B::Device) -> T5ForConditionalGeneration<B> {
+    let mut model = T5ForConditionalGeneration::<B>::new(&t5_small_config(), device);
+    let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
+    let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)
+        .expect("valid adapter config");
+    let paths = inject_adapter(&mut model, &adapter, "default", None).expect("inject adapter");
+    assert_eq!(
+        paths.len(),
+        6 * 2 + 6 * 2 * 2,
+        "q and v of every attention layer"
+    );
+    model
+}
+
+/// Deterministic token ids in `2..30000` (no pad, no EOS), the same sequence as
+/// `scripts/bench_torch_t5.py` uses.
+fn token_ids(count: usize, seed: u64) -> Vec<i64> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            2 + ((state >> 33) % 29998) as i64
+        })
+        .collect()
+}
+
+fn ids<B: Backend>(rows: usize, cols: usize, seed: u64, device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(
+        TensorData::new(token_ids(rows * cols, seed), [rows, cols]),
+        device,
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("t5");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    generation(&mut group);
+    train_step(&mut group);
+    group.finish();
+}
+
+fn generation(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    type B = InferenceBackend;
+    let device = Default::default();
+    let model = lora_model::<B>(&device);
+    let prompt = ids::<B>(1, PROMPT_LEN, 1, &device);
+    let mask = Tensor::<B, 2, Int>::ones([1, PROMPT_LEN], &device);
+    // One forward pass initialises the lazily created parameters before anything is timed.
+    let _ = model
+        .forward(prompt.clone(), mask.clone(), ids::<B>(1, 4, 2, &device))
+        .expect("forward");
+    B::sync(&device).expect("sync");
+
+    let greedy = GenerationConfig {
+        max_new_tokens: GREEDY_NEW,
+        min_new_tokens: GREEDY_NEW,
+        ..GenerationConfig::default()
+    };
+    group.throughput(Throughput::Elements(GREEDY_NEW as u64));
+    group.bench_function("greedy_64", |bench| {
+        bench.iter(|| {
+            let out = model
+                .generate(prompt.clone(), mask.clone(), &greedy)
+                .expect("generate");
+            assert_eq!(out[0].len(), 1 + GREEDY_NEW);
+            out
+        })
+    });
+
+    let beam = GenerationConfig {
+        num_beams: BEAMS,
+        max_new_tokens: BEAM_NEW,
+        min_new_tokens: BEAM_NEW,
+        ..GenerationConfig::default()
+    };
+    group.throughput(Throughput::Elements(BEAM_NEW as u64));
+    group.bench_function("beam4_32", |bench| {
+        bench.iter(|| {
+            let out = model
+                .generate(prompt.clone(), mask.clone(), &beam)
+                .expect("generate");
+            assert_eq!(out[0].len(), 1 + BEAM_NEW);
+            out
+        })
+    });
+}
+
+fn train_step(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    type T = TrainBackend;
+    let device = Default::default();
+    let model = mark_only_lora_as_trainable(lora_model::<T>(&device), LoraBias::None);
+    let input_ids = ids::<T>(TRAIN_BATCH, TRAIN_SOURCE, 3, &device);
+    let mask = Tensor::<T, 2, Int>::ones([TRAIN_BATCH, TRAIN_SOURCE], &device);
+    let labels = ids::<T>(TRAIN_BATCH, TRAIN_TARGET, 4, &device);
+    let mut optimizer = AdamWConfig::new().init::<T, T5ForConditionalGeneration<T>>();
+    let lr = 1e-4;
+    let mut step = |model: T5ForConditionalGeneration<T>| {
+        let out = model
+            .forward_with_labels(input_ids.clone(), mask.clone(), labels.clone())
+            .expect("forward");
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let model = optimizer.step(lr, model, grads);
+        T::sync(&device).expect("sync");
+        model
+    };
+    // The first step initialises the lazy parameters and the optimizer state.
+    let mut model = Some(step(model));
+    group.throughput(Throughput::Elements(
+        (TRAIN_BATCH * (TRAIN_SOURCE + TRAIN_TARGET)) as u64,
+    ));
+    group.bench_function("train_step_bs8", |bench| {
+        bench.iter(|| {
+            let next = step(model.take().expect("model"));
+            model = Some(next);
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

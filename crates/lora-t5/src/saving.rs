@@ -1,0 +1,203 @@
+//! Writing a model as a Hugging Face checkpoint directory that transformers loads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use lora_core::LoraLinear;
+use lora_peft_io::{HostTensor, WeightDtype};
+use serde_json::{json, Value};
+
+use crate::attention::T5Attention;
+use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration, T5LayerNorm, T5Stack};
+
+impl T5Config {
+    /// The `config.json` transformers writes for this configuration.
+    pub fn to_hf_json(&self) -> Value {
+        let k = self.feed_forward;
+        let act = match k.activation {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_new",
+            Activation::Silu => "silu",
+        };
+        let proj = match (k.activation, k.gated) {
+            (Activation::GeluTanh, true) => "gated-gelu".to_string(),
+            (_, true) => format!("gated-{act}"),
+            (_, false) => act.to_string(),
+        };
+        let tied = self.tie_word_embeddings.unwrap_or(true);
+        json!({
+            "architectures": ["T5ForConditionalGeneration"],
+            "model_type": "t5",
+            "is_encoder_decoder": true,
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "d_kv": self.d_kv,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "relative_attention_num_buckets": self.relative_attention_num_buckets,
+            "relative_attention_max_distance": self.relative_attention_max_distance,
+            "dropout_rate": self.dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_factor": 1.0,
+            "feed_forward_proj": proj,
+            "dense_act_fn": act,
+            "is_gated_act": k.gated,
+            "tie_word_embeddings": tied,
+            "scale_decoder_outputs": self.scale_decoder_outputs,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "decoder_start_token_id": self.decoder_start_token_id,
+            "use_cache": true,
+        })
+    }
+}
+
+impl<B: Backend> T5ForConditionalGeneration<B> {
+    /// Writes `config.json` and `model.safetensors` (F32, PyTorch layout, transformers' key
+    /// names) into `dir`. Only base weights are written: merge adapters first
+    /// (`LoraLinear::merge_active`) to include them. Files are written to temporary names and
+    /// renamed into place.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
+        std::fs::create_dir_all(dir).map_err(|source| T5Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut tensors = BTreeMap::new();
+        put(&mut tensors, "shared.weight", self.shared.weight.val())?;
+        stack(&mut tensors, "encoder", &self.encoder)?;
+        stack(&mut tensors, "decoder", &self.decoder)?;
+        if let Some(head) = &self.lm_head {
+            linear(&mut tensors, "lm_head", head)?;
+        }
+        let bytes = lora_peft_io::serialize_safetensors(&tensors, WeightDtype::F32)?;
+        let mut config = self.config.to_hf_json();
+        config["tie_word_embeddings"] = Value::Bool(self.lm_head.is_none());
+        let text = serde_json::to_string_pretty(&config).expect("config serialises");
+        write(&dir.join("model.safetensors"), &bytes)?;
+        write(&dir.join("config.json"), text.as_bytes())
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), T5Error> {
+    let io = |source| T5Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)
+}
+
+fn put<B: Backend, const D: usize>(
+    out: &mut BTreeMap<String, HostTensor>,
+    key: &str,
+    tensor: Tensor<B, D>,
+) -> Result<(), T5Error> {
+    let shape = tensor.dims().to_vec();
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| T5Error::InvalidInput {
+            reason: format!("could not read `{key}`: {e:?}"),
+        })?;
+    out.insert(key.to_string(), HostTensor { values, shape });
+    Ok(())
+}
+
+fn linear<B: Backend>(
+    out: &mut BTreeMap<String, HostTensor>,
+    path: &str,
+    layer: &LoraLinear<B>,
+) -> Result<(), T5Error> {
+    put(
+        out,
+        &format!("{path}.weight"),
+        layer.base.weight.val().transpose(),
+    )
+}
+
+fn norm<B: Backend>(
+    out: &mut BTreeMap<String, HostTensor>,
+    path: &str,
+    layer: &T5LayerNorm<B>,
+) -> Result<(), T5Error> {
+    put(out, &format!("{path}.weight"), layer.weight.val())
+}
+
+fn attention<B: Backend>(
+    out: &mut BTreeMap<String, HostTensor>,
+    path: &str,
+    a: &T5Attention<B>,
+) -> Result<(), T5Error> {
+    for (name, layer) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("o", &a.o)] {
+        linear(out, &format!("{path}.{name}"), layer)?;
+    }
+    if let Some(bias) = &a.relative_attention_bias {
+        put(
+            out,
+            &format!("{path}.relative_attention_bias.weight"),
+            bias.weight.val(),
+        )?;
+    }
+    Ok(())
+}
+
+fn stack<B: Backend>(
+    out: &mut BTreeMap<String, HostTensor>,
+    name: &str,
+    s: &T5Stack<B>,
+) -> Result<(), T5Error> {
+    for (i, block) in s.block.iter().enumerate() {
+        let prefix = format!("{name}.block.{i}.layer");
+        attention(
+            out,
+            &format!("{prefix}.0.SelfAttention"),
+            &block.self_attention.attention,
+        )?;
+        norm(
+            out,
+            &format!("{prefix}.0.layer_norm"),
+            &block.self_attention.layer_norm,
+        )?;
+        let ff = match &block.cross_attention {
+            Some(cross) => {
+                attention(
+                    out,
+                    &format!("{prefix}.1.EncDecAttention"),
+                    &cross.attention,
+                )?;
+                norm(out, &format!("{prefix}.1.layer_norm"), &cross.layer_norm)?;
+                2
+            }
+            None => 1,
+        };
+        let dense = &block.feed_forward.dense;
+        let path = format!("{prefix}.{ff}.DenseReluDense");
+        for (layer_name, layer) in [
+            ("wi", &dense.wi),
+            ("wi_0", &dense.wi_0),
+            ("wi_1", &dense.wi_1),
+        ] {
+            if let Some(layer) = layer {
+                linear(out, &format!("{path}.{layer_name}"), layer)?;
+            }
+        }
+        linear(out, &format!("{path}.wo"), &dense.wo)?;
+        norm(
+            out,
+            &format!("{prefix}.{ff}.layer_norm"),
+            &block.feed_forward.layer_norm,
+        )?;
+    }
+    norm(
+        out,
+        &format!("{name}.final_layer_norm"),
+        &s.final_layer_norm,
+    )
+}

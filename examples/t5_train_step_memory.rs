@@ -1,0 +1,108 @@
+//! Peak memory of LoRA training steps on a t5-small-sized model (the `train_step_bs8` case of
+//! `benches/t5.rs`): random weights, d_model 512, 6 + 6 layers, 8 heads, d_ff 2048, vocabulary
+//! 32128, LoRA r = 16, alpha = 32 on `q` and `v`, batch 8, source 64, target 128, AdamW.
+//!
+//! Prints the process's peak resident set (`VmHWM` of `/proc/self/status`, Linux only) after
+//! building the model and after the training steps, and the wall time of each step.
+//!
+//! ```sh
+//! cargo run --release --example t5_train_step_memory            # 3 steps, ndarray
+//! cargo run --release --example t5_train_step_memory -- 5       # 5 steps
+//! cargo run --release --example t5_train_step_memory --no-default-features --features flex
+//! ```
+
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use lora_burn::backend::TrainBackend;
+use lora_burn::lora_core::{count_parameters, mark_only_lora_as_trainable, LoraBias, LoraConfig};
+use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
+use lora_burn::lora_t5::{T5Config, T5ForConditionalGeneration};
+
+const BATCH: usize = 8;
+const SOURCE: usize = 64;
+const TARGET: usize = 128;
+
+/// `VmHWM` and `VmRSS` of this process in MiB (None where `/proc` is unavailable).
+fn memory_mib() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+fn report(when: &str) {
+    match memory_mib() {
+        Some((hwm, rss)) => println!("{when}: VmHWM {hwm:.0} MiB, VmRSS {rss:.0} MiB"),
+        None => println!("{when}: /proc/self/status is not available"),
+    }
+}
+
+/// Deterministic token ids in `2..30000`, as in `benches/t5.rs`.
+fn ids<B: Backend>(rows: usize, cols: usize, seed: u64, device: &B::Device) -> Tensor<B, 2, Int> {
+    let mut state = seed;
+    let values: Vec<i64> = (0..rows * cols)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            2 + ((state >> 33) % 29998) as i64
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    type T = TrainBackend;
+    let steps: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse()?,
+        None => 3,
+    };
+    let device = Default::default();
+    let config = T5Config {
+        vocab_size: 32128,
+        d_model: 512,
+        d_kv: 64,
+        d_ff: 2048,
+        num_layers: 6,
+        num_decoder_layers: 6,
+        num_heads: 8,
+        tie_word_embeddings: Some(true),
+        ..T5Config::default()
+    };
+    let mut model = T5ForConditionalGeneration::<T>::new(&config, &device);
+    let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
+    let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)?;
+    inject_adapter(&mut model, &adapter, "default", None)?;
+    let mut model = mark_only_lora_as_trainable(model, LoraBias::None);
+    println!("{}", count_parameters(&model));
+
+    let input_ids = ids::<T>(BATCH, SOURCE, 3, &device);
+    let mask = Tensor::<T, 2, Int>::ones([BATCH, SOURCE], &device);
+    let labels = ids::<T>(BATCH, TARGET, 4, &device);
+    // Materialise the lazily initialised parameters before the first reading (`valid` reads
+    // every parameter of the model).
+    let _ = burn::module::AutodiffModule::valid(&model);
+    report("after building the model");
+
+    let mut optimizer = AdamWConfig::new().init::<T, T5ForConditionalGeneration<T>>();
+    for step in 1..=steps {
+        let start = Instant::now();
+        let out = model.forward_with_labels(input_ids.clone(), mask.clone(), labels.clone())?;
+        let loss: f32 = out.loss.clone().into_scalar();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+        T::sync(&device)?;
+        println!(
+            "step {step}: loss {loss:.4}, {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    report(&format!("after {steps} training steps"));
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The general subcommands: train, generate, eval, merge, inspect, sweep.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use lora_burn::backend::{InferenceBackend, TrainBackend};
+use lora_burn::lora_core::{count_parameters, LoraConfig, LoraModule};
+use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
+use lora_burn::lora_t5::data::{train_valid_split, Seq2SeqCollator};
+use lora_burn::lora_t5::{DecayKind, T5ForConditionalGeneration, Trainer, TrainerConfig};
+
+use crate::common::{
+    evaluate, existing, generate_texts, read_pairs, tokenize, tokenizer, CliResult, DecodingArgs,
+};
+
+/// The architecture default of PEFT for T5 when `target_modules` is null.
+const T5_DEFAULT_TARGETS: &[&str] = &["q", "v"];
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Hugging Face T5 / FLAN-T5 directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Training JSONL (`instruction`, `output_json_minified`).
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation JSONL; without it, `--valid-ratio` of the training file is held out.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Share of the training file used for validation when `--valid` is absent.
+    #[arg(long, default_value_t = 0.05)]
+    valid_ratio: f64,
+    /// Skip bad JSONL records (reported) instead of stopping.
+    #[arg(long)]
+    skip_bad_records: bool,
+    /// Output directory (checkpoints, best/, final/, metrics.jsonl, loss.png).
+    #[arg(long)]
+    out: PathBuf,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    r: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    dropout: f64,
+    /// rsLoRA scaling.
+    #[arg(long)]
+    rslora: bool,
+    /// Target modules, comma separated.
+    #[arg(long, default_value = "q,v")]
+    targets: String,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// AdamW epsilon.
+    #[arg(long, default_value_t = 1e-8)]
+    adam_epsilon: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// Decay after warm-up: cosine, linear or constant.
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Clip the global gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Stop after this many steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Evaluate every N steps (0: each epoch).
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    /// Checkpoint every N steps (0: never).
+    #[arg(long, default_value_t = 0)]
+    save_every: usize,
+    /// Early-stopping patience in evaluations.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Maximum source tokens.
+    #[arg(long, default_value_t = 256)]
+    max_source_len: usize,
+    /// Maximum target tokens.
+    #[arg(long, default_value_t = 256)]
+    max_target_len: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Resume from the latest checkpoint in `--out`.
+    #[arg(long)]
+    resume: bool,
+}
+
+pub fn train(args: TrainArgs) -> CliResult {
+    let (loss, step) = run_training(&args)?;
+    println!(
+        "best validation loss {loss:.4} at step {step}; adapter in {}",
+        args.out.join("final").display()
+    );
+    Ok(())
+}
+
+/// Trains as `args` says; returns the best validation loss and its step.
+fn run_training(args: &TrainArgs) -> CliResult<(f64, usize)> {
+    type B = TrainBackend;
+    let device = Default::default();
+    let model_dir = existing(&args.model, "model directory")?;
+    let tokenizer = tokenizer(&model_dir)?;
+    let mut model = T5ForConditionalGeneration::<B>::from_pretrained(&model_dir, &device)?;
+    let pairs = read_pairs(&args.train, args.skip_bad_records)?;
+    let (train, valid) = match &args.valid {
+        Some(path) => (pairs, read_pairs(path, args.skip_bad_records)?),
+        None => train_valid_split(pairs, args.valid_ratio, args.seed)?,
+    };
+    let targets: Vec<String> = args
+        .targets
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let lora = LoraConfig::new(args.r, args.alpha)
+        .with_lora_dropout(args.dropout)
+        .with_use_rslora(args.rslora);
+    let adapter_config = AdapterConfig::from_lora_config(&lora, ModuleSelector::Names(targets))?;
+    // On resume the trainer replaces this fresh adapter with the checkpoint's.
+    inject_adapter(
+        &mut model,
+        &adapter_config,
+        "default",
+        Some(T5_DEFAULT_TARGETS),
+    )?;
+    println!(
+        "{}",
+        count_parameters(&lora_burn::lora_core::mark_only_lora_as_trainable(
+            model.clone(),
+            adapter_config.bias()
+        ))
+    );
+    let decay = match args.schedule.as_str() {
+        "cosine" => DecayKind::Cosine,
+        "linear" => DecayKind::Linear,
+        "constant" => DecayKind::Constant,
+        other => {
+            return Err(
+                format!("--schedule must be cosine, linear or constant, not `{other}`").into(),
+            )
+        }
+    };
+    let trainer = Trainer {
+        config: TrainerConfig {
+            learning_rate: args.learning_rate,
+            weight_decay: args.weight_decay,
+            adam_epsilon: args.adam_epsilon,
+            warmup_steps: args.warmup_steps,
+            decay,
+            batch_size: args.batch_size,
+            gradient_accumulation_steps: args.grad_accum,
+            max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
+            epochs: args.epochs,
+            max_steps: args.max_steps,
+            eval_every: args.eval_every,
+            save_every: args.save_every,
+            patience: args.patience,
+            seed: args.seed,
+            ..TrainerConfig::default()
+        },
+        output_dir: args.out.clone(),
+        adapter_name: "default".into(),
+        adapter_config,
+        collator: Seq2SeqCollator {
+            max_source_len: args.max_source_len,
+            max_target_len: args.max_target_len,
+            pad_id: model.config.pad_token_id,
+        },
+    };
+    let outcome = trainer.train(
+        model,
+        &tokenize(&tokenizer, &train)?,
+        &tokenize(&tokenizer, &valid)?,
+        args.resume,
+    )?;
+    Ok(outcome.state.best.unwrap_or((f64::NAN, outcome.state.step)))
+}
+
+/// A model directory with an optional adapter.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face T5 / FLAN-T5 directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A PEFT adapter directory to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
+
+fn load_model<B: Backend>(args: &ModelArgs) -> CliResult<T5ForConditionalGeneration<B>> {
+    let device = Default::default();
+    let mut model = T5ForConditionalGeneration::<B>::from_pretrained(
+        &existing(&args.model, "model directory")?,
+        &device,
+    )?;
+    if let Some(adapter) = &args.adapter {
+        load_adapter(&mut model, adapter, "default", Some(T5_DEFAULT_TARGETS))?;
+    }
+    Ok(model)
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// One prompt.
+    #[arg(long, conflicts_with = "input")]
+    prompt: Option<String>,
+    /// A JSONL file whose `instruction` fields are the prompts.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+}
+
+pub fn generate(args: GenerateArgs) -> CliResult {
+    let model = load_model::<InferenceBackend>(&args.model)?;
+    let tokenizer = tokenizer(&args.model.model)?;
+    let prompts: Vec<String> = match (&args.prompt, &args.input) {
+        (Some(prompt), _) => vec![prompt.clone()],
+        (None, Some(path)) => read_pairs(path, true)?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+        (None, None) => return Err("give --prompt or --input".into()),
+    };
+    for output in generate_texts(&model, &tokenizer, &prompts, &args.decoding)? {
+        println!("{output}");
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSONL with `instruction` and `output_json_minified`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Evaluate only the first N records.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+}
+
+pub fn eval(args: EvalArgs) -> CliResult {
+    let model = load_model::<InferenceBackend>(&args.model)?;
+    let tokenizer = tokenizer(&args.model.model)?;
+    let mut pairs = read_pairs(&args.data, false)?;
+    if let Some(limit) = args.limit {
+        pairs.truncate(limit);
+    }
+    let (report, _) = evaluate(&model, &tokenizer, &pairs, &args.decoding)?;
+    println!("{report}");
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output directory for the merged checkpoint (transformers loads it).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn merge(args: MergeArgs) -> CliResult {
+    if args.model.adapter.is_none() {
+        return Err("merge needs --adapter".into());
+    }
+    let mut model = load_model::<InferenceBackend>(&args.model)?;
+    let mut failure = None;
+    model.visit_lora_mut("", &mut |path, layer| {
+        if layer.adapters.is_empty() || failure.is_some() {
+            return;
+        }
+        let base = layer.clone().merge_and_unload();
+        match base {
+            Ok(base) => *layer = lora_burn::lora_core::LoraLinear::new(base),
+            Err(e) => failure = Some(format!("{path}: {e}")),
+        }
+    });
+    if let Some(failure) = failure {
+        return Err(failure.into());
+    }
+    model.save_pretrained(&args.out)?;
+    copy_tokenizer(&args.model.model, &args.out)?;
+    println!("merged checkpoint written to {}", args.out.display());
+    Ok(())
+}
+
+fn copy_tokenizer(from: &Path, to: &Path) -> CliResult {
+    let source = from.join("tokenizer.json");
+    if source.is_file() {
+        std::fs::copy(&source, to.join("tokenizer.json"))?;
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn inspect(args: InspectArgs) -> CliResult {
+    let model = load_model::<TrainBackend>(&args.model)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&model.config.to_hf_json())?
+    );
+    let mut targets = Vec::new();
+    model.visit_lora("", &mut |path, layer| {
+        if let Some(adapter) = layer.adapter("default") {
+            targets.push(format!(
+                "{path} (r={}, scaling={})",
+                adapter.rank(),
+                adapter.scaling()
+            ));
+        }
+    });
+    println!(
+        "LoRA layers: {} of {}",
+        targets.len(),
+        model.linear_paths().len()
+    );
+    for target in targets {
+        println!("  {target}");
+    }
+    println!("{}", count_parameters(&model));
+    let _ = model.valid();
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Ranks to try, comma separated.
+    #[arg(long, default_value = "4,8")]
+    ranks: String,
+    /// Alphas to try.
+    #[arg(long, default_value = "16")]
+    alphas: String,
+    /// Dropouts to try.
+    #[arg(long, default_value = "0.05")]
+    dropouts: String,
+    /// Learning rates to try.
+    #[arg(long, default_value = "1e-3")]
+    learning_rates: String,
+}
+
+fn list<T: std::str::FromStr>(text: &str, what: &str) -> CliResult<Vec<T>> {
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| format!("--{what}: `{v}` is not a number").into())
+        })
+        .collect()
+}
+
+pub fn sweep(args: SweepArgs) -> CliResult {
+    let mut rows = Vec::new();
+    for r in list::<usize>(&args.ranks, "ranks")? {
+        for alpha in list::<f64>(&args.alphas, "alphas")? {
+            for dropout in list::<f64>(&args.dropouts, "dropouts")? {
+                for lr in list::<f64>(&args.learning_rates, "learning-rates")? {
+                    let mut run = args.train.clone();
+                    run.r = r;
+                    run.alpha = alpha;
+                    run.dropout = dropout;
+                    run.learning_rate = lr;
+                    run.out = args
+                        .train
+                        .out
+                        .join(format!("r{r}-a{alpha}-d{dropout}-lr{lr}"));
+                    run.resume = false;
+                    let (loss, step) = run_training(&run)?;
+                    rows.push((r, alpha, dropout, lr, loss, step));
+                }
+            }
+        }
+    }
+    println!("| r | alpha | dropout | lr | best eval loss | step |");
+    println!("|---|---|---|---|---|---|");
+    for (r, alpha, dropout, lr, loss, step) in rows {
+        println!("| {r} | {alpha} | {dropout} | {lr:e} | {loss:.4} | {step} |");
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Pieces shared by the subcommands: loading, data, batched generation, evaluation.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Args;
+use lora_burn::lora_t5::data::{read_jsonl, BadRecordPolicy, JsonlOptions, TokenizedExample};
+use lora_burn::lora_t5::metrics::EvalReport;
+use lora_burn::lora_t5::{
+    generated_tokens, EarlyStopping, GenerationConfig, T5ForConditionalGeneration, T5Tokenizer,
+};
+
+pub type CliResult<T = ()> = Result<T, Box<dyn Error>>;
+
+/// Decoding options shared by `generate`, `eval` and `demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DecodingArgs {
+    /// Beams (1: greedy or sampling).
+    #[arg(long, default_value_t = 1)]
+    pub num_beams: usize,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 96)]
+    pub max_new_tokens: usize,
+    /// Fewest new tokens.
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: usize,
+    /// Beam length penalty.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f32,
+    /// Stop beam search once `num_beams` hypotheses are finished.
+    #[arg(long)]
+    pub early_stopping: bool,
+    /// Sample instead of greedy / beam decoding.
+    #[arg(long)]
+    pub do_sample: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Sampling top-k (0: off).
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    /// Sampling top-p.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 25)]
+    pub generation_batch_size: usize,
+}
+
+impl DecodingArgs {
+    pub fn config(&self) -> GenerationConfig {
+        GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            min_new_tokens: self.min_new_tokens,
+            num_beams: self.num_beams,
+            length_penalty: self.length_penalty,
+            early_stopping: if self.early_stopping {
+                EarlyStopping::Immediate
+            } else {
+                EarlyStopping::Heuristic
+            },
+            do_sample: self.do_sample,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The tokenizer of a model directory.
+pub fn tokenizer(model_dir: &Path) -> CliResult<T5Tokenizer> {
+    Ok(T5Tokenizer::from_file(&model_dir.join("tokenizer.json"))?)
+}
+
+/// Reads a JSONL file of instruction → output pairs (bad records are fatal unless `skip`).
+pub fn read_pairs(path: &Path, skip_bad: bool) -> CliResult<Vec<(String, String)>> {
+    let options = JsonlOptions {
+        policy: if skip_bad {
+            BadRecordPolicy::Skip
+        } else {
+            BadRecordPolicy::Fail
+        },
+        ..JsonlOptions::default()
+    };
+    let data = read_jsonl(path, &options)?;
+    for bad in &data.skipped {
+        eprintln!("skipped {bad}");
+    }
+    Ok(data
+        .examples
+        .into_iter()
+        .map(|e| (e.source, e.target))
+        .collect())
+}
+
+/// Tokenizes pairs.
+pub fn tokenize(
+    tokenizer: &T5Tokenizer,
+    pairs: &[(String, String)],
+) -> CliResult<Vec<TokenizedExample>> {
+    pairs
+        .iter()
+        .map(|(s, t)| Ok(TokenizedExample::encode(tokenizer, s, t)?))
+        .collect()
+}
+
+/// Generates for every prompt, in batches, and decodes the outputs.
+pub fn generate_texts<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    tokenizer: &T5Tokenizer,
+    prompts: &[String],
+    decoding: &DecodingArgs,
+) -> CliResult<Vec<String>> {
+    let device = model.shared.weight.device();
+    let config = decoding.config();
+    let mut outputs = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(decoding.generation_batch_size.max(1)) {
+        let encoded: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|p| tokenizer.encode(p))
+            .collect::<Result<_, _>>()?;
+        let width = encoded.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(chunk.len() * width);
+        let mut mask = Vec::with_capacity(chunk.len() * width);
+        for sequence in &encoded {
+            for i in 0..width {
+                ids.push(
+                    sequence
+                        .get(i)
+                        .map_or(model.config.pad_token_id as i64, |t| *t as i64),
+                );
+                mask.push(i64::from(i < sequence.len()));
+            }
+        }
+        let shape = [chunk.len(), width];
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &device);
+        let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(mask, shape), &device);
+        for sequence in model.generate(ids, mask, &config)? {
+            let tokens = generated_tokens(
+                &sequence,
+                model.config.decoder_start_token_id,
+                model.config.eos_token_id,
+            );
+            outputs.push(tokenizer.decode(&tokens)?);
+        }
+    }
+    Ok(outputs)
+}
+
+/// Generates for every source of `pairs` and scores the outputs against the targets.
+pub fn evaluate<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    tokenizer: &T5Tokenizer,
+    pairs: &[(String, String)],
+    decoding: &DecodingArgs,
+) -> CliResult<(EvalReport, Vec<String>)> {
+    let prompts: Vec<String> = pairs.iter().map(|(s, _)| s.clone()).collect();
+    let references: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
+    let predictions = generate_texts(model, tokenizer, &prompts, decoding)?;
+    let report = EvalReport::compute(&predictions, &references)?;
+    Ok((report, predictions))
+}
+
+/// `dir` if it exists, else an error naming it.
+pub fn existing(dir: &Path, what: &str) -> CliResult<PathBuf> {
+    if dir.exists() {
+        Ok(dir.to_path_buf())
+    } else {
+        Err(format!("{what} `{}` does not exist", dir.display()).into())
+    }
+}
