@@ -10,6 +10,7 @@ use lora_peft_io::{HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
 use crate::attention::T5Attention;
+use crate::data::atomic::write_atomic;
 use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration, T5LayerNorm, T5Stack};
 
 impl T5Config {
@@ -78,19 +79,9 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let mut config = self.config.to_hf_json();
         config["tie_word_embeddings"] = Value::Bool(self.lm_head.is_none());
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
-        write(&dir.join("model.safetensors"), &bytes)?;
-        write(&dir.join("config.json"), text.as_bytes())
+        write_atomic(&dir.join("model.safetensors"), &bytes)?;
+        write_atomic(&dir.join("config.json"), text.as_bytes())
     }
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<(), T5Error> {
-    let io = |source| T5Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, bytes).map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)
 }
 
 fn put<B: Backend, const D: usize>(

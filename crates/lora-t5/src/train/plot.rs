@@ -28,7 +28,7 @@ pub fn write_curves_png(
     curves: &[Curve],
     width: usize,
     height: usize,
-) -> std::io::Result<()> {
+) -> Result<(), crate::T5Error> {
     let (width, height) = (width.max(32), height.max(32));
     let mut pixels = vec![255u8; width * height * 3];
     let margin = 24usize;
@@ -85,10 +85,7 @@ pub fn write_curves_png(
             }
         }
     }
-    let png = encode_png(&pixels, width, height);
-    let temporary = path.with_extension("png.tmp");
-    std::fs::write(&temporary, png)?;
-    std::fs::rename(&temporary, path)
+    crate::data::atomic::write_atomic(path, &encode_png(&pixels, width, height))
 }
 
 /// An RGB8 PNG with stored (uncompressed) deflate blocks.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::atomic::write_atomic;
 use crate::T5Error;
 
 /// One line of the metrics log (`metrics.jsonl`).
@@ -68,15 +69,4 @@ impl TrainerState {
         let text = serde_json::to_string_pretty(self).expect("the trainer state serialises");
         write_atomic(path, text.as_bytes())
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), T5Error> {
-    let io = |source| T5Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, bytes).map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)
 }

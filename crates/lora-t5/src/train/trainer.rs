@@ -441,7 +441,6 @@ impl Trainer {
         };
         let path = self.output_dir.join("loss.png");
         write_curves_png(&path, &[train, eval], 640, 400)
-            .map_err(|source| T5Error::Io { path, source })
     }
 }
 
