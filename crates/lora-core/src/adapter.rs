@@ -3,9 +3,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::tensor_util::linear_flat;
 use crate::{LoraConfig, LoraError, LoraInit};
 
 /// One named adapter of a [`LoraLinear`](crate::LoraLinear): `ΔW = s · A · B`.
@@ -182,8 +182,8 @@ impl<B: Backend> LoraAdapter<B> {
     ///
     /// The scale is applied to the rank-`r` intermediate, the cheapest place.
     pub(crate) fn branch<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let hidden = linear(x, self.lora_a.val(), None).mul_scalar(self.scaling());
-        linear(hidden, self.lora_b.val(), None)
+        let hidden = linear_flat(x, self.lora_a.val(), None).mul_scalar(self.scaling());
+        linear_flat(hidden, self.lora_b.val(), None)
     }
 
     /// Sets whether A, B (and the DoRA magnitude) receive gradients.

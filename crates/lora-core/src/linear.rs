@@ -3,11 +3,10 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 
 use crate::dora::dora_column_scale;
-use crate::tensor_util::broadcast_last;
+use crate::tensor_util::{broadcast_last, linear_flat};
 use crate::{LoraAdapter, LoraConfig, LoraError};
 
 /// The name PEFT gives the first adapter.
@@ -226,7 +225,7 @@ impl<B: Backend> LoraLinear<B> {
     /// the same result.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
-            return self.base.forward(x);
+            return self.base_forward(x);
         }
         let tokens = x.shape().num_elements() / self.d_input().max(1);
         let inference = !B::ad_enabled(&x.device());
@@ -240,10 +239,10 @@ impl<B: Backend> LoraLinear<B> {
     /// The forward pass computing each active update as `s · (x·A)·B`, never forming `A·B`.
     pub fn forward_factored<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
-            return self.base.forward(x);
+            return self.base_forward(x);
         }
         if !self.has_active_dora() {
-            let mut output = self.base.forward(x.clone());
+            let mut output = self.base_forward(x.clone());
             for adapter in self.active_adapter_iter() {
                 output = output + adapter.branch(adapter.dropout.forward(x.clone()));
             }
@@ -251,7 +250,7 @@ impl<B: Backend> LoraLinear<B> {
         }
         let weight = self.base.weight.val();
         // DoRA rescales the product without bias, so it is kept apart.
-        let base_product = linear(x.clone(), weight.clone(), None);
+        let base_product = linear_flat(x.clone(), weight.clone(), None);
         let mut output = match &self.base.bias {
             Some(bias) => base_product.clone() + broadcast_last::<B, D>(bias.val()),
             None => base_product.clone(),
@@ -266,7 +265,7 @@ impl<B: Backend> LoraLinear<B> {
                     let scale = dora_column_scale(weight.clone(), adapter, magnitude.val());
                     let scale = broadcast_last::<B, D>(scale);
                     let base_term = if training {
-                        linear(dropped, weight.clone(), None)
+                        linear_flat(dropped, weight.clone(), None)
                     } else {
                         base_product.clone()
                     };
@@ -282,7 +281,7 @@ impl<B: Backend> LoraLinear<B> {
     /// [`forward_factored`](Self::forward_factored).
     pub fn forward_materialized<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
-            return self.base.forward(x);
+            return self.base_forward(x);
         }
         if self.has_active_dora() {
             return self.forward_factored(x);
@@ -292,7 +291,7 @@ impl<B: Backend> LoraLinear<B> {
             .fold(self.base.weight.val(), |w, adapter| {
                 w + adapter.delta_weight()
             });
-        linear(x, weight, self.base.bias.as_ref().map(|b| b.val()))
+        linear_flat(x, weight, self.base.bias.as_ref().map(|b| b.val()))
     }
 
     /// Whether forming `W + s·A·B` once costs fewer multiply-adds than the factored products for
@@ -303,6 +302,15 @@ impl<B: Backend> LoraLinear<B> {
         // The materialised path runs a thin product and a full-size add at lower efficiency than
         // the big product: it needs a 3/2 margin (measured in `benches/lora_linear.rs`).
         2 * tokens * (r * (i + o) + o) > 3 * i * o * (r + 1)
+    }
+
+    /// The frozen base layer alone.
+    pub(crate) fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        linear_flat(
+            x,
+            self.base.weight.val(),
+            self.base.bias.as_ref().map(|b| b.val()),
+        )
     }
 
     fn runs_base_only(&self) -> bool {

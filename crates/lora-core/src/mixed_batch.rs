@@ -60,7 +60,7 @@ impl<B: Backend> LoraLinear<B> {
             }
             distinct.push(name);
         }
-        let mut output = self.base.forward(x.clone());
+        let mut output = self.base_forward(x.clone());
         if self.state.disabled {
             return Ok(output);
         }

@@ -1,6 +1,7 @@
 //! Small tensor helpers shared by the layer's code paths.
 
 use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::LoraError;
@@ -32,4 +33,23 @@ pub(crate) fn from_host_f64<B: Backend>(
 ) -> Tensor<B, 2> {
     let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `x · W + b` for `x` of any rank, computed as one 2-D product over the flattened leading
+/// dimensions: the batched path of CPU backends copies the weight for every call.
+pub(crate) fn linear_flat<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    if D <= 2 {
+        return linear(x, weight, bias);
+    }
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let [d_input, d_output] = weight.dims();
+    let flat = linear(x.reshape([rows, d_input]), weight, bias);
+    let mut out = dims;
+    out[D - 1] = d_output;
+    flat.reshape(out)
 }

@@ -4,7 +4,6 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_core::{join_module_path, LoraLinear, LoraModule};
 
@@ -157,7 +156,20 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         };
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => linear(hidden, self.shared.weight.val().transpose(), None),
+            None => {
+                // `hidden · Eᵀ` computed as `(E · hiddenᵀ)ᵀ`: the embedding stays in its
+                // contiguous [vocab, d_model] layout (a transposed view of it is very slow
+                // to multiply on CPU backends).
+                let [batch, length, d_model] = hidden.dims();
+                let rows = hidden.reshape([batch * length, d_model]);
+                let logits = self
+                    .shared
+                    .weight
+                    .val()
+                    .matmul(rows.transpose())
+                    .transpose();
+                logits.reshape([batch, length, self.config.vocab_size])
+            }
         }
     }
 
