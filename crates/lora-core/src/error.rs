@@ -102,6 +102,24 @@ pub enum LoraError {
         /// What is wrong.
         reason: String,
     },
+    /// The operation needs a floating-point base weight, but it is stored quantized.
+    #[error("{operation} is not possible: the base weight is quantized (keep a float copy of the model to merge)")]
+    QuantizedBase {
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// Quantized base weights are for inference: Burn's autodiff backend cannot differentiate
+    /// through quantized tensors.
+    #[error("int8 base weights are for inference only: quantize the inference model (`model.valid()`), not the autodiff one")]
+    QuantizedTraining,
+    /// The quantization block size does not divide the layer's output dimension.
+    #[error("quantization block size {block} does not divide the output dimension {d_output}")]
+    QuantizationBlock {
+        /// The block size that was asked for.
+        block: usize,
+        /// The layer's output features.
+        d_output: usize,
+    },
     /// A tensor has the wrong shape.
     #[error("{what}: expected shape {expected:?}, found {found:?}")]
     ShapeMismatch {

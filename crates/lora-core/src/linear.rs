@@ -229,7 +229,11 @@ impl<B: Backend> LoraLinear<B> {
         }
         let tokens = x.shape().num_elements() / self.d_input().max(1);
         let inference = !B::ad_enabled(&x.device());
-        if inference && !self.has_active_dora() && self.materializing_pays_off(tokens) {
+        if inference
+            && !self.has_active_dora()
+            && !self.is_base_quantized()
+            && self.materializing_pays_off(tokens)
+        {
             self.forward_materialized(x)
         } else {
             self.forward_factored(x)
@@ -288,7 +292,7 @@ impl<B: Backend> LoraLinear<B> {
         }
         let weight = self
             .active_adapter_iter()
-            .fold(self.base.weight.val(), |w, adapter| {
+            .fold(self.base.weight.val().dequantize(), |w, adapter| {
                 w + adapter.delta_weight()
             });
         linear_flat(x, weight, self.base.bias.as_ref().map(|b| b.val()))

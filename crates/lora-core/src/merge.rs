@@ -45,6 +45,11 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     fn merge_checked<S: AsRef<str>>(&mut self, names: &[S], safe: bool) -> Result<(), LoraError> {
+        if self.is_base_quantized() && !names.is_empty() {
+            return Err(LoraError::QuantizedBase {
+                operation: "merging an adapter",
+            });
+        }
         for name in names {
             self.require_adapter(name.as_ref())?;
         }

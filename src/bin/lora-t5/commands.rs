@@ -6,9 +6,12 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use lora_burn::backend::{InferenceBackend, TrainBackend};
-use lora_burn::lora_core::{count_parameters, LoraConfig, LoraModule};
+use lora_burn::lora_core::{
+    count_parameters, int8_quantizer, quantize_base_weights, LoraConfig, LoraModule,
+};
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::data::{train_valid_split, Seq2SeqCollator};
+use lora_burn::lora_t5::metrics::EvalReport;
 use lora_burn::lora_t5::{DecayKind, T5ForConditionalGeneration, Trainer, TrainerConfig};
 
 use crate::common::{
@@ -107,7 +110,7 @@ pub struct TrainArgs {
 }
 
 pub fn train(args: TrainArgs) -> CliResult {
-    let (loss, step) = run_training(&args)?;
+    let (loss, step, _) = run_training(&args)?;
     println!(
         "best validation loss {loss:.4} at step {step}; adapter in {}",
         args.out.join("final").display()
@@ -115,8 +118,8 @@ pub fn train(args: TrainArgs) -> CliResult {
     Ok(())
 }
 
-/// Trains as `args` says; returns the best validation loss and its step.
-fn run_training(args: &TrainArgs) -> CliResult<(f64, usize)> {
+/// Trains as `args` says; returns the best validation loss, its step and the validation pairs.
+fn run_training(args: &TrainArgs) -> CliResult<(f64, usize, Vec<(String, String)>)> {
     type B = TrainBackend;
     let device = Default::default();
     let model_dir = existing(&args.model, "model directory")?;
@@ -194,7 +197,8 @@ fn run_training(args: &TrainArgs) -> CliResult<(f64, usize)> {
         &tokenize(&tokenizer, &valid)?,
         args.resume,
     )?;
-    Ok(outcome.state.best.unwrap_or((f64::NAN, outcome.state.step)))
+    let (loss, step) = outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
+    Ok((loss, step, valid))
 }
 
 /// A model directory with an optional adapter.
@@ -206,6 +210,37 @@ pub struct ModelArgs {
     /// A PEFT adapter directory to apply.
     #[arg(long)]
     adapter: Option<PathBuf>,
+}
+
+/// Int8 storage of the frozen base weights for inference.
+#[derive(Args, Debug, Clone)]
+pub struct QuantArgs {
+    /// Store the frozen base weights of every linear layer in int8 (symmetric, per block);
+    /// adapters, embeddings and norms stay in f32.
+    #[arg(long)]
+    int8: bool,
+    /// Weights per int8 scale along the output dimension (0: one scale per tensor).
+    #[arg(long, default_value_t = 32, requires = "int8")]
+    int8_block: u8,
+}
+
+impl QuantArgs {
+    /// Quantizes `model` when `--int8` is given and reports what it did on stderr.
+    fn apply<B: Backend>(&self, model: &mut T5ForConditionalGeneration<B>) -> CliResult {
+        if !self.int8 {
+            return Ok(());
+        }
+        let block = (self.int8_block > 0).then_some(self.int8_block);
+        let layers = quantize_base_weights(model, &mut int8_quantizer::<B>(block))?;
+        eprintln!(
+            "int8: base weights of {layers} linear layers quantized ({})",
+            match block {
+                Some(size) => format!("one scale per {size} weights"),
+                None => "one scale per tensor".to_string(),
+            }
+        );
+        Ok(())
+    }
 }
 
 fn load_model<B: Backend>(args: &ModelArgs) -> CliResult<T5ForConditionalGeneration<B>> {
@@ -232,10 +267,13 @@ pub struct GenerateArgs {
     input: Option<PathBuf>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
 }
 
 pub fn generate(args: GenerateArgs) -> CliResult {
-    let model = load_model::<InferenceBackend>(&args.model)?;
+    let mut model = load_model::<InferenceBackend>(&args.model)?;
+    args.quant.apply(&mut model)?;
     let tokenizer = tokenizer(&args.model.model)?;
     let prompts: Vec<String> = match (&args.prompt, &args.input) {
         (Some(prompt), _) => vec![prompt.clone()],
@@ -263,10 +301,13 @@ pub struct EvalArgs {
     limit: Option<usize>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
 }
 
 pub fn eval(args: EvalArgs) -> CliResult {
-    let model = load_model::<InferenceBackend>(&args.model)?;
+    let mut model = load_model::<InferenceBackend>(&args.model)?;
+    args.quant.apply(&mut model)?;
     let tokenizer = tokenizer(&args.model.model)?;
     let mut pairs = read_pairs(&args.data, false)?;
     if let Some(limit) = args.limit {
@@ -370,6 +411,15 @@ pub struct SweepArgs {
     /// Learning rates to try.
     #[arg(long, default_value = "1e-3")]
     learning_rates: String,
+    /// Validation records generated per run for the metrics (0: none).
+    #[arg(long, default_value_t = 50)]
+    eval_limit: usize,
+    /// Beams for those generations (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    eval_num_beams: usize,
+    /// Most new tokens per generation.
+    #[arg(long, default_value_t = 96)]
+    eval_max_new_tokens: usize,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> CliResult<Vec<T>> {
@@ -398,16 +448,58 @@ pub fn sweep(args: SweepArgs) -> CliResult {
                         .out
                         .join(format!("r{r}-a{alpha}-d{dropout}-lr{lr}"));
                     run.resume = false;
-                    let (loss, step) = run_training(&run)?;
-                    rows.push((r, alpha, dropout, lr, loss, step));
+                    let (loss, step, valid) = run_training(&run)?;
+                    let report = sweep_metrics(&run, &valid, &args)?;
+                    rows.push((r, alpha, dropout, lr, loss, step, report));
                 }
             }
         }
     }
-    println!("| r | alpha | dropout | lr | best eval loss | step |");
-    println!("|---|---|---|---|---|---|");
-    for (r, alpha, dropout, lr, loss, step) in rows {
-        println!("| {r} | {alpha} | {dropout} | {lr:e} | {loss:.4} | {step} |");
+    println!(
+        "| r | alpha | dropout | lr | best eval loss | step | exact match | BLEU | ROUGE-L | valid JSON | schema-valid |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (r, alpha, dropout, lr, loss, step, report) in rows {
+        let metrics = match report {
+            Some(m) => format!(
+                "{:.3} | {:.3} | {:.3} | {:.3} | {:.3}",
+                m.exact_match, m.bleu, m.rouge_l, m.json_valid_rate, m.schema_valid_rate
+            ),
+            None => "– | – | – | – | –".to_string(),
+        };
+        println!("| {r} | {alpha} | {dropout} | {lr:e} | {loss:.4} | {step} | {metrics} |");
     }
     Ok(())
+}
+
+/// Generation metrics of a sweep run's best adapter on the first `--eval-limit` validation
+/// records.
+fn sweep_metrics(
+    run: &TrainArgs,
+    valid: &[(String, String)],
+    args: &SweepArgs,
+) -> CliResult<Option<EvalReport>> {
+    let pairs = &valid[..valid.len().min(args.eval_limit)];
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let model = load_model::<InferenceBackend>(&ModelArgs {
+        model: run.model.clone(),
+        adapter: Some(run.out.join("final")),
+    })?;
+    let decoding = DecodingArgs {
+        num_beams: args.eval_num_beams,
+        max_new_tokens: args.eval_max_new_tokens,
+        min_new_tokens: 0,
+        length_penalty: 1.0,
+        early_stopping: false,
+        do_sample: false,
+        temperature: 1.0,
+        top_k: 50,
+        top_p: 1.0,
+        seed: 0,
+        generation_batch_size: 25,
+    };
+    let (report, _) = evaluate(&model, &tokenizer(&run.model)?, pairs, &decoding)?;
+    Ok(Some(report))
 }

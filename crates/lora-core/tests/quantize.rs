@@ -1,0 +1,166 @@
+//! Int8 base weights: outputs within the quantization error, adapters exact, merges refused.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::AutodiffModule;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use lora_core::{
+    int8_quantizer, quantize_base_weights, LoraConfig, LoraError, LoraInit, LoraLinear,
+};
+
+type Cpu = NdArray<f32>;
+type Train = Autodiff<Cpu>;
+
+const D_IN: usize = 96;
+const D_OUT: usize = 64;
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
+}
+
+/// A layer with a random base and a random (non-zero) adapter, so both paths are exercised.
+fn layer<B: Backend>(seed: u64) -> LoraLinear<B> {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let base: Linear<B> = LinearConfig::new(D_IN, D_OUT).init(&device);
+    let config = LoraConfig::new(8, 16.0).with_init_lora_weights(LoraInit::Random);
+    let layer = LoraLinear::from_linear(base, &config).unwrap();
+    // Parameters are created lazily: materialise them before anything else draws numbers.
+    let _ = (
+        layer.base.weight.val(),
+        layer.base.bias.as_ref().map(|b| b.val()),
+    );
+    layer
+}
+
+fn input<B: Backend>() -> Tensor<B, 2> {
+    let device = Default::default();
+    B::seed(&device, 99);
+    Tensor::random([5, D_IN], Distribution::Uniform(-1.0, 1.0), &device)
+}
+
+/// Largest |quantized - float| over the outputs, and the worst-case bound for per-tensor
+/// symmetric int8: each weight is off by at most half a step, `max|W| / 127 / 2`, so output `j`
+/// is off by at most `Σ_i |x_i| · step / 2`.
+fn error_and_bound(block: Option<u8>) -> (f64, f64) {
+    let float = layer::<Cpu>(7);
+    let weights = values(float.base.weight.val());
+    let step = weights.iter().fold(0.0f64, |m, w| m.max(w.abs())) / 127.0;
+    let x = input::<Cpu>();
+    let row_sum = values(x.clone().abs().sum_dim(1))
+        .into_iter()
+        .fold(0.0f64, f64::max);
+    let expected = values(float.forward(x.clone()));
+
+    let mut quantized = layer::<Cpu>(7);
+    quantized
+        .quantize_base(&mut int8_quantizer::<Cpu>(block))
+        .unwrap();
+    assert!(quantized.is_base_quantized());
+    let got = values(quantized.forward(x));
+    let error = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    // f32 rounding of the products adds a little on top of the quantization bound.
+    (error, row_sum * step / 2.0 * 1.001 + 1e-5)
+}
+
+#[test]
+fn int8_outputs_stay_within_the_quantization_bound() {
+    let (per_tensor, bound) = error_and_bound(None);
+    assert!(per_tensor > 0.0, "the weight was not quantized");
+    assert!(
+        per_tensor <= bound,
+        "error {per_tensor} above bound {bound}"
+    );
+    let (per_block, bound) = error_and_bound(Some(32));
+    assert!(per_block > 0.0 && per_block <= bound);
+    // One scale per 32 weights tracks the local range: clearly more accurate than one scale.
+    assert!(
+        per_block < per_tensor,
+        "block error {per_block} not below tensor error {per_tensor}"
+    );
+}
+
+#[test]
+fn int8_base_stores_a_quarter_of_the_bytes() {
+    let mut layer = layer::<Cpu>(3);
+    let float_bytes = layer.base.weight.val().into_data().bytes.len();
+    layer
+        .quantize_base(&mut int8_quantizer::<Cpu>(Some(32)))
+        .unwrap();
+    let int8_bytes = layer.base.weight.val().into_data().bytes.len();
+    assert_eq!(float_bytes, D_IN * D_OUT * 4);
+    // One byte per weight plus one f32 scale per block of 32.
+    assert!(
+        int8_bytes <= D_IN * D_OUT + D_IN * D_OUT / 32 * 4 + 64,
+        "{int8_bytes} bytes"
+    );
+}
+
+#[test]
+fn int8_is_refused_on_an_autodiff_backend_and_works_on_its_inner_backend() {
+    let mut layer = layer::<Train>(11);
+    assert_eq!(
+        layer.quantize_base(&mut int8_quantizer::<Train>(None)),
+        Err(LoraError::QuantizedTraining)
+    );
+    assert!(!layer.is_base_quantized());
+    let mut inference = layer.valid();
+    inference
+        .quantize_base(&mut int8_quantizer::<Cpu>(None))
+        .unwrap();
+    assert_eq!(inference.forward(input::<Cpu>()).dims(), [5, D_OUT]);
+}
+
+#[test]
+fn merging_into_an_int8_base_and_quantizing_a_merged_layer_are_refused() {
+    let mut quantized = layer::<Cpu>(5);
+    quantized
+        .quantize_base(&mut int8_quantizer::<Cpu>(None))
+        .unwrap();
+    assert_eq!(
+        quantized.merge_active(),
+        Err(LoraError::QuantizedBase {
+            operation: "merging an adapter"
+        })
+    );
+    assert!(matches!(
+        quantized.clone().merge_and_unload(),
+        Err(LoraError::QuantizedBase { .. })
+    ));
+
+    let mut merged = layer::<Cpu>(5);
+    merged.merge_active().unwrap();
+    assert!(matches!(
+        merged.quantize_base(&mut int8_quantizer::<Cpu>(None)),
+        Err(LoraError::MergedLayer { .. })
+    ));
+    assert!(!merged.is_base_quantized());
+
+    let mut odd = layer::<Cpu>(5);
+    assert_eq!(
+        odd.quantize_base(&mut int8_quantizer::<Cpu>(Some(48))),
+        Err(LoraError::QuantizationBlock {
+            block: 48,
+            d_output: D_OUT
+        })
+    );
+    assert!(!odd.is_base_quantized());
+}
+
+#[test]
+fn every_layer_of_a_module_is_quantized_once() {
+    let mut layers: Vec<LoraLinear<Cpu>> = (0..3).map(|seed| layer(seed)).collect();
+    let count = quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(Some(32)));
+    assert_eq!(count, Ok(3));
+    assert!(layers.iter().all(|l| l.is_base_quantized()));
+    // A second pass leaves the layers as they are.
+    let before = values(layers[0].forward(input::<Cpu>()));
+    let count = quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(None));
+    assert_eq!(count, Ok(3));
+    assert_eq!(values(layers[0].forward(input::<Cpu>())), before);
+}
