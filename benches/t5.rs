@@ -13,11 +13,17 @@
 //! - `beam4_32`: the same prompt, 4 beams, exactly 32 new tokens;
 //! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
 //!   target 128, random ids): `forward_with_labels`, backward, `GradientsParams::from_grads`,
-//!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`.
+//!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`;
+//! - `trainer_2steps_bs8`: the same training steps run by `lora_t5::Trainer` (two optimizer
+//!   steps of 8 examples, source 64, target 128; the default global-norm clipping at 1.0, the
+//!   learning-rate schedule, the progress line off, and everything the trainer writes at the
+//!   end: the PEFT adapter, `metrics.jsonl`, `trainer_state.json`, `loss.png`), to show what the
+//!   trainer adds to the raw step.
 //!
 //! Throughput is set in elements per iteration, so criterion's `thrpt` line reads as tokens/s:
 //! new tokens for `greedy_64` (64) and `beam4_32` (32, the length of the returned sequence),
-//! source + target tokens for `train_step_bs8` (8 × (64 + 128) = 1536).
+//! source + target tokens for `train_step_bs8` (8 × (64 + 128) = 1536) and for
+//! `trainer_2steps_bs8` (2 × 1536).
 //! `scripts/bench_torch_t5.py` times the same cases with PyTorch + transformers + PEFT, and
 //! `examples/t5_train_step_memory.rs` reports the peak memory of the training step.
 //!
@@ -28,14 +34,18 @@
 
 use std::time::Duration;
 
+use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{mark_only_lora_as_trainable, LoraBias, LoraConfig};
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::{GenerationConfig, T5Config, T5ForConditionalGeneration};
+use lora_burn::lora_t5::data::{Seq2SeqCollator, TokenizedExample};
+use lora_burn::lora_t5::{
+    GenerationConfig, T5Config, T5ForConditionalGeneration, Trainer, TrainerConfig,
+};
 
 const PROMPT_LEN: usize = 64;
 const GREEDY_NEW: usize = 64;
@@ -105,6 +115,7 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     generation(&mut group);
     train_step(&mut group);
+    trainer_steps(&mut group);
     group.finish();
 }
 
@@ -183,6 +194,64 @@ fn train_step(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
             model = Some(next);
         })
     });
+}
+
+fn trainer_steps(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    type T = TrainBackend;
+    const STEPS: usize = 2;
+    let device = Default::default();
+    let model = lora_model::<T>(&device);
+    // Materialise the lazily created parameters so that every clone shares them.
+    let _ = model.valid();
+    let examples: Vec<TokenizedExample> = (0..STEPS * TRAIN_BATCH)
+        .map(|i| TokenizedExample {
+            source: unsigned(token_ids(TRAIN_SOURCE, 10 + i as u64)),
+            target: unsigned(token_ids(TRAIN_TARGET, 100 + i as u64)),
+        })
+        .collect();
+    let adapter_config = AdapterConfig::from_lora_config(
+        &LoraConfig::new(16, 32.0),
+        ModuleSelector::Names(vec!["q".into(), "v".into()]),
+    )
+    .expect("valid adapter config");
+    let output_dir =
+        std::env::temp_dir().join(format!("lora-burn-bench-trainer-{}", std::process::id()));
+    let trainer = Trainer {
+        config: TrainerConfig {
+            learning_rate: 1e-4,
+            batch_size: TRAIN_BATCH,
+            max_steps: Some(STEPS),
+            progress: false,
+            ..TrainerConfig::default()
+        },
+        output_dir: output_dir.clone(),
+        adapter_name: "default".into(),
+        adapter_config,
+        collator: Seq2SeqCollator {
+            max_source_len: TRAIN_SOURCE,
+            max_target_len: TRAIN_TARGET,
+            pad_id: 0,
+        },
+    };
+    group.throughput(Throughput::Elements(
+        (STEPS * TRAIN_BATCH * (TRAIN_SOURCE + TRAIN_TARGET)) as u64,
+    ));
+    group.bench_function("trainer_2steps_bs8", |bench| {
+        bench.iter_batched(
+            || model.clone(),
+            |model| {
+                let outcome = trainer.train(model, &examples, &[], false).expect("train");
+                assert_eq!(outcome.state.step, STEPS);
+                outcome
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let _ = std::fs::remove_dir_all(output_dir);
+}
+
+fn unsigned(ids: Vec<i64>) -> Vec<u32> {
+    ids.into_iter().map(|id| id as u32).collect()
 }
 
 criterion_group!(benches, bench);

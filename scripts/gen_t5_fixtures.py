@@ -48,6 +48,19 @@ Everything in the output directory except ``README.md`` is replaced. To only
 reload an existing fixture tree and recompute every stored value:
 
     $VENV/bin/python scripts/gen_t5_fixtures.py --verify [--out-dir DIR]
+
+To load an adapter trained by the Rust trainer with PEFT (the reverse direction
+of the trainer test in ``crates/lora-t5/tests/trainer.rs``, which exports its
+tiny base model, its trained adapter and its logits when
+``LORA_T5_EXPORT_TRAINED_ADAPTER`` names a directory):
+
+    LORA_T5_EXPORT_TRAINED_ADAPTER=/tmp/trained cargo test -p lora-t5 --test trainer
+    $VENV/bin/python scripts/gen_t5_fixtures.py --check-trained-adapter /tmp/trained
+
+It loads ``base/`` with ``T5ForConditionalGeneration.from_pretrained``, the
+adapter with ``PeftModel.from_pretrained``, and compares PEFT's logits (eval
+mode) with the Rust ones (1e-4 relative); it also checks that the adapter
+changes the logits. Exit status 1 on a mismatch.
 """
 
 from __future__ import annotations
@@ -836,6 +849,33 @@ def check_buckets() -> None:
             assert (ours == theirs).all(), (nb, md, bidi)
 
 
+def check_trained_adapter(export_dir: Path) -> None:
+    """Load the base model and the adapter the Rust trainer test exported, with transformers + PEFT."""
+    expected = json.loads((export_dir / "expected.json").read_text())
+    base = T5ForConditionalGeneration.from_pretrained(export_dir / "base").eval()
+    model = PeftModel.from_pretrained(base, export_dir / "adapter").eval()
+    inputs = {
+        key: torch.tensor(expected[key], dtype=torch.long)
+        for key in ("input_ids", "attention_mask", "decoder_input_ids")
+    }
+    want = torch.tensor(expected["logits"], dtype=torch.float32).reshape(expected["logits_shape"])
+    with torch.no_grad():
+        got = model(**inputs).logits
+        with model.disable_adapter():
+            without = model(**inputs).logits
+    error = fmax((got - want).abs()) / fmax(want.abs())
+    effect = fmax((without - want).abs()) / fmax(want.abs())
+    wrapped = sorted(name for name, module in model.named_modules() if isinstance(module, LoraLayer))
+    print(f"PEFT {peft.__version__}, transformers {transformers.__version__}: "
+          f"{len(wrapped)} LoRA layers, r={model.peft_config['default'].r}")
+    print(f"logits: max |PEFT - Rust| / max |Rust| = {error:.3e} (tolerance 1e-4)")
+    print(f"adapter effect: max |base - Rust| / max |Rust| = {effect:.3e}")
+    if error > 1e-4 or effect < 1e-3:
+        print("FAIL")
+        sys.exit(1)
+    print("PASS")
+
+
 def verify(out: Path) -> None:
     """Reload every case directory of an existing fixture tree and recompute what expected.safetensors holds."""
     from safetensors.torch import load_file
@@ -886,8 +926,13 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--verify", action="store_true",
                     help="only reload the fixtures in --out-dir and recompute them; writes nothing")
+    ap.add_argument("--check-trained-adapter", type=Path, metavar="DIR",
+                    help="load the adapter exported by the Rust trainer test with PEFT and compare logits")
     args = ap.parse_args()
     out: Path = args.out_dir
+    if args.check_trained_adapter:
+        check_trained_adapter(args.check_trained_adapter)
+        return
     if args.verify:
         verify(out)
         return

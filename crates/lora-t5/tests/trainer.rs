@@ -185,6 +185,24 @@ fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
         }
     });
     close(values(&merged), "merged");
+
+    // `scripts/gen_t5_fixtures.py --check-trained-adapter DIR` loads what this writes with
+    // transformers + PEFT and compares PEFT's logits with these.
+    if let Some(dir) = std::env::var_os("LORA_T5_EXPORT_TRAINED_ADAPTER") {
+        let dir = std::path::PathBuf::from(dir);
+        burn::module::AutodiffModule::valid(&model())
+            .save_pretrained(&dir.join("base"))
+            .unwrap();
+        copy_dir(&full.output_dir.join("final"), &dir.join("adapter"));
+        let expected_json = serde_json::json!({
+            "input_ids": [[3, 4, 5, 1]],
+            "attention_mask": [[1, 1, 1, 1]],
+            "decoder_input_ids": [[0, 5, 4]],
+            "logits_shape": [1, 3, 32],
+            "logits": expected,
+        });
+        std::fs::write(dir.join("expected.json"), expected_json.to_string()).unwrap();
+    }
     for dir in [full.output_dir, resumed.output_dir] {
         let _ = std::fs::remove_dir_all(dir);
     }
