@@ -126,6 +126,8 @@ pub fn run(args: PretrainArgs) -> CliResult {
     );
     let progress = Progress::new(total, 0, true);
     let mut step = 0;
+    let training_started = Instant::now();
+    let mut tokens = 0usize;
     for epoch in 0..args.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
         lora_burn::lora_t5::data::SplitMix64::new(args.seed + epoch as u64).shuffle(&mut order);
@@ -133,6 +135,10 @@ pub fn run(args: PretrainArgs) -> CliResult {
         for indices in order.chunks(args.batch_size) {
             B::seed(&device, args.seed.wrapping_add(step as u64));
             let examples: Vec<_> = indices.iter().map(|i| train[*i].clone()).collect();
+            tokens += examples
+                .iter()
+                .map(|e| e.source.len() + e.target.len())
+                .sum::<usize>();
             let batch = collator.collate::<B>(&examples, &device)?;
             let out =
                 model.forward_with_labels(batch.input_ids, batch.attention_mask, batch.labels)?;
@@ -144,7 +150,8 @@ pub fn run(args: PretrainArgs) -> CliResult {
             model = optimizer.step(lr, model, grads);
             step += 1;
             if step % 10 == 0 {
-                progress.show(step, loss_sum / batches as f64, lr, 0.0);
+                let seconds = training_started.elapsed().as_secs_f64().max(1e-9);
+                progress.show(step, loss_sum / batches as f64, lr, tokens as f64 / seconds);
             }
         }
         let eval = evaluate_loss(&model.valid(), &valid, 32, &collator)?;
