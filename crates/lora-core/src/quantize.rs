@@ -73,7 +73,7 @@ impl<B: Backend> LoraLinear<B> {
         }
         if let QuantLevel::Block(block) = quantizer.scheme.level {
             let size = block.num_elements();
-            if size == 0 || self.d_output() % size != 0 {
+            if size == 0 || !self.d_output().is_multiple_of(size) {
                 return Err(LoraError::QuantizationBlock {
                     block: size,
                     d_output: self.d_output(),

@@ -154,7 +154,7 @@ fn merging_into_an_int8_base_and_quantizing_a_merged_layer_are_refused() {
 
 #[test]
 fn every_layer_of_a_module_is_quantized_once() {
-    let mut layers: Vec<LoraLinear<Cpu>> = (0..3).map(|seed| layer(seed)).collect();
+    let mut layers: Vec<LoraLinear<Cpu>> = (0..3).map(layer).collect();
     let count = quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(Some(32)));
     assert_eq!(count, Ok(3));
     assert!(layers.iter().all(|l| l.is_base_quantized()));

@@ -110,16 +110,28 @@ pub struct TrainArgs {
 }
 
 pub fn train(args: TrainArgs) -> CliResult {
-    let (loss, step, _) = run_training(&args)?;
+    let run = run_training(&args)?;
     println!(
-        "best validation loss {loss:.4} at step {step}; adapter in {}",
+        "best validation loss {:.4} at step {}; adapter in {}",
+        run.best_loss,
+        run.best_step,
         args.out.join("final").display()
     );
     Ok(())
 }
 
-/// Trains as `args` says; returns the best validation loss, its step and the validation pairs.
-fn run_training(args: &TrainArgs) -> CliResult<(f64, usize, Vec<(String, String)>)> {
+/// What a finished `train` run reports.
+struct TrainingRun {
+    /// The best validation loss (NaN without validation data).
+    best_loss: f64,
+    /// The step it was reached at.
+    best_step: usize,
+    /// The validation pairs the run used.
+    valid: Vec<(String, String)>,
+}
+
+/// Trains as `args` says.
+fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
     type B = TrainBackend;
     let device = Default::default();
     let model_dir = existing(&args.model, "model directory")?;
@@ -197,8 +209,12 @@ fn run_training(args: &TrainArgs) -> CliResult<(f64, usize, Vec<(String, String)
         &tokenize(&tokenizer, &valid)?,
         args.resume,
     )?;
-    let (loss, step) = outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
-    Ok((loss, step, valid))
+    let (best_loss, best_step) = outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
+    Ok(TrainingRun {
+        best_loss,
+        best_step,
+        valid,
+    })
 }
 
 /// A model directory with an optional adapter.
@@ -448,9 +464,17 @@ pub fn sweep(args: SweepArgs) -> CliResult {
                         .out
                         .join(format!("r{r}-a{alpha}-d{dropout}-lr{lr}"));
                     run.resume = false;
-                    let (loss, step, valid) = run_training(&run)?;
-                    let report = sweep_metrics(&run, &valid, &args)?;
-                    rows.push((r, alpha, dropout, lr, loss, step, report));
+                    let result = run_training(&run)?;
+                    let report = sweep_metrics(&run, &result.valid, &args)?;
+                    rows.push((
+                        r,
+                        alpha,
+                        dropout,
+                        lr,
+                        result.best_loss,
+                        result.best_step,
+                        report,
+                    ));
                 }
             }
         }
