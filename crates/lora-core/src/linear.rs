@@ -136,7 +136,8 @@ impl<B: Backend> LoraLinear<B> {
         }
         let mut adapter = adapter;
         if adapter.config.use_dora && adapter.magnitude.is_none() {
-            let norm = crate::dora::column_norm(self.base.weight.val() + adapter.delta_weight());
+            let weight = self.base.weight.val().dequantize();
+            let norm = crate::dora::column_norm(weight + adapter.delta_weight());
             adapter.magnitude = Some(burn::module::Param::from_tensor(norm.detach()));
         }
         let first = self.adapters.is_empty();
@@ -252,7 +253,7 @@ impl<B: Backend> LoraLinear<B> {
             }
             return output;
         }
-        let weight = self.base.weight.val();
+        let weight = self.base.weight.val().dequantize();
         // DoRA rescales the product without bias, so it is kept apart.
         let base_product = linear_flat(x.clone(), weight.clone(), None);
         let mut output = match &self.base.bias {

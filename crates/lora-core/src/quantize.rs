@@ -16,10 +16,12 @@ use crate::{LoraError, LoraLinear, LoraModule};
 ///
 /// ```
 /// use burn::backend::NdArray;
+/// use burn::tensor::quantization::{QuantLevel, QuantValue};
 /// use lora_core::int8_quantizer;
 ///
 /// let quantizer = int8_quantizer::<NdArray>(Some(32));
-/// assert!(format!("{:?}", quantizer.scheme.level).contains("32"));
+/// assert_eq!(quantizer.scheme.level, QuantLevel::block([32]));
+/// assert_eq!(quantizer.scheme.value, QuantValue::Q8S);
 /// ```
 pub fn int8_quantizer<B: Backend>(block_size: Option<u8>) -> Quantizer {
     let level = match block_size {
@@ -43,8 +45,9 @@ impl<B: Backend> LoraLinear<B> {
     /// the quantization error (at most half a scale step per weight).
     ///
     /// For inference only: refused on an autodiff backend ([`LoraError::QuantizedTraining`];
-    /// quantize the model returned by `valid()`). Refused while adapters are merged, and for a block size that does not divide the output
-    /// dimension. A quantized layer cannot merge adapters ([`LoraError::QuantizedBase`]).
+    /// quantize the model returned by `valid()`). Refused while adapters are merged, and for a
+    /// block size that does not divide the output dimension. A quantized layer cannot merge
+    /// adapters ([`LoraError::QuantizedBase`]); it can still add, switch and delete them.
     ///
     /// ```
     /// use burn::backend::NdArray;

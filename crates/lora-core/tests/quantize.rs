@@ -12,6 +12,13 @@ use lora_core::{
 type Cpu = NdArray<f32>;
 type Train = Autodiff<Cpu>;
 
+/// The tests draw from Burn's global RNG after seeding it: they must not interleave.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const D_IN: usize = 96;
 const D_OUT: usize = 64;
 
@@ -70,6 +77,7 @@ fn error_and_bound(block: Option<u8>) -> (f64, f64) {
 
 #[test]
 fn int8_outputs_stay_within_the_quantization_bound() {
+    let _rng = rng_lock();
     let (per_tensor, bound) = error_and_bound(None);
     assert!(per_tensor > 0.0, "the weight was not quantized");
     assert!(
@@ -87,6 +95,7 @@ fn int8_outputs_stay_within_the_quantization_bound() {
 
 #[test]
 fn int8_base_stores_a_quarter_of_the_bytes() {
+    let _rng = rng_lock();
     let mut layer = layer::<Cpu>(3);
     let float_bytes = layer.base.weight.val().into_data().bytes.len();
     layer
@@ -103,6 +112,7 @@ fn int8_base_stores_a_quarter_of_the_bytes() {
 
 #[test]
 fn int8_is_refused_on_an_autodiff_backend_and_works_on_its_inner_backend() {
+    let _rng = rng_lock();
     let mut layer = layer::<Train>(11);
     assert_eq!(
         layer.quantize_base(&mut int8_quantizer::<Train>(None)),
@@ -118,6 +128,7 @@ fn int8_is_refused_on_an_autodiff_backend_and_works_on_its_inner_backend() {
 
 #[test]
 fn merging_into_an_int8_base_and_quantizing_a_merged_layer_are_refused() {
+    let _rng = rng_lock();
     let mut quantized = layer::<Cpu>(5);
     quantized
         .quantize_base(&mut int8_quantizer::<Cpu>(None))
@@ -154,6 +165,7 @@ fn merging_into_an_int8_base_and_quantizing_a_merged_layer_are_refused() {
 
 #[test]
 fn every_layer_of_a_module_is_quantized_once() {
+    let _rng = rng_lock();
     let mut layers: Vec<LoraLinear<Cpu>> = (0..3).map(layer).collect();
     let count = quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(Some(32)));
     assert_eq!(count, Ok(3));
@@ -163,4 +175,35 @@ fn every_layer_of_a_module_is_quantized_once() {
     let count = quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(None));
     assert_eq!(count, Ok(3));
     assert_eq!(values(layers[0].forward(input::<Cpu>())), before);
+}
+
+#[test]
+fn adapters_are_added_switched_and_deleted_on_an_int8_base() {
+    let _rng = rng_lock();
+    let dora = LoraConfig::new(4, 8.0)
+        .with_use_dora(true)
+        .with_init_lora_weights(LoraInit::Random);
+    let mut float = layer::<Cpu>(21);
+    let mut int8 = layer::<Cpu>(21);
+    int8.quantize_base(&mut int8_quantizer::<Cpu>(Some(32)))
+        .unwrap();
+    for layer in [&mut float, &mut int8] {
+        let device = Default::default();
+        Cpu::seed(&device, 5);
+        layer.add_adapter("dora", &dora).unwrap();
+        layer.set_active_adapters(&["default", "dora"]).unwrap();
+    }
+    let expected = values(float.forward(input::<Cpu>()));
+    let got = values(int8.forward(input::<Cpu>()));
+    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst / scale < 0.02, "DoRA on int8: {worst} of {scale}");
+
+    int8.delete_adapter("dora").unwrap();
+    assert_eq!(int8.adapter_names(), ["default"]);
+    assert!(int8.is_base_quantized());
 }
