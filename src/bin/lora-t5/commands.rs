@@ -152,7 +152,9 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
         .with_lora_dropout(args.dropout)
         .with_use_rslora(args.rslora);
     let adapter_config = AdapterConfig::from_lora_config(&lora, ModuleSelector::Names(targets))?;
-    // On resume the trainer replaces this fresh adapter with the checkpoint's.
+    // On resume the trainer replaces this fresh adapter with the checkpoint's. The random
+    // initialisation draws from the backend RNG: seed it for a reproducible run.
+    B::seed(&device, args.seed);
     inject_adapter(
         &mut model,
         &adapter_config,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
 use clap::Args;
 use lora_burn::backend::TrainBackend;
 use lora_burn::lora_core::{count_parameters, LoraConfig};
@@ -60,7 +61,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         "base model on the held-out task ({} test examples):",
         test.len()
     );
-    let (before, _) = evaluate(&model.valid(), &tokenizer, &test, &args.decoding)?;
+    let (before, predictions_before) = evaluate(&model.valid(), &tokenizer, &test, &args.decoding)?;
     println!("{before}");
 
     let targets = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"];
@@ -69,6 +70,9 @@ pub fn run(args: DemoArgs) -> CliResult {
         ModuleSelector::Names(targets.iter().map(|t| t.to_string()).collect()),
     )?;
     let mut model = model;
+    // The adapter's random initialisation draws from the backend RNG: seed it for a
+    // reproducible run.
+    B::seed(&device, DEMO_SEED);
     inject_adapter(&mut model, &adapter_config, "default", None)?;
     let model = lora_burn::lora_core::mark_only_lora_as_trainable(model, adapter_config.bias());
     println!("{}", count_parameters(&model));
@@ -84,6 +88,7 @@ pub fn run(args: DemoArgs) -> CliResult {
             eval_every: (args.steps / 5).max(1),
             save_every: 0,
             log_every: 10,
+            seed: DEMO_SEED,
             ..TrainerConfig::default()
         },
         output_dir: args.out.clone(),
@@ -104,6 +109,13 @@ pub fn run(args: DemoArgs) -> CliResult {
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);
     let (after, predictions) = evaluate(&outcome.model.valid(), &tokenizer, &test, &args.decoding)?;
     println!("{after}");
+    println!("the held-out names in the test records that need them, base model → after LoRA:");
+    for ((name, before), (_, after)) in held_out_names(&predictions_before, &test)
+        .into_iter()
+        .zip(held_out_names(&predictions, &test))
+    {
+        println!("  {name}: {before} → {after}");
+    }
     if let (Some((source, _)), Some(prediction)) = (test.first(), predictions.first()) {
         println!("example: {source}\n  → {prediction}");
     }
@@ -115,4 +127,33 @@ pub fn run(args: DemoArgs) -> CliResult {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Seeds the adapter initialisation and the trainer.
+const DEMO_SEED: u64 = 42;
+
+/// The names the base model never saw, as they appear in minified UI-DSL.
+const HELD_OUT_NAMES: [(&str, &str); 2] = [
+    ("theme sakura-pink", "\"theme\":\"sakura-pink\""),
+    ("section carousel", "\"type\":\"carousel\""),
+];
+
+/// For each held-out name: how many predictions contain it, out of the references that do.
+fn held_out_names(
+    predictions: &[String],
+    test: &[(String, String)],
+) -> Vec<(&'static str, String)> {
+    HELD_OUT_NAMES
+        .iter()
+        .map(|(name, needle)| {
+            let needed: Vec<usize> = (0..test.len())
+                .filter(|&i| test[i].1.contains(needle))
+                .collect();
+            let found = needed
+                .iter()
+                .filter(|&&i| predictions.get(i).is_some_and(|p| p.contains(needle)))
+                .count();
+            (*name, format!("{found}/{}", needed.len()))
+        })
+        .collect()
 }

@@ -43,7 +43,7 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 2)]
     layers: usize,
     /// Passes over the base corpus.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 30)]
     epochs: usize,
     /// Examples per step.
     #[arg(long, default_value_t = 16)]
