@@ -1,0 +1,227 @@
+//! The `lora-t5` command-line tool end to end on the embedded base model: train a few steps,
+//! generate and evaluate with the adapter (also with int8 base weights), merge, sweep, inspect,
+//! and a typed error for a missing file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repository(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn model_dir() -> String {
+    repository("models/uidsl-t5-small").display().to_string()
+}
+
+fn data(file: &str) -> String {
+    repository("data/uidsl").join(file).display().to_string()
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lora-t5-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn lora_t5(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lora-t5"))
+        .args(args)
+        .output()
+        .expect("the lora-t5 binary runs")
+}
+
+/// Runs `lora-t5 args` and returns its standard output; fails the test on a non-zero exit.
+fn run_ok(args: &[&str]) -> String {
+    let output = lora_t5(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "lora-t5 {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// A JSONL file with the first `count` records of `file`.
+fn first_records(file: &str, count: usize, dir: &Path) -> String {
+    let text = std::fs::read_to_string(data(file)).unwrap();
+    let path = dir.join(format!("first-{count}-{file}"));
+    let lines: Vec<&str> = text.lines().take(count).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn train_generate_eval_int8_merge_and_inspect() {
+    let dir = scratch("train");
+    let out = dir.join("run");
+    let out_arg = out.display().to_string();
+    let model = model_dir();
+    let train = first_records("heldout_train.jsonl", 32, &dir);
+    let valid = first_records("heldout_valid.jsonl", 8, &dir);
+    let stdout = run_ok(&[
+        "train",
+        "--model",
+        &model,
+        "--train",
+        &train,
+        "--valid",
+        &valid,
+        "--out",
+        &out_arg,
+        "--max-steps",
+        "3",
+        "--r",
+        "4",
+    ]);
+    assert!(stdout.contains("trainable params: "), "{stdout}");
+    assert!(stdout.contains("best validation loss"), "{stdout}");
+    let adapter = out.join("final");
+    assert!(adapter.join("adapter_config.json").is_file());
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+    assert!(out.join("metrics.jsonl").is_file() && out.join("loss.png").is_file());
+    let adapter_arg = adapter.display().to_string();
+
+    let generated = run_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter_arg,
+        "--prompt",
+        "做一个首页，顶部搜索，底部导航，风格用樱花粉",
+        "--max-new-tokens",
+        "24",
+    ]);
+    assert_eq!(generated.lines().count(), 1, "{generated}");
+    assert!(!generated.trim().is_empty());
+
+    let test = first_records("heldout_test.jsonl", 4, &dir);
+    let float = run_ok(&[
+        "eval",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter_arg,
+        "--data",
+        &test,
+    ]);
+    let int8_output = lora_t5(&[
+        "eval",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter_arg,
+        "--data",
+        &test,
+        "--int8",
+    ]);
+    assert!(int8_output.status.success());
+    let int8 = String::from_utf8_lossy(&int8_output.stdout);
+    let note = String::from_utf8_lossy(&int8_output.stderr);
+    for report in [float.as_str(), &int8] {
+        for metric in [
+            "exact_match",
+            "bleu",
+            "rouge_l",
+            "json_valid_rate",
+            "schema_valid_rate",
+        ] {
+            assert!(report.contains(metric), "{metric} missing:\n{report}");
+        }
+    }
+    assert!(
+        note.contains("int8: base weights of 36 linear layers quantized"),
+        "{note}"
+    );
+
+    let merged = dir.join("merged");
+    let merged_arg = merged.display().to_string();
+    run_ok(&[
+        "merge",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter_arg,
+        "--out",
+        &merged_arg,
+    ]);
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(merged.join(file).is_file(), "{file} missing");
+    }
+    // The merged checkpoint generates what the base model with the adapter generates.
+    let from_merged = run_ok(&[
+        "generate",
+        "--model",
+        &merged_arg,
+        "--prompt",
+        "做一个首页，顶部搜索，底部导航，风格用樱花粉",
+        "--max-new-tokens",
+        "24",
+    ]);
+    assert_eq!(from_merged, generated);
+
+    let inspected = run_ok(&["inspect", "--model", &model, "--adapter", &adapter_arg]);
+    assert!(inspected.contains("\"d_model\": 128"), "{inspected}");
+    assert!(inspected.contains("LoRA layers: 12 of 36"), "{inspected}");
+    assert!(inspected.contains("trainable params: "), "{inspected}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sweep_prints_one_row_of_loss_and_metrics_per_run() {
+    let dir = scratch("sweep");
+    let train = first_records("heldout_train.jsonl", 16, &dir);
+    let valid = first_records("heldout_valid.jsonl", 4, &dir);
+    let out = dir.join("sweep").display().to_string();
+    let stdout = run_ok(&[
+        "sweep",
+        "--model",
+        &model_dir(),
+        "--train",
+        &train,
+        "--valid",
+        &valid,
+        "--out",
+        &out,
+        "--max-steps",
+        "1",
+        "--ranks",
+        "2,4",
+        "--eval-limit",
+        "2",
+        "--eval-max-new-tokens",
+        "16",
+    ]);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "header and two runs:\n{stdout}");
+    assert!(rows[0].contains("best eval loss") && rows[0].contains("BLEU"));
+    for (row, r) in rows[1..].iter().zip(["2", "4"]) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 11, "{row}");
+        assert_eq!(cells[0], r);
+        for cell in &cells[4..] {
+            assert!(
+                cell.parse::<f64>().is_ok(),
+                "not a number: `{cell}` in {row}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_data_file_is_an_error_naming_it() {
+    let missing = repository("data/uidsl/no-such-file.jsonl")
+        .display()
+        .to_string();
+    let output = lora_t5(&["eval", "--model", &model_dir(), "--data", &missing]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("no-such-file.jsonl"),
+        "{stderr}"
+    );
+}
