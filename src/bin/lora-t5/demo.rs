@@ -109,7 +109,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);
     let (after, predictions) = evaluate(&outcome.model.valid(), &tokenizer, &test, &args.decoding)?;
     println!("{after}");
-    println!("the held-out names in the test records that need them, base model → after LoRA:");
+    println!("the held-out names in the test outputs, base model → after LoRA:");
     for ((name, before), (_, after)) in held_out_names(&predictions_before, &test)
         .into_iter()
         .zip(held_out_names(&predictions, &test))
@@ -138,7 +138,8 @@ const HELD_OUT_NAMES: [(&str, &str); 2] = [
     ("section carousel", "\"type\":\"carousel\""),
 ];
 
-/// For each held-out name: how many predictions contain it, out of the references that do.
+/// For each held-out name: how many predictions contain it out of the references that do, and
+/// how many contain it out of the references that do not (the wrong uses).
 fn held_out_names(
     predictions: &[String],
     test: &[(String, String)],
@@ -146,14 +147,19 @@ fn held_out_names(
     HELD_OUT_NAMES
         .iter()
         .map(|(name, needle)| {
-            let needed: Vec<usize> = (0..test.len())
-                .filter(|&i| test[i].1.contains(needle))
-                .collect();
-            let found = needed
-                .iter()
-                .filter(|&&i| predictions.get(i).is_some_and(|p| p.contains(needle)))
-                .count();
-            (*name, format!("{found}/{}", needed.len()))
+            let predicted = |i: usize| predictions.get(i).is_some_and(|p| p.contains(needle));
+            let (needed, not_needed): (Vec<usize>, Vec<usize>) =
+                (0..test.len()).partition(|&i| test[i].1.contains(needle));
+            let found = needed.iter().filter(|&&i| predicted(i)).count();
+            let wrong = not_needed.iter().filter(|&&i| predicted(i)).count();
+            (
+                *name,
+                format!(
+                    "{found}/{} where needed, {wrong}/{} where not",
+                    needed.len(),
+                    not_needed.len()
+                ),
+            )
         })
         .collect()
 }
