@@ -99,7 +99,7 @@ fn train_generate_eval_int8_merge_and_inspect() {
     assert!(!generated.trim().is_empty());
 
     let test = first_records("heldout_test.jsonl", 4, &dir);
-    let float = run_ok(&[
+    let eval_args = [
         "eval",
         "--model",
         &model,
@@ -107,17 +107,9 @@ fn train_generate_eval_int8_merge_and_inspect() {
         &adapter_arg,
         "--data",
         &test,
-    ]);
-    let int8_output = lora_t5(&[
-        "eval",
-        "--model",
-        &model,
-        "--adapter",
-        &adapter_arg,
-        "--data",
-        &test,
-        "--int8",
-    ]);
+    ];
+    let float = run_ok(&eval_args);
+    let int8_output = lora_t5(&[&eval_args[..], &["--int8"]].concat());
     assert!(int8_output.status.success());
     let int8 = String::from_utf8_lossy(&int8_output.stdout);
     let note = String::from_utf8_lossy(&int8_output.stderr);

@@ -47,6 +47,13 @@ fn input<B: Backend>() -> Tensor<B, 2> {
     Tensor::random([5, D_IN], Distribution::Uniform(-1.0, 1.0), &device)
 }
 
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 /// Largest |quantized - float| over the outputs, and the worst-case bound for per-tensor
 /// symmetric int8: each weight is off by at most half a step, `max|W| / 127 / 2`, so output `j`
 /// is off by at most `Σ_i |x_i| · step / 2`.
@@ -66,11 +73,7 @@ fn error_and_bound(block: Option<u8>) -> (f64, f64) {
         .unwrap();
     assert!(quantized.is_base_quantized());
     let got = values(quantized.forward(x));
-    let error = got
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let error = max_abs_diff(&got, &expected);
     // f32 rounding of the products adds a little on top of the quantization bound.
     (error, row_sum * step / 2.0 * 1.001 + 1e-5)
 }
@@ -196,11 +199,7 @@ fn adapters_are_added_switched_and_deleted_on_an_int8_base() {
     let expected = values(float.forward(input::<Cpu>()));
     let got = values(int8.forward(input::<Cpu>()));
     let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(&got, &expected);
     assert!(worst / scale < 0.02, "DoRA on int8: {worst} of {scale}");
 
     int8.delete_adapter("dora").unwrap();
