@@ -61,8 +61,8 @@ impl T5Config {
 impl<B: Backend> T5ForConditionalGeneration<B> {
     /// Writes `config.json` and `model.safetensors` (F32, PyTorch layout, transformers' key
     /// names) into `dir`. Only base weights are written: merge adapters first
-    /// (`LoraLinear::merge_active`) to include them. Files are written to temporary names and
-    /// renamed into place.
+    /// (`LoraLinear::merge_active`) to include them; int8 base weights are written dequantized.
+    /// Files are written to temporary names and renamed into place.
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
         std::fs::create_dir_all(dir).map_err(|source| T5Error::Io {
             path: dir.to_path_buf(),
@@ -106,10 +106,12 @@ fn linear<B: Backend>(
     path: &str,
     layer: &LoraLinear<B>,
 ) -> Result<(), T5Error> {
+    // An int8 base weight (`quantize_base`) is written as the f32 values it stands for,
+    // dequantized before the transpose (its block scales follow the stored layout).
     put(
         out,
         &format!("{path}.weight"),
-        layer.base.weight.val().transpose(),
+        layer.base.weight.val().dequantize().transpose(),
     )
 }
 

@@ -97,4 +97,17 @@ fn int8_logits_stay_close_to_f32_on_the_embedded_model() {
         "{agree} of {} predicted tokens agree",
         a.len()
     );
+
+    // `save_pretrained` writes the dequantized weights: reloading gives the int8 model's logits.
+    let saved = std::env::temp_dir().join(format!("lora-t5-int8-save-{}", std::process::id()));
+    int8.save_pretrained(&saved).unwrap();
+    let reloaded = T5ForConditionalGeneration::<Cpu>::from_pretrained(&saved, &device).unwrap();
+    let again = logits(&reloaded, &examples);
+    let worst = again
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst / scale < 1e-5, "saved int8 model off by {worst}");
+    let _ = std::fs::remove_dir_all(saved);
 }
