@@ -64,14 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 3,
     };
     let device = Default::default();
+    // `T5Config`'s defaults are t5-small's dimensions; its head is tied.
     let config = T5Config {
-        vocab_size: 32128,
-        d_model: 512,
-        d_kv: 64,
-        d_ff: 2048,
-        num_layers: 6,
-        num_decoder_layers: 6,
-        num_heads: 8,
         tie_word_embeddings: Some(true),
         ..T5Config::default()
     };

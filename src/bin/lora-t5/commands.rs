@@ -12,7 +12,9 @@ use lora_burn::lora_core::{
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::data::{train_valid_split, Seq2SeqCollator};
 use lora_burn::lora_t5::metrics::EvalReport;
-use lora_burn::lora_t5::{DecayKind, T5ForConditionalGeneration, Trainer, TrainerConfig};
+use lora_burn::lora_t5::{
+    DecayKind, T5ForConditionalGeneration, T5Tokenizer, Trainer, TrainerConfig,
+};
 
 use crate::common::{
     evaluate, existing, generate_texts, read_pairs, tokenize, tokenizer, CliResult, DecodingArgs,
@@ -128,6 +130,8 @@ struct TrainingRun {
     best_step: usize,
     /// The validation pairs the run used.
     valid: Vec<(String, String)>,
+    /// The model with the best adapter (what `final/` holds), for inference.
+    model: T5ForConditionalGeneration<InferenceBackend>,
 }
 
 /// Trains as `args` says.
@@ -216,6 +220,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
         best_loss,
         best_step,
         valid,
+        model: outcome.model.valid(),
     })
 }
 
@@ -451,6 +456,7 @@ fn list<T: std::str::FromStr>(text: &str, what: &str) -> CliResult<Vec<T>> {
 }
 
 pub fn sweep(args: SweepArgs) -> CliResult {
+    let tokenizer = tokenizer(&existing(&args.train.model, "model directory")?)?;
     let mut rows = Vec::new();
     for r in list::<usize>(&args.ranks, "ranks")? {
         for alpha in list::<f64>(&args.alphas, "alphas")? {
@@ -467,7 +473,7 @@ pub fn sweep(args: SweepArgs) -> CliResult {
                         .join(format!("r{r}-a{alpha}-d{dropout}-lr{lr}"));
                     run.resume = false;
                     let result = run_training(&run)?;
-                    let report = sweep_metrics(&run, &result.valid, &args)?;
+                    let report = sweep_metrics(&result, &tokenizer, &args)?;
                     rows.push((
                         r,
                         alpha,
@@ -501,18 +507,14 @@ pub fn sweep(args: SweepArgs) -> CliResult {
 /// Generation metrics of a sweep run's best adapter on the first `--eval-limit` validation
 /// records.
 fn sweep_metrics(
-    run: &TrainArgs,
-    valid: &[(String, String)],
+    run: &TrainingRun,
+    tokenizer: &T5Tokenizer,
     args: &SweepArgs,
 ) -> CliResult<Option<EvalReport>> {
-    let pairs = &valid[..valid.len().min(args.eval_limit)];
+    let pairs = &run.valid[..run.valid.len().min(args.eval_limit)];
     if pairs.is_empty() {
         return Ok(None);
     }
-    let model = load_model::<InferenceBackend>(&ModelArgs {
-        model: run.model.clone(),
-        adapter: Some(run.out.join("final")),
-    })?;
     let decoding = DecodingArgs {
         num_beams: args.eval_num_beams,
         max_new_tokens: args.eval_max_new_tokens,
@@ -526,6 +528,6 @@ fn sweep_metrics(
         seed: 0,
         generation_batch_size: 25,
     };
-    let (report, _) = evaluate(&model, &tokenizer(&run.model)?, pairs, &decoding)?;
+    let (report, _) = evaluate(&run.model, tokenizer, pairs, &decoding)?;
     Ok(Some(report))
 }
