@@ -61,22 +61,31 @@ fn train_generate_eval_int8_merge_and_inspect() {
     let model = model_dir();
     let train = first_records("heldout_train.jsonl", 32, &dir);
     let valid = first_records("heldout_valid.jsonl", 8, &dir);
-    let stdout = run_ok(&[
-        "train",
-        "--model",
-        &model,
-        "--train",
-        &train,
-        "--valid",
-        &valid,
-        "--out",
-        &out_arg,
-        "--max-steps",
-        "3",
-        "--r",
-        "4",
-    ]);
+    let train_args = |out: &str| {
+        run_ok(&[
+            "train",
+            "--model",
+            &model,
+            "--train",
+            &train,
+            "--valid",
+            &valid,
+            "--out",
+            out,
+            "--max-steps",
+            "3",
+            "--r",
+            "4",
+        ])
+    };
+    let stdout = train_args(&out_arg);
     assert!(stdout.contains("trainable params: "), "{stdout}");
+    // The run is seeded (adapter initialisation, shuffling, dropout): a second run writes the
+    // same adapter, byte for byte.
+    let again = dir.join("again");
+    train_args(&again.display().to_string());
+    let weights = |run: &Path| std::fs::read(run.join("final/adapter_model.safetensors")).unwrap();
+    assert_eq!(weights(&out), weights(&again), "two seeded runs differ");
     assert!(stdout.contains("best validation loss"), "{stdout}");
     let adapter = out.join("final");
     assert!(adapter.join("adapter_config.json").is_file());

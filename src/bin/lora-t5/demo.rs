@@ -163,3 +163,41 @@ fn held_out_names(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::held_out_names;
+
+    #[test]
+    fn held_out_names_count_hits_where_needed_and_uses_where_not() {
+        let record = |theme: &str, section: &str| {
+            format!(r#"{{"page":{{"theme":"{theme}","sections":[{{"type":"{section}"}}]}}}}"#)
+        };
+        let test: Vec<(String, String)> = [
+            ("sakura-pink", "carousel"),
+            ("sakura-pink", "banner"),
+            ("ocean-blue", "carousel"),
+        ]
+        .iter()
+        .map(|(theme, section)| (String::new(), record(theme, section)))
+        .collect();
+        let predictions = vec![
+            record("sakura-pink", "banner"),
+            record("ocean-blue", "banner"),
+            record("sakura-pink", "carousel"),
+        ];
+        assert_eq!(
+            held_out_names(&predictions, &test),
+            [
+                (
+                    "theme sakura-pink",
+                    "1/2 where needed, 1/1 where not".to_string()
+                ),
+                (
+                    "section carousel",
+                    "1/2 where needed, 0/1 where not".to_string()
+                ),
+            ]
+        );
+    }
+}
