@@ -22,21 +22,4 @@ pub use lora_core;
 pub use lora_peft_io;
 pub use lora_t5;
 
-/// The backend chosen by the cargo features: CUDA with `cuda`, else `flex` with `flex`, else
-/// ndarray (the default).
-pub mod backend {
-    pub use burn::tensor::backend::Backend;
-
-    /// The inference backend.
-    #[cfg(feature = "cuda")]
-    pub type InferenceBackend = burn::backend::Cuda;
-    /// The inference backend.
-    #[cfg(all(not(feature = "cuda"), feature = "flex"))]
-    pub type InferenceBackend = burn::backend::Flex;
-    /// The inference backend.
-    #[cfg(all(not(feature = "cuda"), not(feature = "flex")))]
-    pub type InferenceBackend = burn::backend::NdArray<f32>;
-
-    /// The training backend: autodiff over [`InferenceBackend`].
-    pub type TrainBackend = burn::backend::Autodiff<InferenceBackend>;
-}
+pub mod backend;

@@ -391,6 +391,7 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> CliResult {
     let model = load_model::<TrainBackend>(&args.model)?;
+    println!("backend: {}", lora_burn::backend::BackendInfo::current());
     println!(
         "{}",
         serde_json::to_string_pretty(&model.config.to_hf_json())?

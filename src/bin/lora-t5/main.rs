@@ -15,7 +15,8 @@ mod common;
 mod demo;
 mod pretrain;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use lora_burn::backend::BackendInfo;
 
 /// LoRA for T5 / FLAN-T5 on Burn.
 #[derive(Parser, Debug)]
@@ -45,8 +46,23 @@ enum Command {
     Pretrain(pretrain::PretrainArgs),
 }
 
+/// The version line with the backend this build runs on, e.g.
+/// `0.1.0 (flex, 2 threads (rayon; set by RAYON_NUM_THREADS), AVX-512)`.
+fn version_line() -> &'static str {
+    let line = format!("{} ({})", env!("CARGO_PKG_VERSION"), BackendInfo::current());
+    Box::leak(line.into_boxed_str())
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let version = version_line();
+    let matches = Cli::command()
+        .version(version)
+        .long_version(version)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Train(args) => commands::train(args),
