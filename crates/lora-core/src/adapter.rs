@@ -1,11 +1,11 @@
 //! One named low-rank adapter: the trainable A and B matrices of a LoRA layer.
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
 use crate::tensor_util::linear_flat;
+use crate::Dropout;
 use crate::{LoraConfig, LoraError, LoraInit};
 
 /// One named adapter of a [`LoraLinear`](crate::LoraLinear): `ΔW = s · A · B`.
@@ -138,7 +138,7 @@ impl<B: Backend> LoraAdapter<B> {
             lora_a: Param::from_tensor(lora_a.detach()),
             lora_b: Param::from_tensor(lora_b.detach()),
             magnitude: magnitude.map(|m| Param::from_tensor(m.detach())),
-            dropout: DropoutConfig::new(config.lora_dropout).init(),
+            dropout: Dropout::new(config.lora_dropout),
             name: name.to_string(),
             config: config.clone(),
             dora_merge_factor: None,

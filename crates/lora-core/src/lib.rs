@@ -26,6 +26,7 @@ pub use burn;
 mod adapter;
 mod config;
 mod dora;
+mod dropout;
 mod error;
 mod linalg;
 mod linear;
@@ -40,6 +41,7 @@ mod weighted;
 
 pub use adapter::LoraAdapter;
 pub use config::{LoraBias, LoraConfig, LoraInit};
+pub use dropout::Dropout;
 pub use error::LoraError;
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};

@@ -1,10 +1,11 @@
 //! T5 multi-head attention: unscaled dot products plus a relative position bias.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use lora_core::Dropout;
 use lora_core::LoraLinear;
 
 use crate::position_bias::bucket_grid;
@@ -72,7 +73,7 @@ impl<B: Backend> T5Attention<B> {
                 EmbeddingConfig::new(config.relative_attention_num_buckets, config.num_heads)
                     .init(device)
             }),
-            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            dropout: Dropout::new(config.dropout_rate),
             num_heads: config.num_heads,
             d_kv: config.d_kv,
             bidirectional,

@@ -2,9 +2,9 @@
 //! a pre-norm and a residual connection.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use lora_core::Dropout;
 use lora_core::{join_module_path, LoraLinear, LoraModule};
 
 use crate::attention::{KeyValue, T5Attention};
@@ -47,7 +47,7 @@ impl<B: Backend> T5Block<B> {
     /// A randomly initialised block; `first` blocks own the relative position bias.
     pub fn new(config: &T5Config, is_decoder: bool, first: bool, device: &B::Device) -> Self {
         let norm = || T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device);
-        let dropout = || DropoutConfig::new(config.dropout_rate).init();
+        let dropout = || Dropout::new(config.dropout_rate);
         Self {
             self_attention: T5AttentionLayer {
                 attention: T5Attention::new(config, first, !is_decoder, device),

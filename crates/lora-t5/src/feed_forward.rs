@@ -1,10 +1,11 @@
 //! T5's feed-forward block, plain or gated.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use lora_core::Dropout;
 use lora_core::{lora_module, LoraLinear};
 
 use crate::{Activation, FeedForwardKind, T5Config};
@@ -39,7 +40,7 @@ impl<B: Backend> T5FeedForward<B> {
             wi_0: gated.then(|| linear(config.d_model, config.d_ff)),
             wi_1: gated.then(|| linear(config.d_model, config.d_ff)),
             wo: linear(config.d_ff, config.d_model),
-            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            dropout: Dropout::new(config.dropout_rate),
             kind: config.feed_forward,
         }
     }

@@ -425,12 +425,18 @@ impl BeamSearch {
                 candidates.push((lp + running.score, beam, token as u32));
             }
         }
-        // torch.topk: largest first; ties keep the lower index first.
-        candidates.sort_by(|a, b| {
+        // torch.topk: largest first; ties keep the lower index first. The order is total (the
+        // flat indices differ), so selecting the best `keep` before sorting them gives exactly
+        // the order of a full sort, without sorting `beams × vocab` candidates.
+        let order = |a: &(f32, usize, u32), b: &(f32, usize, u32)| {
             b.0.total_cmp(&a.0)
                 .then((a.1 * vocab + a.2 as usize).cmp(&(b.1 * vocab + b.2 as usize)))
-        });
-        candidates.truncate(keep);
+        };
+        if candidates.len() > keep {
+            candidates.select_nth_unstable_by(keep - 1, order);
+            candidates.truncate(keep);
+        }
+        candidates.sort_by(order);
         let hits: Vec<bool> = candidates
             .iter()
             .map(|(_, _, token)| *token == eos || cur_len + 1 >= max_len)

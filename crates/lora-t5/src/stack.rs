@@ -1,10 +1,10 @@
 //! The encoder and decoder stacks, and the decoder's incremental state.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use lora_core::lora_module;
+use lora_core::Dropout;
 
 use crate::attention::KeyValue;
 use crate::{T5Block, T5Config, T5LayerNorm};
@@ -65,7 +65,7 @@ impl<B: Backend> T5Stack<B> {
                 .map(|i| T5Block::new(config, is_decoder, i == 0, device))
                 .collect(),
             final_layer_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
-            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            dropout: Dropout::new(config.dropout_rate),
         }
     }
 
