@@ -6,7 +6,8 @@
 //! for the crossover of the two unmerged forward paths. `scripts/bench_torch_lora.py` times the same ids with PyTorch + PEFT.
 //!
 //! ```sh
-//! cargo bench --bench lora_linear                    # ndarray (default)
+//! cargo bench --bench lora_linear                    # flex (default)
+//! cargo bench --bench lora_linear --features ndarray # ndarray
 //! cargo bench --bench lora_linear --features cuda    # CUDA
 //! ```
 

@@ -28,8 +28,8 @@
 //! `examples/t5_train_step_memory.rs` reports the peak memory of the training step.
 //!
 //! ```sh
-//! cargo bench --bench t5                                    # ndarray (default)
-//! cargo bench --bench t5 --no-default-features --features flex
+//! cargo bench --bench t5                                    # flex (default)
+//! cargo bench --bench t5 --features ndarray                 # ndarray
 //! ```
 
 use std::time::Duration;

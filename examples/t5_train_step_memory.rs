@@ -6,9 +6,9 @@
 //! building the model and after the training steps, and the wall time of each step.
 //!
 //! ```sh
-//! cargo run --release --example t5_train_step_memory            # 3 steps, ndarray
+//! cargo run --release --example t5_train_step_memory            # 3 steps, flex (default)
 //! cargo run --release --example t5_train_step_memory -- 5       # 5 steps
-//! cargo run --release --example t5_train_step_memory --no-default-features --features flex
+//! cargo run --release --example t5_train_step_memory --features ndarray
 //! ```
 
 use std::time::Instant;

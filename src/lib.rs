@@ -23,3 +23,10 @@ pub use lora_peft_io;
 pub use lora_t5;
 
 pub mod backend;
+
+/// With the `mimalloc` feature (on by default), every binary, example, bench and test linking
+/// this crate allocates with mimalloc, which keeps freed memory for reuse: tensors are large and
+/// short-lived, and with glibc's allocator each one's fresh pages are faulted in again.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
