@@ -24,9 +24,12 @@ pub use lora_t5;
 
 pub mod backend;
 
+#[cfg(feature = "mimalloc")]
+mod allocator;
+
 /// With the `mimalloc` feature (on by default), every binary, example, bench and test linking
-/// this crate allocates with mimalloc, which keeps freed memory for reuse: tensors are large and
-/// short-lived, and with glibc's allocator each one's fresh pages are faulted in again.
+/// this crate allocates with mimalloc set to keep freed memory for reuse
+/// ([`allocator::RetainingMiMalloc`]).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL_ALLOCATOR: allocator::RetainingMiMalloc = allocator::RetainingMiMalloc;
