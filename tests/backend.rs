@@ -65,9 +65,24 @@ fn split_cpu_time(work: impl FnOnce()) -> (u64, u64) {
     (mine, others)
 }
 
+/// Runs `product` once to start the thread pools, then 24 times, and fails when all that CPU
+/// time was spent on the calling thread. Passes trivially on a one-core machine.
 #[cfg(target_os = "linux")]
-fn assert_spread_over_threads(what: &str, work: impl FnOnce()) {
-    let (mine, others) = split_cpu_time(work);
+fn assert_spread_over_threads(what: &str, product: impl Fn() -> Tensor<B, 2>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: nothing to check");
+        return;
+    }
+    let info = BackendInfo::current();
+    assert!(info.threads >= 2, "{info} on {cores} cores");
+    let _ = product().into_data();
+    let (mine, others) = split_cpu_time(|| {
+        for _ in 0..24 {
+            let _ = product().into_data();
+        }
+        B::sync(&Default::default()).expect("sync");
+    });
     let total = mine + others;
     assert!(
         total >= 20,
@@ -75,60 +90,31 @@ fn assert_spread_over_threads(what: &str, work: impl FnOnce()) {
     );
     assert!(
         others * 4 >= total,
-        "{what} ran single-threaded on {} ({}): {mine} ticks on the calling thread, {others} on \
-         the others",
-        BackendInfo::current(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "{what} ran single-threaded on {info} ({cores} cores): {mine} ticks on the calling \
+         thread, {others} on the others"
     );
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[test]
 #[cfg(target_os = "linux")]
 fn large_products_use_more_than_one_thread() {
-    if cores() < 2 {
-        eprintln!("one core: nothing to check");
-        return;
-    }
-    let info = BackendInfo::current();
-    assert!(info.threads >= 2, "{info} on {} cores", cores());
     let device = Default::default();
     let a = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
     let b = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
-    // Start the thread pools before measuring.
-    let _ = a.clone().matmul(b.clone()).into_data();
-    assert_spread_over_threads("a 1024×1024×1024 matmul", || {
-        for _ in 0..24 {
-            let _ = a.clone().matmul(b.clone()).into_data();
-        }
-        B::sync(&device).expect("sync");
-    });
+    assert_spread_over_threads("a 1024×1024×1024 matmul", || a.clone().matmul(b.clone()));
 }
 
 #[test]
 #[cfg(target_os = "linux")]
 fn lora_linear_forward_uses_more_than_one_thread() {
-    if cores() < 2 {
-        eprintln!("one core: nothing to check");
-        return;
-    }
     let device = Default::default();
     let base = burn::nn::LinearConfig::new(1024, 1024).init::<B>(&device);
     let config = LoraConfig::new(16, 32.0).with_init_lora_weights(LoraInit::Random);
     let layer = LoraLinear::from_linear(base, &config).expect("valid config");
     let x = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
-    let _ = layer.forward(x.clone()).into_data();
     assert_spread_over_threads(
         "a LoraLinear forward (1024 tokens, 1024×1024, r 16)",
-        || {
-            for _ in 0..24 {
-                let _ = layer.forward(x.clone()).into_data();
-            }
-            B::sync(&device).expect("sync");
-        },
+        || layer.forward(x.clone()),
     );
 }
 

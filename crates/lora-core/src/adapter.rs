@@ -8,9 +8,6 @@ use crate::tensor_util::linear_flat;
 use crate::Dropout;
 use crate::{LoraConfig, LoraError, LoraInit};
 
-/// From this many tokens on, the branch multiplies by `s · B` stored column-major.
-pub(crate) const COLUMN_MAJOR_UP_PROJECTION_TOKENS: usize = 128;
-
 /// One named adapter of a [`LoraLinear`](crate::LoraLinear): `ΔW = s · A · B`.
 ///
 /// Weights are stored in Burn's layout (`x · W`), the transpose of PyTorch's:
@@ -175,35 +172,18 @@ impl<B: Backend> LoraAdapter<B> {
 
     /// The update `s · A · B` in Burn's layout, `[d_input, d_output]`.
     pub fn delta_weight(&self) -> Tensor<B, 2> {
-        self.lora_a.val().matmul(self.scaled_up_projection())
+        self.lora_a
+            .val()
+            .matmul(self.lora_b.val())
+            .mul_scalar(self.scaling())
     }
 
     /// The factored branch `s · B(A(x))` on an input that already went through dropout.
     ///
-    /// For a few tokens the scale is applied to the rank-`r` intermediate, the cheapest place.
-    /// From [`COLUMN_MAJOR_UP_PROJECTION_TOKENS`] tokens on it is folded into `B` instead,
-    /// written column-major ([`scaled_up_projection`](Self::scaled_up_projection)).
+    /// The scale is applied to the rank-`r` intermediate, the cheapest place.
     pub(crate) fn branch<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let tokens = x.shape().num_elements() / self.d_input().max(1);
-        let hidden = linear_flat(x, self.lora_a.val(), None);
-        if tokens >= COLUMN_MAJOR_UP_PROJECTION_TOKENS {
-            linear_flat(hidden, self.scaled_up_projection(), None)
-        } else {
-            linear_flat(hidden.mul_scalar(self.scaling()), self.lora_b.val(), None)
-        }
-    }
-
-    /// `s · B` as a `[r, d_output]` tensor stored column-major (the transpose of a contiguous
-    /// `[d_output, r]`), whatever `B`'s own layout. gemm (flex) multiplies a row-major
-    /// rank-`r` right-hand side very slowly when it is wide: `[512, 16] · [16, 3072]` takes
-    /// 5.1 ms row-major and 0.75 ms column-major on a 2-core Zen 4 (`A · B` for the merge:
-    /// 8.4 ms); the rewrite costs one pass over `r · d_output` values.
-    pub(crate) fn scaled_up_projection(&self) -> Tensor<B, 2> {
-        self.lora_b
-            .val()
-            .transpose()
-            .mul_scalar(self.scaling())
-            .transpose()
+        let hidden = linear_flat(x, self.lora_a.val(), None).mul_scalar(self.scaling());
+        linear_flat(hidden, self.lora_b.val(), None)
     }
 
     /// Sets whether A, B (and the DoRA magnitude) receive gradients.

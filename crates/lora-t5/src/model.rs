@@ -158,9 +158,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             None => {
                 // One 2-D product `hidden · Eᵀ`. Over many rows (training, scoring) it is
                 // written in `[rows, vocab]` order, so that the softmax over the vocabulary
-                // reads contiguous rows (half the time of reading a transposed result). Below
-                // that (decoding) `(E · hiddenᵀ)ᵀ` multiplies up to 3× faster on flex, which
-                // outweighs the strided softmax (crossover measured at about 100 rows).
+                // reads contiguous rows (1024 rows: 146 ms against 252 ms for a transposed
+                // result). Below that (decoding) `(E · hiddenᵀ)ᵀ` multiplies up to 3× faster
+                // on flex, which outweighs the strided softmax (`examples/kernel_shapes.rs`;
+                // the two are even at about 256 rows).
                 let [batch, length, d_model] = hidden.dims();
                 let rows = hidden.reshape([batch * length, d_model]);
                 let embedding = self.shared.weight.val();
@@ -266,7 +267,7 @@ pub(crate) fn int_values<B: Backend, const D: usize>(
 }
 
 /// From this many rows on, the tied head writes its logits in `[rows, vocab]` order.
-const CONTIGUOUS_LOGITS_ROWS: usize = 128;
+const CONTIGUOUS_LOGITS_ROWS: usize = 256;
 
 /// `(1 − mask) · float_min` as `[batch, 1, 1, length]`, transformers' additive padding mask.
 pub(crate) fn mask_bias<B: Backend>(attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 4> {
@@ -307,8 +308,8 @@ pub fn cross_entropy_ignoring<B: Backend>(
     // The value and the gradient are computed apart from the autodiff graph, on `logits`
     // detached: `loss = Σ w·(m + ln Σ exp(z − m) − z_label)` with `m` the row maximum, and its
     // gradient `∂loss/∂z = w·(softmax(z) − onehot(label))`. The graph then only records
-    // `Σ z·g`, whose gradient is that `g`: two passes over the `[rows, vocab]` logits
-    // instead of the dozen a recorded `log_softmax` + `gather` takes forward and backward.
+    // `Σ z·g`, whose gradient is that `g`: two recorded passes over the `[rows, vocab]`
+    // logits instead of the dozen of a recorded `log_softmax` + `gather`.
     let z = logits.reshape([rows, vocab]);
     let detached = z.clone().detach();
     let max = detached.clone().max_dim(1);
@@ -316,6 +317,10 @@ pub fn cross_entropy_ignoring<B: Backend>(
     let sum = exp.clone().sum_dim(1);
     let picked = detached.gather(1, safe_labels.clone());
     let value = ((max + sum.clone().log() - picked) * weights.clone()).sum();
+    if !B::ad_enabled(&z.device()) {
+        // No autodiff backend, no gradient to carry (inference, evaluation): only the value.
+        return Ok(value);
+    }
     let gradient = (exp * (weights.clone() / sum)).scatter(
         1,
         safe_labels,

@@ -1,0 +1,153 @@
+//! The single-operation timings behind the layout and loss choices in `lora-core` and
+//! `lora-t5`, on the backend of the build (medians, milliseconds):
+//!
+//! - the rank-r up-projection `[512, 16] · [16, 3072]` and the merge product
+//!   `[768, 16] · [16, 3072]` with a row-major and a column-major right-hand side
+//!   (the LoRA branch and merge multiply by `B` in whatever layout it has);
+//! - the tied 32128-word head as `(E · hᵀ)ᵀ` and as `h · Eᵀ` over 1, 4, 128 and 1024 rows, and
+//!   the softmax over 1024 rows of each result (`T5ForConditionalGeneration::lm_logits`);
+//! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`
+//!   against `cross_entropy_ignoring`, and the head's products alone;
+//! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`.
+//!
+//! ```sh
+//! cargo run --release --example kernel_shapes
+//! ```
+
+use std::time::Instant;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Distribution, Int, Tensor};
+use lora_burn::backend::{Backend, BackendInfo, InferenceBackend as B, TrainBackend as T};
+use lora_burn::lora_core::Dropout;
+use lora_burn::lora_t5::cross_entropy_ignoring;
+
+/// The median wall time of `reps` calls of `f` after one warm-up call, in ms.
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[reps / 2]
+}
+
+/// Times a product (or any op) and waits for the device.
+fn op_ms<Bk: Backend, const D: usize>(reps: usize, f: impl Fn() -> Tensor<Bk, D>) -> f64 {
+    let device = Default::default();
+    median_ms(reps, || {
+        let out = f();
+        Bk::sync(&device).expect("sync");
+        drop(out);
+    })
+}
+
+fn random<Bk: Backend, const D: usize>(shape: [usize; D]) -> Tensor<Bk, D> {
+    Tensor::random(shape, Distribution::Default, &Default::default())
+}
+
+fn rank_r_products() {
+    let hidden = random::<B, 2>([512, 16]);
+    let a = random::<B, 2>([768, 16]);
+    let row_major = random::<B, 2>([16, 3072]);
+    let column_major = random::<B, 2>([3072, 16]).transpose();
+    let up_row = op_ms(21, || hidden.clone().matmul(row_major.clone()));
+    let up_col = op_ms(21, || hidden.clone().matmul(column_major.clone()));
+    let merge_row = op_ms(21, || a.clone().matmul(row_major.clone()));
+    let merge_col = op_ms(21, || a.clone().matmul(column_major.clone()));
+    println!("[512,16]·[16,3072]: row-major {up_row:.3}, column-major {up_col:.3}");
+    println!("[768,16]·[16,3072]: row-major {merge_row:.3}, column-major {merge_col:.3}");
+}
+
+fn tied_head() {
+    let embedding = random::<B, 2>([32128, 512]);
+    for rows in [1, 4, 128, 1024] {
+        let hidden = random::<B, 2>([rows, 512]);
+        let reps = if rows >= 128 { 7 } else { 41 };
+        let transposed = op_ms(reps, || {
+            embedding
+                .clone()
+                .matmul(hidden.clone().transpose())
+                .transpose()
+        });
+        let contiguous = op_ms(reps, || {
+            hidden.clone().matmul(embedding.clone().transpose())
+        });
+        println!("head, {rows} rows: (E·hᵀ)ᵀ {transposed:.3}, h·Eᵀ {contiguous:.3}");
+    }
+    let hidden = random::<B, 2>([1024, 512]);
+    let strided = embedding
+        .clone()
+        .matmul(hidden.clone().transpose())
+        .transpose();
+    let contiguous = hidden.matmul(embedding.transpose());
+    let on_strided = op_ms(7, || log_softmax(strided.clone(), 1));
+    let on_contiguous = op_ms(7, || log_softmax(contiguous.clone(), 1));
+    println!(
+        "log_softmax over 1024 × 32128: of (E·hᵀ)ᵀ {on_strided:.3}, of h·Eᵀ {on_contiguous:.3}"
+    );
+}
+
+fn head_and_loss() {
+    let device = Default::default();
+    let embedding = random::<T, 2>([32128, 512]);
+    let hidden = random::<T, 2>([1024, 512]);
+    let labels =
+        Tensor::<T, 2, Int>::random([1024, 1], Distribution::Uniform(0.0, 32128.0), &device);
+    let backward = |loss: Tensor<T, 1>, h: &Tensor<T, 2>| {
+        let grads = loss.backward();
+        let _ = h.grad(&grads).expect("gradient").into_data();
+    };
+    let recorded = median_ms(5, || {
+        let h = hidden.clone().require_grad();
+        let logits = h.clone().matmul(embedding.clone().transpose());
+        let loss = log_softmax(logits, 1)
+            .gather(1, labels.clone())
+            .mean()
+            .neg();
+        backward(loss.reshape([1]), &h);
+    });
+    let fused = median_ms(5, || {
+        let h = hidden.clone().require_grad();
+        let logits = h
+            .clone()
+            .matmul(embedding.clone().transpose())
+            .reshape([8, 128, 32128]);
+        let loss = cross_entropy_ignoring(logits, labels.clone().reshape([8, 128])).expect("loss");
+        backward(loss, &h);
+    });
+    let products = median_ms(5, || {
+        let h = hidden.clone().require_grad();
+        let logits = h.clone().matmul(embedding.clone().transpose());
+        backward(logits.sum(), &h);
+    });
+    println!(
+        "head + loss fwd+bwd, 1024 rows: recorded log_softmax {recorded:.1}, \
+         cross_entropy_ignoring {fused:.1}, the head's products alone {products:.1}"
+    );
+}
+
+fn dropout_masks() {
+    let x = random::<T, 2>([1024, 1024]);
+    let burn_mask = op_ms(11, || x.random_like(Distribution::Bernoulli(0.9)));
+    let ours = op_ms(11, || Dropout::new(0.1).forward(x.clone()));
+    let per_element = |ms: f64| ms * 1e6 / (1024.0 * 1024.0);
+    println!(
+        "dropout mask over 2^20 elements: Burn's Bernoulli {burn_mask:.3} ({:.1} ns each), \
+         lora_core::Dropout (mask and product) {ours:.3} ({:.1} ns each)",
+        per_element(burn_mask),
+        per_element(ours)
+    );
+}
+
+fn main() {
+    println!("backend: {}", BackendInfo::current());
+    rank_r_products();
+    tied_head();
+    head_and_loss();
+    dropout_masks();
+}
