@@ -11,6 +11,8 @@
 //! - `greedy_64`: one 64-token prompt, greedy search, exactly 64 new tokens
 //!   (`min_new_tokens = max_new_tokens = 64`, so EOS is never chosen);
 //! - `beam4_32`: the same prompt, 4 beams, exactly 32 new tokens;
+//! - `greedy_64_int8` and `beam4_32_int8`: the same with every `LoraLinear` base weight stored
+//!   in int8 (`quantize_base_weights` with 32 weights per scale, as `--int8` does);
 //! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
 //!   target 128, random ids): `forward_with_labels`, backward, `GradientsParams::from_grads`,
 //!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`;
@@ -40,7 +42,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use lora_burn::backend::{InferenceBackend, TrainBackend};
-use lora_burn::lora_core::{mark_only_lora_as_trainable, LoraBias, LoraConfig};
+use lora_burn::lora_core::{
+    int8_quantizer, mark_only_lora_as_trainable, quantize_base_weights, LoraBias, LoraConfig,
+};
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::data::{Seq2SeqCollator, TokenizedExample};
 use lora_burn::lora_t5::{
@@ -129,33 +133,31 @@ fn generation(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         min_new_tokens: GREEDY_NEW,
         ..GenerationConfig::default()
     };
-    group.throughput(Throughput::Elements(GREEDY_NEW as u64));
-    group.bench_function("greedy_64", |bench| {
-        bench.iter(|| {
-            let out = model
-                .generate(prompt.clone(), mask.clone(), &greedy)
-                .expect("generate");
-            assert_eq!(out[0].len(), 1 + GREEDY_NEW);
-            out
-        })
-    });
-
     let beam = GenerationConfig {
         num_beams: BEAMS,
         max_new_tokens: BEAM_NEW,
         min_new_tokens: BEAM_NEW,
         ..GenerationConfig::default()
     };
-    group.throughput(Throughput::Elements(BEAM_NEW as u64));
-    group.bench_function("beam4_32", |bench| {
-        bench.iter(|| {
-            let out = model
-                .generate(prompt.clone(), mask.clone(), &beam)
-                .expect("generate");
-            assert_eq!(out[0].len(), 1 + BEAM_NEW);
-            out
-        })
-    });
+    let mut int8_model = model.clone();
+    quantize_base_weights(&mut int8_model, &mut int8_quantizer::<B>(Some(32))).expect("int8");
+    for (suffix, model) in [("", &model), ("_int8", &int8_model)] {
+        for (id, config, new_tokens) in [
+            ("greedy_64", &greedy, GREEDY_NEW),
+            ("beam4_32", &beam, BEAM_NEW),
+        ] {
+            group.throughput(Throughput::Elements(new_tokens as u64));
+            group.bench_function(format!("{id}{suffix}"), |bench| {
+                bench.iter(|| {
+                    let out = model
+                        .generate(prompt.clone(), mask.clone(), config)
+                        .expect("generate");
+                    assert_eq!(out[0].len(), 1 + new_tokens);
+                    out
+                })
+            });
+        }
+    }
 }
 
 fn train_step(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {

@@ -4,11 +4,14 @@
 //! - the rank-r up-projection `[512, 16] · [16, 3072]` and the merge product
 //!   `[768, 16] · [16, 3072]` with a row-major and a column-major right-hand side
 //!   (the LoRA branch and merge multiply by `B` in whatever layout it has);
-//! - the tied 32128-word head as `(E · hᵀ)ᵀ` and as `h · Eᵀ` over 1, 4, 128 and 1024 rows, and
+//! - the tied 32128-word head as `(E · hᵀ)ᵀ`, as `h · Eᵀ` and (up to 8 rows) in one pass over `E`
+//!   (`lora_core::few_rows_times_transposed`) over 1, 4, 128 and 1024 rows, and
 //!   the softmax over 1024 rows of each result (`T5ForConditionalGeneration::lm_logits`);
 //! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`
 //!   against `cross_entropy_ignoring`, and the head's products alone;
-//! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`.
+//! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`;
+//! - a `LoraLinear` base product `[rows, 512] · [512, 2048]` (t5-small's `wi`) over 1, 4, 16
+//!   and 64 rows with the weight in f32 and in int8 (32 weights per scale).
 //!
 //! ```sh
 //! cargo run --release --example kernel_shapes
@@ -16,10 +19,11 @@
 
 use std::time::Instant;
 
+use burn::nn::LinearConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Int, Tensor};
 use lora_burn::backend::{Backend, BackendInfo, InferenceBackend as B, TrainBackend as T};
-use lora_burn::lora_core::Dropout;
+use lora_burn::lora_core::{few_rows_times_transposed, int8_quantizer, Dropout, LoraLinear};
 use lora_burn::lora_t5::cross_entropy_ignoring;
 
 /// The median wall time of `reps` calls of `f` after one warm-up call, in ms.
@@ -77,7 +81,15 @@ fn tied_head() {
         let contiguous = op_ms(reps, || {
             hidden.clone().matmul(embedding.clone().transpose())
         });
-        println!("head, {rows} rows: (E·hᵀ)ᵀ {transposed:.3}, h·Eᵀ {contiguous:.3}");
+        let one_pass = match few_rows_times_transposed(&hidden, &embedding) {
+            Some(_) => format!(
+                ", one pass {:.3}",
+                op_ms(reps, || few_rows_times_transposed(&hidden, &embedding)
+                    .expect("few rows"))
+            ),
+            None => String::new(),
+        };
+        println!("head, {rows} rows: (E·hᵀ)ᵀ {transposed:.3}, h·Eᵀ {contiguous:.3}{one_pass}");
     }
     let hidden = random::<B, 2>([1024, 512]);
     let strided = embedding
@@ -144,8 +156,30 @@ fn dropout_masks() {
     );
 }
 
+fn int8_products() {
+    let device = Default::default();
+    let base = LinearConfig::new(512, 2048)
+        .with_bias(false)
+        .init::<B>(&device);
+    let float = LoraLinear::new(base);
+    let mut int8 = float.clone();
+    int8.quantize_base(&mut int8_quantizer::<B>(Some(32)))
+        .expect("int8");
+    for rows in [1, 4, 16, 64] {
+        let x = random::<B, 2>([rows, 512]);
+        let f32_ms = op_ms(51, || float.forward(x.clone()));
+        let int8_ms = op_ms(51, || int8.forward(x.clone()));
+        println!(
+            "base product [{rows}, 512] · [512, 2048]: f32 {f32_ms:.3}, int8 {int8_ms:.3} \
+             ({:.2}× the f32 time)",
+            int8_ms / f32_ms
+        );
+    }
+}
+
 fn main() {
     println!("backend: {}", BackendInfo::current());
+    int8_products();
     rank_r_products();
     tied_head();
     head_and_loss();

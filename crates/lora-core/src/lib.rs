@@ -28,9 +28,16 @@ mod config;
 mod dora;
 mod dropout;
 mod error;
+mod few_rows_product;
+#[cfg(feature = "flex")]
+mod flex_tensor;
+#[cfg(feature = "flex")]
+mod int8_product;
 mod linalg;
 mod linear;
 mod lora_module;
+#[cfg(feature = "flex")]
+mod low_rank_accumulate;
 mod merge;
 mod mixed_batch;
 mod param_count;
@@ -43,6 +50,7 @@ pub use adapter::LoraAdapter;
 pub use config::{LoraBias, LoraConfig, LoraInit};
 pub use dropout::Dropout;
 pub use error::LoraError;
+pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
 pub use param_count::{count_parameters, ParameterCount};

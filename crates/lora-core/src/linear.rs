@@ -248,7 +248,20 @@ impl<B: Backend> LoraLinear<B> {
         }
         if !self.has_active_dora() {
             let mut output = self.base_forward(x.clone());
+            #[cfg(feature = "flex")]
+            let inference = !B::ad_enabled(&x.device());
             for adapter in self.active_adapter_iter() {
+                // On flex, inference adds the up-projection inside its GEMM.
+                #[cfg(feature = "flex")]
+                if inference {
+                    match crate::low_rank_accumulate::add_low_rank_update(output, &x, adapter) {
+                        Ok(updated) => {
+                            output = updated;
+                            continue;
+                        }
+                        Err(unchanged) => output = unchanged,
+                    }
+                }
                 output = output + adapter.branch(adapter.dropout.forward(x.clone()));
             }
             return output;
@@ -311,6 +324,14 @@ impl<B: Backend> LoraLinear<B> {
 
     /// The frozen base layer alone.
     pub(crate) fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        #[cfg(feature = "flex")]
+        if self.is_base_quantized() {
+            let bias = self.base.bias.as_ref().map(|b| b.val());
+            let weight = self.base.weight.val();
+            if let Some(y) = crate::int8_product::try_flex_linear(&x, &weight, bias.as_ref()) {
+                return y;
+            }
+        }
         linear_flat(
             x,
             self.base.weight.val(),

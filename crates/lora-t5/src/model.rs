@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
-use lora_core::{join_module_path, LoraLinear, LoraModule};
+use lora_core::{few_rows_times_transposed, join_module_path, LoraLinear, LoraModule};
 
 use crate::{DecoderState, T5Config, T5Error, T5Stack};
 
@@ -156,16 +156,25 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
-                // One 2-D product `hidden · Eᵀ`. Over many rows (training, scoring) it is
-                // written in `[rows, vocab]` order, so that the softmax over the vocabulary
-                // reads contiguous rows (1024 rows: 146 ms against 252 ms for a transposed
-                // result). Below that (decoding) `(E · hiddenᵀ)ᵀ` multiplies up to 3× faster
+                // One 2-D product `hidden · Eᵀ`. Decoding (up to `FEW_ROWS_MAX` rows) reads
+                // the embedding once for all its rows where the backend allows it
+                // (`lora_core::few_rows_times_transposed`). Over many rows (training, scoring)
+                // the product is written in `[rows, vocab]` order, so that the softmax over the
+                // vocabulary reads contiguous rows (1024 rows: 146 ms against 252 ms for a
+                // transposed result). In between, `(E · hiddenᵀ)ᵀ` multiplies up to 3× faster
                 // on flex, which outweighs the strided softmax (`examples/kernel_shapes.rs`;
                 // the two are even at about 256 rows).
                 let [batch, length, d_model] = hidden.dims();
                 let rows = hidden.reshape([batch * length, d_model]);
                 let embedding = self.shared.weight.val();
-                let logits = if batch * length >= CONTIGUOUS_LOGITS_ROWS {
+                let few_rows = if B::ad_enabled(&rows.device()) {
+                    None
+                } else {
+                    few_rows_times_transposed(&rows, &embedding)
+                };
+                let logits = if let Some(logits) = few_rows {
+                    logits
+                } else if batch * length >= CONTIGUOUS_LOGITS_ROWS {
                     rows.matmul(embedding.transpose())
                 } else {
                     embedding.matmul(rows.transpose()).transpose()

@@ -1,0 +1,62 @@
+//! Access to the flex backend's host tensors from code generic over `B: Backend`, for the fast
+//! paths of this crate (crate feature `flex`). Every function returns `None` when `B` is not the
+//! flex backend or the tensor is not what the fast path needs, so that the caller falls back to
+//! Burn's own operations.
+
+use std::any::Any;
+use std::borrow::Cow;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn_flex::{FlexQTensor, FlexTensor};
+
+/// The flex tensor behind a float tensor (a cheap clone of its shared storage).
+pub(crate) fn float_primitive<B: Backend, const D: usize>(
+    tensor: &Tensor<B, D>,
+) -> Option<FlexTensor> {
+    if tensor.dtype() != DType::F32 {
+        return None;
+    }
+    let TensorPrimitive::Float(primitive) = tensor.clone().into_primitive() else {
+        return None;
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    boxed.downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
+/// The flex quantized tensor behind a quantized tensor.
+pub(crate) fn quantized_primitive<B: Backend, const D: usize>(
+    tensor: &Tensor<B, D>,
+) -> Option<FlexQTensor> {
+    let TensorPrimitive::QFloat(primitive) = tensor.clone().into_primitive() else {
+        return None;
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    boxed.downcast::<FlexQTensor>().ok().map(|b| *b)
+}
+
+/// The values of an `f32` flex tensor in row-major order: borrowed when contiguous, copied
+/// otherwise.
+pub(crate) fn row_major_f32(tensor: &FlexTensor) -> Option<Cow<'_, [f32]>> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => Some(Cow::Borrowed(values)),
+        None => Some(Cow::Owned(
+            tensor.to_contiguous().as_slice::<f32>()?.to_vec(),
+        )),
+    }
+}
+
+/// A `B` tensor of `shape` holding `values` (`None` unless `B` is the flex backend).
+pub(crate) fn tensor_from_f32<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+) -> Option<Tensor<B, D>> {
+    from_flex(FlexTensor::from_data(TensorData::new(values, shape)))
+}
+
+/// A `B` tensor wrapping a flex tensor (`None` unless `B` is the flex backend).
+pub(crate) fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Option<Tensor<B, D>> {
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    let primitive: B::FloatTensorPrimitive = *boxed.downcast().ok()?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+}
