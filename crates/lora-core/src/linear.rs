@@ -304,12 +304,22 @@ impl<B: Backend> LoraLinear<B> {
         if self.has_active_dora() {
             return self.forward_factored(x);
         }
+        let bias = self.base.bias.as_ref().map(|b| b.val());
+        #[cfg(feature = "flex")]
+        if !B::ad_enabled(&x.device()) {
+            let adapters = self.active_adapter_iter();
+            let weight =
+                crate::low_rank_accumulate::merged_weight(&self.base.weight.val(), adapters);
+            if let Some(weight) = weight {
+                return linear_flat(x, weight, bias);
+            }
+        }
         let weight = self
             .active_adapter_iter()
             .fold(self.base.weight.val().dequantize(), |w, adapter| {
                 w + adapter.delta_weight()
             });
-        linear_flat(x, weight, self.base.bias.as_ref().map(|b| b.val()))
+        linear_flat(x, weight, bias)
     }
 
     /// Whether forming `W + s·A·B` once costs fewer multiply-adds than the factored products for

@@ -59,76 +59,113 @@ pub(crate) fn add_low_rank_update<B: Backend, const D: usize>(
         down_projection_loop(&x_values, &down, d_input, rank)
     } else {
         let mut hidden = vec![0f32; tokens * rank];
-        // SAFETY: `x` is `[tokens, d_input]`, `A` `[d_input, rank]` and `hidden`
-        // `[tokens, rank]`, all row-major (checked above).
-        unsafe {
-            gemm::gemm(
-                tokens,
-                rank,
-                d_input,
-                hidden.as_mut_ptr(),
-                1,
-                rank as isize,
-                false,
-                x_values.as_ptr(),
-                1,
-                d_input as isize,
-                down.as_ptr(),
-                1,
-                rank as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                parallelism(tokens * d_input * rank),
-            );
-        }
+        product_into(
+            &mut hidden,
+            false,
+            &x_values,
+            &down,
+            [tokens, d_input, rank],
+            1.0,
+        );
         hidden
     };
-    let mut y = into_flex(output);
-    let unique_row_major = y.layout().contiguous_offsets() == Some((0, tokens * d_output));
-    if !unique_row_major || y.try_storage_mut::<f32>().is_none() {
-        let Some(values) = row_major_f32(&y).map(|v| v.into_owned()) else {
-            return Err(from_flex(y).expect("flex checked above"));
-        };
-        y = FlexTensor::from_data(burn::tensor::TensorData::new(values, dims));
-    }
+    let Some(mut y) = unique_row_major(into_flex(output), dims) else {
+        unreachable!("an f32 flex tensor has row-major values");
+    };
     let Some(dst) = y.try_storage_mut::<f32>() else {
-        return Err(from_flex(y).expect("flex checked above"));
+        unreachable!("a fresh tensor is not shared");
     };
     let scaling = adapter.scaling() as f32;
     if tokens <= LOOP_MAX_TOKENS {
         up_projection_loop(&hidden, &up, scaling, rank, dst);
-        return Ok(from_flex(y).expect("flex checked above"));
-    }
-    // `y += s · hidden · B`.
-    // SAFETY: `dst` is `[tokens, d_output]`, `hidden` `[tokens, rank]` and `up`
-    // `[rank, d_output]`, all row-major (checked above); the destination does not alias them.
-    unsafe {
-        gemm::gemm(
-            tokens,
-            d_output,
-            rank,
-            dst.as_mut_ptr(),
-            1,
-            d_output as isize,
-            true,
-            hidden.as_ptr(),
-            1,
-            rank as isize,
-            up.as_ptr(),
-            1,
-            d_output as isize,
-            1.0f32,
-            scaling,
-            false,
-            false,
-            false,
-            parallelism(tokens * d_output * rank),
-        );
+    } else {
+        product_into(dst, true, &hidden, &up, [tokens, rank, d_output], scaling);
     }
     Ok(from_flex(y).expect("flex checked above"))
+}
+
+/// `weight + Σ s·A·B` over `adapters`, each update accumulated into one copy of the weight by
+/// the GEMM; `None` when the tensors are not the flex backend's `f32` ones.
+pub(crate) fn merged_weight<'a, B: Backend + 'a>(
+    weight: &Tensor<B, 2>,
+    adapters: impl Iterator<Item = &'a LoraAdapter<B>>,
+) -> Option<Tensor<B, 2>> {
+    let [d_input, d_output] = weight.dims();
+    let base = float_primitive(weight)?;
+    let mut merged = row_major_f32(&base)?.into_owned();
+    for adapter in adapters {
+        let rank = adapter.rank();
+        let (down, up) = (
+            float_primitive(&adapter.lora_a.val())?,
+            float_primitive(&adapter.lora_b.val())?,
+        );
+        let (down, up) = (row_major_f32(&down)?, row_major_f32(&up)?);
+        if down.len() != d_input * rank || up.len() != rank * d_output {
+            return None;
+        }
+        let scaling = adapter.scaling() as f32;
+        product_into(
+            &mut merged,
+            true,
+            &down,
+            &up,
+            [d_input, rank, d_output],
+            scaling,
+        );
+    }
+    crate::flex_tensor::tensor_from_f32(merged, [d_input, d_output])
+}
+
+/// `dst = (dst if accumulate) + scale · lhs · rhs` for row-major `lhs` `[m, k]`, `rhs` `[k, n]`
+/// and `dst` `[m, n]` (`[m, k, n]` in `shape`).
+fn product_into(
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    rhs: &[f32],
+    [m, k, n]: [usize; 3],
+    scale: f32,
+) {
+    assert!(dst.len() == m * n && lhs.len() == m * k && rhs.len() == k * n);
+    // SAFETY: the three slices hold the row-major matrices of the shapes passed (asserted);
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            parallelism(m * n * k),
+        );
+    }
+}
+
+/// `tensor` with unshared, row-major storage starting at offset 0 (copied if it is not so).
+fn unique_row_major<const D: usize>(
+    mut tensor: FlexTensor,
+    dims: [usize; D],
+) -> Option<FlexTensor> {
+    let len = dims.iter().product::<usize>();
+    let row_major = tensor.layout().contiguous_offsets() == Some((0, len));
+    if !row_major || tensor.try_storage_mut::<f32>().is_none() {
+        let values = row_major_f32(&tensor)?.into_owned();
+        tensor = FlexTensor::from_data(burn::tensor::TensorData::new(values, dims));
+    }
+    Some(tensor)
 }
 
 /// Tokens up to which the two thin products run as plain loops: for decoding, the GEMM's own
@@ -308,13 +345,20 @@ mod tests {
             super::add_low_rank_update(layer.base_forward(x.clone()), &x, first).is_ok(),
             "the accumulating path applies to flex tensors"
         );
-        let (found, expected) = (values(layer.forward_factored(x)), values(expected));
+        let merged = super::merged_weight(&layer.base.weight.val(), layer.active_adapter_iter());
+        assert!(merged.is_some(), "the merged weight is built on flex");
+        let expected = values(expected);
         let scale = expected.iter().fold(1.0f32, |s, v| s.max(v.abs()));
-        for (i, (f, e)) in found.iter().zip(&expected).enumerate() {
-            assert!(
-                (f - e).abs() <= 1e-5 * scale,
-                "element {i}: {f} against {e}"
-            );
+        for (path, found) in [
+            ("factored", values(layer.forward_factored(x.clone()))),
+            ("materialized", values(layer.forward_materialized(x))),
+        ] {
+            for (i, (f, e)) in found.iter().zip(&expected).enumerate() {
+                assert!(
+                    (f - e).abs() <= 1e-5 * scale,
+                    "{path}, element {i}: {f} against {e}"
+                );
+            }
         }
     }
 
