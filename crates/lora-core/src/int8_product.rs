@@ -104,10 +104,11 @@ impl<'a> Int8Matrix<'a> {
         }
     }
 
-    /// Whether a row run of `width` weights splits into whole 16-lane vectors of one scale each, the
-    /// block size (if any) being 16 times a power of two.
+    /// Whether a row run of `width` weights splits into whole 16-lane vectors of one scale
+    /// each, with a block size (if any) of 16 times a power of two.
     fn fills_vectors(&self, width: usize) -> bool {
-        width.is_multiple_of(16)
+        width > 0
+            && width.is_multiple_of(16)
             && match self.scales {
                 Int8Scales::Tensor(_) => true,
                 Int8Scales::Block { size, .. } => size >= 16 && (size / 16).is_power_of_two(),
@@ -344,6 +345,7 @@ unsafe fn column_group<const R: usize, const G: usize>(
     use std::arch::x86_64::{
         __m128i, __m512, _mm512_add_ps, _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_fmadd_ps,
         _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm_loadu_si128,
+        _mm_prefetch, _MM_HINT_T0,
     };
     let (k, n) = (weight.k, weight.n);
     assert!(x.len() == R * k && part.len() == R * n && column + 16 * G <= n);
@@ -357,6 +359,10 @@ unsafe fn column_group<const R: usize, const G: usize>(
     for i in rows {
         let offset = i * n + column;
         let bytes = &weight.values[offset..offset + 16 * G];
+        // The same columns of the next chunk's row: the chunk's rows are read as interleaved
+        // streams, which the hardware prefetcher alone follows at a fraction of the bandwidth.
+        let ahead = bytes.as_ptr().wrapping_add(ROW_CHUNK * n);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         for g in 0..G {
             let scale = if per_tensor {
                 scales[0]
@@ -509,16 +515,6 @@ mod tests {
     fn dequantize_applies_each_block_scale() {
         let q = [1i8, -2, 3, -4, 5, -6];
         let scales = [0.5f32, 2.0, 10.0];
-        let w = Int8Matrix::new(
-            &q,
-            2,
-            3,
-            Int8Scales::Block {
-                size: 1,
-                scales: &[0.5, 2.0, 10.0, 1.0, 1.0, 1.0],
-            },
-        );
-        assert!(w.is_some());
         let w = Int8Matrix::new(
             &q,
             3,
