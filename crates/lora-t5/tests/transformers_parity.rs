@@ -4,10 +4,15 @@
 //! models in the v1.0 and v1.1 styles, configs written by transformers 4.x and 5.x, BF16 and
 //! sharded weights, and a PEFT adapter. Logits must match within 1e-4 relative to the largest
 //! magnitude (f32); greedy and beam-search token ids must be identical.
+//!
+//! Each numeric case runs on ndarray and on flex, whose inference fast paths (`lora-core`'s
+//! `flex` feature: the one-pass tied head, the accumulated LoRA update) must keep the same
+//! numbers.
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
+use burn::backend::{Flex, NdArray};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_t5::{EarlyStopping, GenerationConfig, T5ForConditionalGeneration};
 use safetensors::tensor::Dtype;
@@ -62,7 +67,7 @@ impl Expected {
         (values, view.shape().to_vec())
     }
 
-    fn int_tensor(&self, name: &str) -> Tensor<Cpu, 2, Int> {
+    fn int_tensor<B: Backend>(&self, name: &str) -> Tensor<B, 2, Int> {
         let (values, shape) = self.ints(name);
         Tensor::from_data(TensorData::new(values, shape), &Default::default())
     }
@@ -91,11 +96,11 @@ fn assert_close(got: Vec<f32>, (expected, _): (Vec<f32>, Vec<usize>), what: &str
     );
 }
 
-fn floats<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
-fn load(case: &str) -> T5ForConditionalGeneration<Cpu> {
+fn load<B: Backend>(case: &str) -> T5ForConditionalGeneration<B> {
     T5ForConditionalGeneration::from_pretrained(&fixtures().join(case), &Default::default())
         .unwrap_or_else(|e| panic!("{case}: {e}"))
 }
@@ -113,8 +118,17 @@ const MODEL_CASES: [&str; 8] = [
 
 #[test]
 fn logits_encoder_states_and_loss_match_transformers() {
+    logits_encoder_states_and_loss::<Cpu>();
+}
+
+#[test]
+fn logits_encoder_states_and_loss_match_transformers_on_flex() {
+    logits_encoder_states_and_loss::<Flex>();
+}
+
+fn logits_encoder_states_and_loss<B: Backend>() {
     for case in MODEL_CASES {
-        let model = load(case);
+        let model = load::<B>(case);
         let expected = Expected::read(case);
         let (ids, mask) = (
             expected.int_tensor("input_ids"),
@@ -162,8 +176,17 @@ fn generation_config(kwargs: &Value) -> GenerationConfig {
 
 #[test]
 fn greedy_and_beam_search_ids_match_transformers() {
+    greedy_and_beam_search_ids::<Cpu>();
+}
+
+#[test]
+fn greedy_and_beam_search_ids_match_transformers_on_flex() {
+    greedy_and_beam_search_ids::<Flex>();
+}
+
+fn greedy_and_beam_search_ids<B: Backend>() {
     for case in MODEL_CASES {
-        let model = load(case);
+        let model = load::<B>(case);
         let expected = Expected::read(case);
         let (ids, mask) = (
             expected.int_tensor("input_ids"),
@@ -180,7 +203,16 @@ fn greedy_and_beam_search_ids_match_transformers() {
 
 #[test]
 fn a_peft_adapter_gives_transformers_logits_and_the_same_after_merging() {
-    let mut model = load("t5_v1_1");
+    peft_adapter_logits::<Cpu>();
+}
+
+#[test]
+fn a_peft_adapter_gives_transformers_logits_and_the_same_after_merging_on_flex() {
+    peft_adapter_logits::<Flex>();
+}
+
+fn peft_adapter_logits<B: Backend>() {
+    let mut model = load::<B>("t5_v1_1");
     let expected = Expected::read("t5_v1_1_lora");
     let adapter = fixtures().join("t5_v1_1_lora/adapter");
     lora_peft_io::load_adapter(&mut model, &adapter, "default", Some(&["q", "v"])).unwrap();
@@ -209,7 +241,7 @@ fn a_peft_adapter_gives_transformers_logits_and_the_same_after_merging() {
 #[test]
 fn save_pretrained_writes_a_checkpoint_that_loads_back_identically() {
     for case in ["t5_v1_0", "t5_v1_1"] {
-        let model = load(case);
+        let model = load::<Cpu>(case);
         let dir = std::env::temp_dir().join(format!("lora-t5-save-{case}-{}", std::process::id()));
         model.save_pretrained(&dir).unwrap();
         let again =
