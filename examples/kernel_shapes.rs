@@ -11,7 +11,8 @@
 //!   against `cross_entropy_ignoring`, and the head's products alone;
 //! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`;
 //! - a `LoraLinear` base product `[rows, 512] · [512, 2048]` (t5-small's `wi`) over 1, 4, 16
-//!   and 64 rows with the weight in f32 and in int8 (32 weights per scale).
+//!   and 64 rows with the weight in f32 and in int8 (32 weights per scale), and one row through
+//!   30 distinct such weights (out of cache, as in decoding).
 //!
 //! ```sh
 //! cargo run --release --example kernel_shapes
@@ -175,6 +176,34 @@ fn int8_products() {
             int8_ms / f32_ms
         );
     }
+    // As in decoding: one row through many distinct weights (120 MB in f32, more than the
+    // cache), each product timed as the mean over a pass through all of them.
+    let layers: Vec<(LoraLinear<B>, LoraLinear<B>)> = (0..30)
+        .map(|_| {
+            let float =
+                LoraLinear::new(LinearConfig::new(512, 2048).with_bias(false).init(&device));
+            let mut int8 = float.clone();
+            int8.quantize_base(&mut int8_quantizer::<B>(Some(32)))
+                .expect("int8");
+            (float, int8)
+        })
+        .collect();
+    let x = random::<B, 2>([1, 512]);
+    let per_product = |int8: bool| {
+        median_ms(11, || {
+            for (float, quantized) in &layers {
+                let layer = if int8 { quantized } else { float };
+                drop(layer.forward(x.clone()));
+            }
+            B::sync(&device).expect("sync");
+        }) / layers.len() as f64
+    };
+    let (f32_ms, int8_ms) = (per_product(false), per_product(true));
+    println!(
+        "base product [1, 512] · [512, 2048] over 30 distinct weights: f32 {f32_ms:.3}, \
+         int8 {int8_ms:.3} ({:.2}× the f32 time)",
+        int8_ms / f32_ms
+    );
 }
 
 fn main() {

@@ -104,10 +104,7 @@ mod flex {
     /// `out[j·m + r] = x[r] · matrix[j]` for the rows `j` of `matrix`.
     fn dot_rows(x: &[f32], m: usize, matrix: &[f32], d: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if d.is_multiple_of(32)
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("fma")
-        {
+        if d.is_multiple_of(32) && crate::flex_tensor::has_avx512_fma() {
             // SAFETY: the CPU has the features; `d` is a multiple of 32.
             unsafe {
                 match m {

@@ -1,7 +1,7 @@
 //! Access to the flex backend's host tensors from code generic over `B: Backend`, for the fast
-//! paths of this crate (crate feature `flex`). Every function returns `None` when `B` is not the
-//! flex backend or the tensor is not what the fast path needs, so that the caller falls back to
-//! Burn's own operations.
+//! paths of this crate (crate feature `flex`), and the CPU check their kernels share. Every
+//! tensor function returns `None` when `B` is not the flex backend or the tensor is not what the
+//! fast path needs, so that the caller falls back to Burn's own operations.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -59,4 +59,12 @@ pub(crate) fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Optio
     let boxed: Box<dyn Any> = Box::new(tensor);
     let primitive: B::FloatTensorPrimitive = *boxed.downcast().ok()?;
     Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+}
+
+/// Whether the CPU has AVX-512F and FMA, the features of the fast paths' vector kernels
+/// (detected once, then cached by the standard library).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn has_avx512_fma() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
 }

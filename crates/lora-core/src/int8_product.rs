@@ -15,6 +15,8 @@ use burn::tensor::quantization::{QTensorPrimitive, QuantLevel};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::flex_tensor::has_avx512_fma;
 use crate::flex_tensor::{float_primitive, quantized_primitive, row_major_f32, tensor_from_f32};
 use crate::tensor_util::linear_flat;
 
@@ -77,7 +79,7 @@ impl<'a> Int8Matrix<'a> {
     #[inline(always)]
     fn dequantize_row_into(&self, i: usize, start: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() && self.fills_vectors(out.len()) {
+        if has_avx512_fma() && self.fills_vectors(out.len()) {
             // SAFETY: the CPU has AVX-512F, and `fills_vectors` holds.
             return unsafe { self.dequantize_row_avx512(i, start, out) };
         }
@@ -228,13 +230,6 @@ const TASK_ROWS: usize = 128;
 /// are updated: as many sequential streams as the hardware prefetcher follows well.
 const ROW_CHUNK: usize = 8;
 
-/// Whether the CPU has AVX-512F and FMA (detected once, then cached by the standard library).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn has_avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
-}
-
 /// `part[r, ·] += Σ_{i ∈ rows} x[r, i] · W[i, ·]`, on the widest SIMD level the CPU has.
 fn accumulate(
     x: &[f32],
@@ -244,7 +239,7 @@ fn accumulate(
     part: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() && weight.fills_vectors(weight.n) {
+    if has_avx512_fma() && weight.fills_vectors(weight.n) {
         // SAFETY: the CPU has the features, and the rows split into whole vectors.
         return unsafe { accumulate_avx512(x, m, weight, rows, part) };
     }

@@ -176,7 +176,7 @@ const LOOP_MAX_TOKENS: usize = 4;
 fn down_projection_loop(x: &[f32], down: &[f32], d_input: usize, rank: usize) -> Vec<f32> {
     let mut hidden = vec![0f32; x.len() / d_input.max(1) * rank];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+    if crate::flex_tensor::has_avx512_fma() {
         // SAFETY (each call): the CPU has the features; `x` holds whole rows of `d_input`, `A`
         // is `[d_input, rank]` and `hidden` has `rank` values per row of `x`.
         unsafe {
@@ -246,7 +246,7 @@ fn down_projection_body(x: &[f32], down: &[f32], d_input: usize, rank: usize, ou
 /// `y += s · hidden · B` for a few rows (`hidden` `[tokens, rank]`, `B` `[rank, d_output]`).
 fn up_projection_loop(hidden: &[f32], up: &[f32], scaling: f32, rank: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if crate::flex_tensor::has_avx512_fma() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { up_projection_avx512(hidden, up, scaling, rank, y) };
     }
