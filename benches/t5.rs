@@ -14,7 +14,7 @@
 //! - `greedy_64_int8` and `beam4_32_int8`: the same with every `LoraLinear` base weight stored
 //!   in int8 (`quantize_base_weights` with 32 weights per scale, as `--int8` does);
 //! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
-//!   target 128, random ids): `forward_with_labels`, backward, `GradientsParams::from_grads`,
+//!   target 128, random ids): `loss` (the head and the cross-entropy fused on flex), backward, `GradientsParams::from_grads`,
 //!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`;
 //! - `trainer_2steps_bs8`: the same training steps run by `lora_t5::Trainer` (two optimizer
 //!   steps of 8 examples, source 64, target 128; the default global-norm clipping at 1.0, the
@@ -170,10 +170,10 @@ fn train_step(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     let mut optimizer = AdamWConfig::new().init::<T, T5ForConditionalGeneration<T>>();
     let lr = 1e-4;
     let mut step = |model: T5ForConditionalGeneration<T>| {
-        let out = model
-            .forward_with_labels(input_ids.clone(), mask.clone(), labels.clone())
+        let loss = model
+            .loss(input_ids.clone(), mask.clone(), labels.clone())
             .expect("forward");
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let model = optimizer.step(lr, model, grads);
         T::sync(&device).expect("sync");
         model

@@ -7,8 +7,8 @@
 //! - the tied 32128-word head as `(E · hᵀ)ᵀ`, as `h · Eᵀ` and (up to 8 rows) in one pass over `E`
 //!   (`lora_core::few_rows_times_transposed`) over 1, 4, 128 and 1024 rows, and
 //!   the softmax over 1024 rows of each result (`T5ForConditionalGeneration::lm_logits`);
-//! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`
-//!   against `cross_entropy_ignoring`, and the head's products alone;
+//! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`,
+//!   `cross_entropy_ignoring`, the fused `linear_cross_entropy`, and the head's products alone;
 //! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`;
 //! - a `LoraLinear` base product `[rows, 512] · [512, 2048]` (t5-small's `wi`) over 1, 4, 16
 //!   and 64 rows with the weight in f32 and in int8 (32 weights per scale), and one row through
@@ -24,7 +24,10 @@ use burn::nn::LinearConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Int, Tensor};
 use lora_burn::backend::{Backend, BackendInfo, InferenceBackend as B, TrainBackend as T};
-use lora_burn::lora_core::{few_rows_times_transposed, int8_quantizer, Dropout, LoraLinear};
+use lora_burn::lora_core::{
+    few_rows_times_transposed, int8_quantizer, linear_cross_entropy, Dropout, HeadLayout,
+    LoraLinear,
+};
 use lora_burn::lora_t5::cross_entropy_ignoring;
 
 /// The median wall time of `reps` calls of `f` after one warm-up call, in ms.
@@ -133,6 +136,24 @@ fn head_and_loss() {
         let loss = cross_entropy_ignoring(logits, labels.clone().reshape([8, 128])).expect("loss");
         backward(loss, &h);
     });
+    let labels_host: Vec<i64> = labels
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .into_vec()
+        .expect("labels");
+    let one_pass = median_ms(5, || {
+        let h = hidden.clone().require_grad();
+        let loss = linear_cross_entropy(
+            h.clone(),
+            &embedding,
+            HeadLayout::VocabRows,
+            &labels_host,
+            -100,
+        )
+        .expect("flex");
+        backward(loss, &h);
+    });
     let products = median_ms(5, || {
         let h = hidden.clone().require_grad();
         let logits = h.clone().matmul(embedding.clone().transpose());
@@ -140,7 +161,8 @@ fn head_and_loss() {
     });
     println!(
         "head + loss fwd+bwd, 1024 rows: recorded log_softmax {recorded:.1}, \
-         cross_entropy_ignoring {fused:.1}, the head's products alone {products:.1}"
+         cross_entropy_ignoring {fused:.1}, linear_cross_entropy {one_pass:.1}, \
+         the head's products alone {products:.1}"
     );
 }
 

@@ -3,7 +3,8 @@
 //! 32128, LoRA r = 16, alpha = 32 on `q` and `v`, batch 8, source 64, target 128, AdamW.
 //!
 //! Prints the process's peak resident set (`VmHWM` of `/proc/self/status`, Linux only) after
-//! building the model and after the training steps, and the wall time of each step.
+//! building the model and after the training steps, and the wall time of each step with its
+//! forward pass, backward pass and optimizer step.
 //!
 //! ```sh
 //! cargo run --release --example t5_train_step_memory            # 3 steps, flex (default)
@@ -87,14 +88,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut optimizer = AdamWConfig::new().init::<T, T5ForConditionalGeneration<T>>();
     for step in 1..=steps {
         let start = Instant::now();
-        let out = model.forward_with_labels(input_ids.clone(), mask.clone(), labels.clone())?;
-        let loss: f32 = out.loss.clone().into_scalar();
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let loss_tensor = model.loss(input_ids.clone(), mask.clone(), labels.clone())?;
+        let loss: f32 = loss_tensor.clone().into_scalar();
+        let forward = start.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
+        T::sync(&device)?;
+        let backward = start.elapsed().as_secs_f64() - forward;
         model = optimizer.step(1e-4, model, grads);
         T::sync(&device)?;
+        let total = start.elapsed().as_secs_f64();
         println!(
-            "step {step}: loss {loss:.4}, {:.3} s",
-            start.elapsed().as_secs_f64()
+            "step {step}: loss {loss:.4}, {total:.3} s (forward {forward:.3} s, backward \
+             {backward:.3} s, optimizer {:.3} s)",
+            total - forward - backward
         );
     }
     report(&format!("after {steps} training steps"));

@@ -6,9 +6,10 @@
 use std::any::Any;
 use std::borrow::Cow;
 
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-use burn_flex::{FlexQTensor, FlexTensor};
+use burn_flex::{Flex, FlexQTensor, FlexTensor};
 
 /// The flex tensor behind a float tensor (a cheap clone of its shared storage).
 pub(crate) fn float_primitive<B: Backend, const D: usize>(
@@ -22,6 +23,19 @@ pub(crate) fn float_primitive<B: Backend, const D: usize>(
     };
     let boxed: Box<dyn Any> = Box::new(primitive);
     boxed.downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
+/// The flex tensor behind a float tensor of the flex backend or of the autodiff backend over it
+/// (its value, outside the graph).
+pub(crate) fn any_float_primitive<B: Backend, const D: usize>(
+    tensor: &Tensor<B, D>,
+) -> Option<FlexTensor> {
+    if let Some(primitive) = float_primitive(tensor) {
+        return Some(primitive);
+    }
+    let any: &dyn Any = tensor;
+    let autodiff = any.downcast_ref::<Tensor<Autodiff<Flex>, D>>()?;
+    float_primitive(&autodiff.clone().inner())
 }
 
 /// The flex quantized tensor behind a quantized tensor.

@@ -35,6 +35,7 @@ mod flex_tensor;
 mod int8_product;
 mod linalg;
 mod linear;
+mod linear_cross_entropy;
 mod lora_module;
 #[cfg(feature = "flex")]
 mod low_rank_accumulate;
@@ -52,6 +53,7 @@ pub use dropout::Dropout;
 pub use error::LoraError;
 pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
+pub use linear_cross_entropy::{linear_cross_entropy, HeadLayout};
 pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
 pub use param_count::{count_parameters, ParameterCount};
 pub use quantize::{int8_quantizer, quantize_base_weights};

@@ -4,7 +4,10 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
-use lora_core::{few_rows_times_transposed, join_module_path, LoraLinear, LoraModule};
+use lora_core::{
+    few_rows_times_transposed, join_module_path, linear_cross_entropy, HeadLayout, LoraLinear,
+    LoraModule,
+};
 
 use crate::{DecoderState, T5Config, T5Error, T5Stack};
 
@@ -209,6 +212,84 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let logits = self.forward(input_ids, attention_mask, decoder_input_ids)?;
         let loss = cross_entropy_ignoring(logits.clone(), labels)?;
         Ok(Seq2SeqOutput { loss, logits })
+    }
+
+    /// The loss of [`forward_with_labels`](Self::forward_with_labels) without the logits, for
+    /// training and evaluation.
+    ///
+    /// Where `lora_core::linear_cross_entropy` applies (the flex backend and autodiff over it,
+    /// with a frozen head that has no adapter), the head and the cross-entropy are fused: the
+    /// `[batch, target_len, vocab]` logits never become a tensor, and the gradient reaches the
+    /// decoder's output when the forward pass ends. Over t5-small's 1024 target tokens of a
+    /// training step, head and loss forward and backward take 0.36 s instead of 0.52 s
+    /// (`examples/kernel_shapes.rs`), and the step's peak memory falls from 1322 to 1078 MiB.
+    /// Elsewhere it is `forward_with_labels(..).loss`. The two agree within 1e-5 (relative).
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::{Int, Tensor, TensorData};
+    /// use lora_t5::{T5Config, T5ForConditionalGeneration};
+    ///
+    /// let config = T5Config { vocab_size: 40, d_model: 16, d_kv: 4, d_ff: 32, num_layers: 1,
+    ///     num_heads: 2, ..T5Config::default() };
+    /// let device = Default::default();
+    /// let model = T5ForConditionalGeneration::<NdArray>::new(&config, &device);
+    /// let ids = |v: Vec<i64>| Tensor::<NdArray, 2, Int>::from_data(TensorData::new(v, [1, 3]), &device);
+    /// let (input, mask, labels) = (ids(vec![5, 6, 1]), ids(vec![1, 1, 1]), ids(vec![7, 8, 1]));
+    /// let loss = model.loss(input.clone(), mask.clone(), labels.clone()).unwrap();
+    /// let with_logits = model.forward_with_labels(input, mask, labels).unwrap();
+    /// assert!((loss.into_scalar() - with_logits.loss.into_scalar()).abs() < 1e-5);
+    /// ```
+    pub fn loss(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        labels: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 1>, T5Error> {
+        let decoder_input_ids = self.shift_right(labels.clone());
+        self.check_ids(&decoder_input_ids, "decoder_input_ids")?;
+        let encoded = self.encode(input_ids, attention_mask.clone())?;
+        let mut state = self.start_decoding(encoded, attention_mask);
+        let hidden = self
+            .decoder
+            .decode(self.shared.forward(decoder_input_ids), &mut state);
+        if let Some(loss) = self.fused_head_loss(&hidden, &labels)? {
+            return Ok(loss);
+        }
+        cross_entropy_ignoring(self.lm_logits(hidden), labels)
+    }
+
+    /// The head and the loss in one (`lora_core::linear_cross_entropy`), where it applies.
+    fn fused_head_loss(
+        &self,
+        hidden: &Tensor<B, 3>,
+        labels: &Tensor<B, 2, Int>,
+    ) -> Result<Option<Tensor<B, 1>>, T5Error> {
+        let [batch, length, d_model] = hidden.dims();
+        if labels.dims() != [batch, length] {
+            return Ok(None);
+        }
+        let (weight, layout) = match &self.lm_head {
+            None => (self.shared.weight.val(), HeadLayout::VocabRows),
+            Some(head) if head.adapters.is_empty() && head.base.bias.is_none() => {
+                (head.base.weight.val(), HeadLayout::VocabColumns)
+            }
+            Some(_) => return Ok(None),
+        };
+        let labels = int_values(labels.clone())?;
+        let hidden = hidden.clone().reshape([batch * length, d_model]);
+        let hidden = if self.config.scale_decoder_outputs {
+            hidden * (self.config.d_model as f64).powf(-0.5)
+        } else {
+            hidden
+        };
+        Ok(linear_cross_entropy(
+            hidden,
+            &weight,
+            layout,
+            &labels,
+            IGNORE_INDEX,
+        ))
     }
 
     /// transformers' `_shift_right`: prepend the decoder start token, drop the last label, and

@@ -149,11 +149,19 @@ fn logits_encoder_states_and_loss<B: Backend>() {
             .unwrap();
         assert_close(floats(logits), expected.floats("logits"), case);
         let labels = expected.int_tensor("labels");
-        let out = model.forward_with_labels(ids, mask, labels).unwrap();
+        let out = model
+            .forward_with_labels(ids.clone(), mask.clone(), labels.clone())
+            .unwrap();
         assert_close(
             floats(out.loss),
             expected.floats("loss"),
             &format!("{case} loss"),
+        );
+        // Without the logits: on flex, the head and the cross-entropy fused.
+        assert_close(
+            floats(model.loss(ids, mask, labels).unwrap()),
+            expected.floats("loss"),
+            &format!("{case} loss without logits"),
         );
     }
 }

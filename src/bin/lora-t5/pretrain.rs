@@ -140,11 +140,10 @@ pub fn run(args: PretrainArgs) -> CliResult {
                 .map(|e| e.source.len() + e.target.len())
                 .sum::<usize>();
             let batch = collator.collate::<B>(&examples, &device)?;
-            let out =
-                model.forward_with_labels(batch.input_ids, batch.attention_mask, batch.labels)?;
-            loss_sum += out.loss.clone().into_scalar() as f64;
+            let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
+            loss_sum += loss.clone().into_scalar() as f64;
             batches += 1;
-            let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             clip_global_norm(&model, &mut grads, 1.0);
             let lr = schedule.at(step);
             model = optimizer.step(lr, model, grads);

@@ -215,12 +215,8 @@ impl Trainer {
                     .iter()
                     .map(|p| p.source.len() + p.target.len())
                     .sum::<usize>();
-                let out = model.forward_with_labels(
-                    batch.input_ids,
-                    batch.attention_mask,
-                    batch.labels,
-                )?;
-                let loss = out.loss / c.gradient_accumulation_steps as f64;
+                let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
+                let loss = loss / c.gradient_accumulation_steps as f64;
                 window_loss += scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
                 window_batches += 1;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -499,8 +495,8 @@ pub fn evaluate_loss<B: Backend>(
             .iter()
             .map(|p| p.target.len().min(collator.max_target_len))
             .sum();
-        let out = model.forward_with_labels(batch.input_ids, batch.attention_mask, batch.labels)?;
-        total += scalar(out.loss) * count as f64;
+        let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
+        total += scalar(loss) * count as f64;
         tokens += count;
     }
     Ok(total / tokens.max(1) as f64)

@@ -1,0 +1,669 @@
+//! The mean cross-entropy of a linear head's logits (`hidden · Wᵀ`), with the head and the loss
+//! fused so that the `[rows, vocab]` logits never become a backend tensor.
+//!
+//! A language model's head over a large vocabulary dominates a training step outside the
+//! layers: for t5-small, 1024 target tokens times the 32128-word head make 33 million logits
+//! (131 MB), which an unfused loss writes, reads and writes again several times (the product,
+//! the maximum, the exponentials, the sum, the gradient), each a pass of its own. On the flex
+//! backend this function instead computes the logits in slabs of vocabulary columns on all
+//! threads, reduces each slab to a row maximum and a sum of exponentials while it is fresh,
+//! turns the slabs into the softmax gradient in place, and multiplies that gradient by the
+//! head's weight at once: the gradient with respect to `hidden` is known when the forward pass
+//! ends. The autodiff graph then records only `Σ hidden·g`, whose gradient is that `g` (the
+//! head's weight must be frozen, as it is when only adapters train).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// How a head's weight stores its vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// `[vocab, d_model]`: one row per word, as an embedding table (a tied head).
+    VocabRows,
+    /// `[d_model, vocab]`: one column per word, as a Burn `Linear` weight (`d_input × d_output`).
+    VocabColumns,
+}
+
+/// The mean cross-entropy of the logits `hidden · Wᵀ` (or `hidden · W` for
+/// [`HeadLayout::VocabColumns`]) against `labels`, one per row of `hidden`, where labels equal
+/// to `ignore_index` count for nothing, with the head and the loss fused; `None` where the fused
+/// path does not apply, so that the caller computes the logits and the loss with Burn's
+/// operations.
+///
+/// It applies on the flex backend (crate feature `flex`), and on the autodiff backend over it,
+/// for `f32` tensors with a contiguous weight, when the head's weight is frozen (a parameter
+/// that does not require a gradient, or a tensor outside any graph: a weight computed from
+/// tracked tensors would get no gradient), at least one label is kept and every kept label is a
+/// word of the vocabulary. On an autodiff backend the loss carries the gradient with respect to
+/// `hidden`. Exponentials use a
+/// polynomial on CPUs with AVX-512 (within 2 ulp of the exact value) and the standard library's
+/// `exp` elsewhere; per-row sums are combined in `f64`.
+///
+/// Without the crate feature `flex` it always returns `None`.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::activation::log_softmax;
+/// use burn::tensor::{Int, Tensor, TensorData};
+/// use lora_core::{linear_cross_entropy, HeadLayout};
+///
+/// let device = Default::default();
+/// let hidden = Tensor::<NdArray, 2>::ones([2, 4], &device);
+/// let embedding = Tensor::<NdArray, 2>::zeros([5, 4], &device);
+/// let labels = [3, -100];
+/// let loss = linear_cross_entropy(hidden.clone(), &embedding, HeadLayout::VocabRows, &labels, -100)
+///     .unwrap_or_else(|| {
+///         // The same loss with Burn's operations: row 0 only, the other is ignored.
+///         let logits = hidden.slice([0..1]).matmul(embedding.clone().transpose());
+///         let label = Tensor::<NdArray, 2, Int>::from_data(TensorData::new(vec![3i64], [1, 1]), &device);
+///         log_softmax(logits, 1).gather(1, label).mean().neg()
+///     });
+/// // Five equal logits: ln 5.
+/// assert!((loss.into_scalar() - 5f32.ln()).abs() < 1e-6);
+/// ```
+pub fn linear_cross_entropy<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    layout: HeadLayout,
+    labels: &[i64],
+    ignore_index: i64,
+) -> Option<Tensor<B, 1>> {
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (hidden, weight, layout, labels, ignore_index);
+        None
+    }
+    #[cfg(feature = "flex")]
+    flex::linear_cross_entropy(hidden, weight, layout, labels, ignore_index)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Tensor, TensorData};
+    use rayon::prelude::*;
+
+    use super::HeadLayout;
+    use crate::flex_tensor::{any_float_primitive, row_major_f32};
+
+    /// Vocabulary columns per slab: one task's product and reduction. The slab's product keeps
+    /// the GEMM's full rate on one thread (`[1024, 512] · [512, 2048]`).
+    const SLAB_COLUMNS: usize = 2048;
+    /// Rows handled at once, which bounds the logits buffer (`ROW_BLOCK × vocab` values).
+    const ROW_BLOCK: usize = 1024;
+
+    pub(super) fn linear_cross_entropy<B: Backend>(
+        hidden: Tensor<B, 2>,
+        weight: &Tensor<B, 2>,
+        layout: HeadLayout,
+        labels: &[i64],
+        ignore_index: i64,
+    ) -> Option<Tensor<B, 1>> {
+        let [rows, d] = hidden.dims();
+        let [first, second] = weight.dims();
+        let vocab = match layout {
+            HeadLayout::VocabRows if second == d => first,
+            HeadLayout::VocabColumns if first == d => second,
+            _ => return None,
+        };
+        if weight.is_require_grad() || labels.len() != rows || rows == 0 || d == 0 || vocab == 0 {
+            return None;
+        }
+        let mut targets = Vec::with_capacity(rows);
+        for &label in labels {
+            if label == ignore_index {
+                targets.push(None);
+            } else if (0..vocab as i64).contains(&label) {
+                targets.push(Some(label as usize));
+            } else {
+                return None;
+            }
+        }
+        let kept = targets.iter().filter(|t| t.is_some()).count();
+        if kept == 0 {
+            return None;
+        }
+        let hidden_flex = any_float_primitive(&hidden)?;
+        let weight_flex = any_float_primitive(weight)?;
+        let hidden_values = row_major_f32(&hidden_flex)?;
+        let weight_values = weight_flex.as_slice::<f32>()?;
+        let head = Head {
+            weight: weight_values,
+            layout,
+            vocab,
+            d,
+        };
+        let want_gradient = B::ad_enabled(&hidden.device());
+        let (value, gradient) =
+            head.loss(&hidden_values, &targets, 1.0 / kept as f64, want_gradient);
+        let device = hidden.device();
+        let value = Tensor::<B, 1>::from_data(TensorData::new(vec![value as f32], [1]), &device);
+        let Some(gradient) = gradient else {
+            return Some(value);
+        };
+        let gradient = Tensor::<B, 2>::from_data(TensorData::new(gradient, [rows, d]), &device);
+        // `Σ hidden·g` has the gradient `g`; subtracting its detached value leaves the loss's.
+        let surrogate = (hidden * gradient).sum();
+        Some(surrogate.clone() - surrogate.detach() + value)
+    }
+
+    /// A head's weight as row-major values.
+    pub(crate) struct Head<'a> {
+        pub(crate) weight: &'a [f32],
+        pub(crate) layout: HeadLayout,
+        pub(crate) vocab: usize,
+        pub(crate) d: usize,
+    }
+
+    /// A raw view of a strided matrix for `gemm`: its first element and its row and column
+    /// strides.
+    struct Strided {
+        start: *const f32,
+        row_stride: isize,
+        col_stride: isize,
+    }
+
+    impl Head<'_> {
+        /// The weight's words `v0..` as the right-hand side of `hidden · Wᵀ` (`[d, words]`).
+        fn logits_rhs(&self, v0: usize) -> Strided {
+            match self.layout {
+                HeadLayout::VocabRows => Strided {
+                    start: self.weight[v0 * self.d..].as_ptr(),
+                    row_stride: 1,
+                    col_stride: self.d as isize,
+                },
+                HeadLayout::VocabColumns => Strided {
+                    start: self.weight[v0..].as_ptr(),
+                    row_stride: self.vocab as isize,
+                    col_stride: 1,
+                },
+            }
+        }
+
+        /// The weight's words `v0..` as the right-hand side of `g · W` (`[words, d]`).
+        fn gradient_rhs(&self, v0: usize) -> Strided {
+            let transposed = self.logits_rhs(v0);
+            Strided {
+                start: transposed.start,
+                row_stride: transposed.col_stride,
+                col_stride: transposed.row_stride,
+            }
+        }
+
+        /// `Σ w·(logsumexp(z) − z_label)` over the rows with a target, `w` the weight of each
+        /// kept row, and its gradient with respect to `hidden` (`[rows, d]`) when wanted.
+        pub(crate) fn loss(
+            &self,
+            hidden: &[f32],
+            targets: &[Option<usize>],
+            row_weight: f64,
+            want_gradient: bool,
+        ) -> (f64, Option<Vec<f32>>) {
+            let d = self.d;
+            let mut total = 0.0;
+            let mut gradient = want_gradient.then(|| vec![0f32; targets.len() * d]);
+            for (block, block_targets) in targets.chunks(ROW_BLOCK).enumerate() {
+                let start = block * ROW_BLOCK;
+                let block_hidden = &hidden[start * d..(start + block_targets.len()) * d];
+                let block_gradient = gradient
+                    .as_mut()
+                    .map(|g| &mut g[start * d..(start + block_targets.len()) * d]);
+                total += self.block_loss(block_hidden, block_targets, row_weight, block_gradient);
+            }
+            (total, gradient)
+        }
+
+        fn block_loss(
+            &self,
+            hidden: &[f32],
+            targets: &[Option<usize>],
+            row_weight: f64,
+            gradient: Option<&mut [f32]>,
+        ) -> f64 {
+            let rows = targets.len();
+            let d = self.d;
+            // The logits in slabs of `SLAB_COLUMNS` vocabulary columns, each slab `[rows, width]`.
+            let mut logits = vec![0f32; rows * self.vocab];
+            let stats: Vec<Vec<(f32, f32)>> = logits
+                .par_chunks_mut(rows * SLAB_COLUMNS)
+                .enumerate()
+                .map(|(slab, values)| {
+                    let v0 = slab * SLAB_COLUMNS;
+                    let width = values.len() / rows;
+                    let rhs = self.logits_rhs(v0);
+                    // SAFETY: `values` is `[rows, width]` row-major, `hidden` `[rows, d]`
+                    // row-major, and `rhs` addresses `[d, width]` inside the weight.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            width,
+                            d,
+                            values.as_mut_ptr(),
+                            1,
+                            width as isize,
+                            false,
+                            hidden.as_ptr(),
+                            1,
+                            d as isize,
+                            rhs.start,
+                            rhs.col_stride,
+                            rhs.row_stride,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    values.chunks(width).map(max_and_sum_exp).collect()
+                })
+                .collect();
+
+            // Each row's log-sum-exp from its slabs' maxima and sums, and the loss.
+            let slab_of = |label: usize| (label / SLAB_COLUMNS, label % SLAB_COLUMNS);
+            let mut log_sum_exp = vec![0f32; rows];
+            let mut total = 0.0;
+            for (row, target) in targets.iter().enumerate() {
+                let Some(label) = *target else { continue };
+                let max = stats
+                    .iter()
+                    .map(|s| s[row].0)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = stats
+                    .iter()
+                    .map(|s| s[row].1 as f64 * ((s[row].0 - max) as f64).exp())
+                    .sum();
+                let lse = max as f64 + sum.ln();
+                let (slab, column) = slab_of(label);
+                let width = SLAB_COLUMNS.min(self.vocab - slab * SLAB_COLUMNS);
+                let picked = logits[slab * rows * SLAB_COLUMNS + row * width + column];
+                total += row_weight * (lse - picked as f64);
+                log_sum_exp[row] = lse as f32;
+            }
+            let Some(gradient) = gradient else {
+                return total;
+            };
+
+            // The slabs become `w·(softmax − onehot)` in place and are multiplied by the weight's
+            // words at once, each thread accumulating its own `[rows, d]` sum.
+            let weight = row_weight as f32;
+            let partial = logits
+                .par_chunks_mut(rows * SLAB_COLUMNS)
+                .enumerate()
+                .fold(
+                    || vec![0f32; rows * d],
+                    |mut sum, (slab, values)| {
+                        let v0 = slab * SLAB_COLUMNS;
+                        let width = values.len() / rows;
+                        for (row, values) in values.chunks_mut(width).enumerate() {
+                            match targets[row] {
+                                None => values.fill(0.0),
+                                Some(label) => {
+                                    softmax_times(values, log_sum_exp[row], weight);
+                                    if (v0..v0 + width).contains(&label) {
+                                        values[label - v0] -= weight;
+                                    }
+                                }
+                            }
+                        }
+                        let rhs = self.gradient_rhs(v0);
+                        // SAFETY: `sum` is `[rows, d]`, `values` `[rows, width]`, both
+                        // row-major, and `rhs` addresses `[width, d]` inside the weight.
+                        unsafe {
+                            gemm::gemm(
+                                rows,
+                                d,
+                                width,
+                                sum.as_mut_ptr(),
+                                1,
+                                d as isize,
+                                true,
+                                values.as_ptr(),
+                                1,
+                                width as isize,
+                                rhs.start,
+                                rhs.col_stride,
+                                rhs.row_stride,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        sum
+                    },
+                )
+                .reduce(
+                    || vec![0f32; rows * d],
+                    |mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                        a
+                    },
+                );
+            gradient.copy_from_slice(&partial);
+            total
+        }
+    }
+
+    /// A row's maximum and `Σ exp(z − max)`.
+    fn max_and_sum_exp(row: &[f32]) -> (f32, f32) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx512_fma() {
+            // SAFETY: the CPU has AVX-512F and FMA.
+            return unsafe { avx512::max_and_sum_exp(row) };
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (max, row.iter().map(|z| (z - max).exp()).sum())
+    }
+
+    /// `z ← w·exp(z − lse)` over a row.
+    fn softmax_times(row: &mut [f32], lse: f32, weight: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx512_fma() {
+            // SAFETY: the CPU has AVX-512F and FMA.
+            return unsafe { avx512::softmax_times(row, lse, weight) };
+        }
+        row.iter_mut().for_each(|z| *z = weight * (*z - lse).exp());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use std::arch::x86_64::{
+            __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+            _mm512_mask_add_ps, _mm512_mask_loadu_ps, _mm512_mask_max_ps, _mm512_mask_storeu_ps,
+            _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps,
+            _mm512_roundscale_ps, _mm512_scalef_ps, _mm512_set1_ps, _mm512_setzero_ps,
+            _mm512_sub_ps, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+        };
+
+        const LANES: usize = 16;
+
+        /// `exp(x)` for `x ≤ 88` on 16 lanes: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, Cephes'
+        /// degree-6 polynomial for `exp(r)`, then `2ⁿ` by `scalef`. Below −103 the result is 0
+        /// or subnormal, as is the exact value's `f32` rounding.
+        #[target_feature(enable = "avx512f,fma")]
+        pub(super) fn exp(x: __m512) -> __m512 {
+            let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm512_set1_ps(1.987_569_1e-4);
+            for c in [
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                0.166_666_65,
+                0.5,
+            ] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+            }
+            let y = _mm512_fmadd_ps(
+                p,
+                _mm512_mul_ps(r, r),
+                _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+            );
+            _mm512_scalef_ps(y, n)
+        }
+
+        fn tail_mask(len: usize) -> __mmask16 {
+            ((1u32 << len) - 1) as __mmask16
+        }
+
+        #[target_feature(enable = "avx512f,fma")]
+        pub(super) unsafe fn max_and_sum_exp(row: &[f32]) -> (f32, f32) {
+            let full = row.len() / LANES * LANES;
+            let tail = tail_mask(row.len() - full);
+            let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut max = lowest;
+            for i in (0..full).step_by(LANES) {
+                // SAFETY: `i + 16 ≤ full ≤ row.len()`.
+                max = _mm512_max_ps(max, unsafe { load(row, i) });
+            }
+            // SAFETY: the mask covers the `row.len() − full` values left.
+            let last = unsafe { _mm512_mask_loadu_ps(lowest, tail, row[full..].as_ptr()) };
+            max = _mm512_mask_max_ps(max, tail, max, last);
+            let max = _mm512_reduce_max_ps(max);
+            let shift = _mm512_set1_ps(max);
+            let mut sum = _mm512_setzero_ps();
+            for i in (0..full).step_by(LANES) {
+                // SAFETY: as above.
+                sum = _mm512_add_ps(sum, exp(_mm512_sub_ps(unsafe { load(row, i) }, shift)));
+            }
+            sum = _mm512_mask_add_ps(sum, tail, sum, exp(_mm512_sub_ps(last, shift)));
+            (max, _mm512_reduce_add_ps(sum))
+        }
+
+        #[target_feature(enable = "avx512f,fma")]
+        pub(super) unsafe fn softmax_times(row: &mut [f32], lse: f32, weight: f32) {
+            let shift = _mm512_set1_ps(lse);
+            let weight = _mm512_set1_ps(weight);
+            let zero = _mm512_setzero_ps();
+            for chunk in row.chunks_mut(LANES) {
+                let mask = tail_mask(chunk.len());
+                // SAFETY: the mask covers `chunk`'s values only.
+                unsafe {
+                    let z = _mm512_mask_loadu_ps(zero, mask, chunk.as_ptr());
+                    let g = _mm512_mul_ps(weight, exp(_mm512_sub_ps(z, shift)));
+                    _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, g);
+                }
+            }
+        }
+
+        /// 16 values of `row` from `i`.
+        ///
+        /// # Safety
+        /// `i + 16 ≤ row.len()`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(row: &[f32], i: usize) -> __m512 {
+            // SAFETY: the caller keeps `i + 16` within `row`.
+            unsafe { std::arch::x86_64::_mm512_loadu_ps(row.as_ptr().add(i)) }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use burn::backend::{Autodiff, NdArray};
+        use burn::tensor::activation::log_softmax;
+        use burn::tensor::{Distribution, Int, Tensor, TensorData};
+        use burn_flex::Flex;
+
+        use super::super::linear_cross_entropy;
+        use super::HeadLayout;
+
+        type T = Autodiff<Flex>;
+        const IGNORE: i64 = -100;
+
+        /// Labels in `0..vocab`, every fifth one ignored.
+        fn labels(rows: usize, vocab: usize) -> Vec<i64> {
+            (0..rows)
+                .map(|i| {
+                    if i % 5 == 3 {
+                        IGNORE
+                    } else {
+                        ((i * 7919 + 13) % vocab) as i64
+                    }
+                })
+                .collect()
+        }
+
+        /// The loss and `∂loss/∂hidden` with Burn's recorded operations.
+        fn reference(
+            hidden: &Tensor<T, 2>,
+            weight: &Tensor<T, 2>,
+            layout: HeadLayout,
+            labels: &[i64],
+        ) -> (f32, Vec<f32>) {
+            let device = Default::default();
+            let h = hidden.clone().detach().require_grad();
+            let logits = match layout {
+                HeadLayout::VocabRows => h.clone().matmul(weight.clone().transpose()),
+                HeadLayout::VocabColumns => h.clone().matmul(weight.clone()),
+            };
+            let kept: Vec<f32> = labels.iter().map(|l| (*l != IGNORE) as u8 as f32).collect();
+            let count = kept.iter().sum::<f32>();
+            let safe: Vec<i64> = labels.iter().map(|l| (*l).max(0)).collect();
+            let rows = labels.len();
+            let safe = Tensor::<T, 2, Int>::from_data(TensorData::new(safe, [rows, 1]), &device);
+            let kept = Tensor::<T, 2>::from_data(TensorData::new(kept, [rows, 1]), &device);
+            let loss = (log_softmax(logits, 1).gather(1, safe) * kept).sum().neg() / count;
+            let value = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let grad = h.grad(&grads).expect("gradient").into_data();
+            (value, grad.into_vec::<f32>().expect("f32"))
+        }
+
+        fn check(rows: usize, d: usize, vocab: usize, layout: HeadLayout) {
+            let device = Default::default();
+            let hidden =
+                Tensor::<T, 2>::random([rows, d], Distribution::Uniform(-2.0, 2.0), &device);
+            let shape = match layout {
+                HeadLayout::VocabRows => [vocab, d],
+                HeadLayout::VocabColumns => [d, vocab],
+            };
+            let weight = Tensor::<T, 2>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
+            let labels = labels(rows, vocab);
+            let (expected, expected_grad) = reference(&hidden, &weight, layout, &labels);
+
+            let h = hidden.detach().require_grad();
+            let loss = linear_cross_entropy(h.clone(), &weight, layout, &labels, IGNORE)
+                .expect("the fused path applies on autodiff over flex");
+            let found = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let grad = h.grad(&grads).expect("gradient").into_data();
+            let grad = grad.into_vec::<f32>().expect("f32");
+            assert!(
+                (found - expected).abs() <= 1e-5 * expected.abs(),
+                "loss {found} against {expected}"
+            );
+            let largest = expected_grad.iter().fold(0f32, |m, g| m.max(g.abs()));
+            for (i, (f, e)) in grad.iter().zip(&expected_grad).enumerate() {
+                assert!(
+                    (f - e).abs() <= 1e-5 * largest,
+                    "gradient element {i}: {f} against {e} (largest {largest})"
+                );
+            }
+        }
+
+        #[test]
+        fn tied_layout_matches_recorded_log_softmax_and_gather() {
+            // Three slabs, the last one partial.
+            check(70, 48, 4500, HeadLayout::VocabRows);
+        }
+
+        #[test]
+        fn linear_layout_matches_recorded_log_softmax_and_gather() {
+            check(37, 40, 2100, HeadLayout::VocabColumns);
+        }
+
+        #[test]
+        fn more_rows_than_a_block_match_recorded_log_softmax_and_gather() {
+            check(1030, 16, 2050, HeadLayout::VocabRows);
+        }
+
+        #[test]
+        fn without_autodiff_only_the_value_is_computed() {
+            let device = Default::default();
+            let hidden =
+                Tensor::<Flex, 2>::random([9, 24], Distribution::Uniform(-2.0, 2.0), &device);
+            let weight =
+                Tensor::<Flex, 2>::random([3000, 24], Distribution::Uniform(-1.0, 1.0), &device);
+            let labels = labels(9, 3000);
+            let (expected, _) = reference(
+                &Tensor::<T, 2>::from_data(hidden.to_data(), &device),
+                &Tensor::<T, 2>::from_data(weight.to_data(), &device),
+                HeadLayout::VocabRows,
+                &labels,
+            );
+            let found =
+                linear_cross_entropy(hidden, &weight, HeadLayout::VocabRows, &labels, IGNORE)
+                    .expect("the fused path applies on flex")
+                    .into_scalar();
+            assert!(
+                (found - expected).abs() <= 1e-5 * expected.abs(),
+                "{found} against {expected}"
+            );
+        }
+
+        #[test]
+        fn a_trainable_weight_takes_the_caller_s_path() {
+            let device = Default::default();
+            let hidden = Tensor::<T, 2>::ones([2, 8], &device);
+            let weight = Tensor::<T, 2>::ones([10, 8], &device).require_grad();
+            assert!(
+                linear_cross_entropy(hidden, &weight, HeadLayout::VocabRows, &[1, 2], IGNORE)
+                    .is_none()
+            );
+        }
+
+        #[test]
+        fn all_ignored_or_out_of_range_labels_take_the_caller_s_path() {
+            let device = Default::default();
+            let hidden = Tensor::<T, 2>::ones([2, 8], &device);
+            let weight = Tensor::<T, 2>::ones([10, 8], &device);
+            for labels in [[IGNORE, IGNORE], [1, 10], [-1, 2]] {
+                let loss = linear_cross_entropy(
+                    hidden.clone(),
+                    &weight,
+                    HeadLayout::VocabRows,
+                    &labels,
+                    IGNORE,
+                );
+                assert!(loss.is_none(), "labels {labels:?}");
+            }
+            // Mismatched shapes too.
+            assert!(linear_cross_entropy(
+                hidden,
+                &weight,
+                HeadLayout::VocabColumns,
+                &[1, 2],
+                IGNORE
+            )
+            .is_none());
+        }
+
+        #[test]
+        fn other_backends_take_the_caller_s_path() {
+            let device = Default::default();
+            let hidden = Tensor::<NdArray, 2>::ones([2, 8], &device);
+            let weight = Tensor::<NdArray, 2>::ones([10, 8], &device);
+            assert!(
+                linear_cross_entropy(hidden, &weight, HeadLayout::VocabRows, &[1, 2], IGNORE)
+                    .is_none()
+            );
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn vector_exp_is_within_two_ulp_of_the_exact_value() {
+            if !crate::flex_tensor::has_avx512_fma() {
+                return;
+            }
+            let mut worst = 0u32;
+            let mut x = -103.0f32;
+            while x <= 0.0 {
+                let lanes = [x; 16];
+                // SAFETY: the CPU has AVX-512F and FMA (checked above).
+                let found = unsafe {
+                    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+                    let mut out = [0f32; 16];
+                    _mm512_storeu_ps(
+                        out.as_mut_ptr(),
+                        super::avx512::exp(_mm512_loadu_ps(lanes.as_ptr())),
+                    );
+                    out[0]
+                };
+                let exact = (x as f64).exp() as f32;
+                if exact.is_normal() {
+                    worst = worst.max(found.to_bits().abs_diff(exact.to_bits()));
+                }
+                x += 0.001_3;
+            }
+            assert!(worst <= 2, "{worst} ulp");
+        }
+    }
+}
