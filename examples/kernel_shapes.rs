@@ -9,6 +9,9 @@
 //!   the softmax over 1024 rows of each result (`T5ForConditionalGeneration::lm_logits`);
 //! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`,
 //!   `cross_entropy_ignoring`, the fused `linear_cross_entropy`, and the head's products alone;
+//! - T5's layer norm over `[8, 128, 512]` and the attention softmax over `[8, 8, 128, 128]`,
+//!   forward and backward: Burn's recorded operations against `lora_core::rms_norm` and
+//!   `lora_core::softmax_last_dim`;
 //! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`;
 //! - a `LoraLinear` base product `[rows, 512] · [512, 2048]` (t5-small's `wi`) over 1, 4, 16
 //!   and 64 rows with the weight in f32 and in int8 (32 weights per scale), and one row through
@@ -21,12 +24,12 @@
 use std::time::Instant;
 
 use burn::nn::LinearConfig;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Distribution, Int, Tensor};
 use lora_burn::backend::{Backend, BackendInfo, InferenceBackend as B, TrainBackend as T};
 use lora_burn::lora_core::{
-    few_rows_times_transposed, int8_quantizer, linear_cross_entropy, Dropout, HeadLayout,
-    LoraLinear,
+    few_rows_times_transposed, int8_quantizer, linear_cross_entropy, rms_norm, softmax_last_dim,
+    Dropout, HeadLayout, LoraLinear,
 };
 use lora_burn::lora_t5::cross_entropy_ignoring;
 
@@ -166,6 +169,53 @@ fn head_and_loss() {
     );
 }
 
+/// T5's layer norm and attention softmax at the training step's sizes, forward and backward on
+/// the autodiff backend: Burn's recorded operations against `lora_core`'s single operations.
+fn row_operations() {
+    let x = random::<T, 3>([8, 128, 512]);
+    let weight = random::<T, 1>([512]);
+    let upstream = random::<T, 3>([8, 128, 512]);
+    let norm = |fused: bool| {
+        let upstream = upstream.clone();
+        let (x, weight) = (x.clone().require_grad(), weight.clone());
+        median_ms(9, move || {
+            let y = if fused {
+                rms_norm(x.clone(), weight.clone(), 1e-6)
+            } else {
+                let mean_square = x.clone().square().mean_dim(2);
+                x.clone()
+                    * (mean_square + 1e-6).sqrt().recip()
+                    * weight.clone().reshape([1, 1, 512])
+            };
+            let grads = (y * upstream.clone()).sum().backward();
+            let _ = x.grad(&grads).expect("gradient").into_data();
+        })
+    };
+    let scores = random::<T, 4>([8, 8, 128, 128]);
+    let upstream_scores = random::<T, 4>([8, 8, 128, 128]);
+    let soft = |fused: bool| {
+        let upstream = upstream_scores.clone();
+        let x = scores.clone().require_grad();
+        median_ms(9, move || {
+            let y = if fused {
+                softmax_last_dim(x.clone())
+            } else {
+                softmax(x.clone(), 3)
+            };
+            let grads = (y * upstream.clone()).sum().backward();
+            let _ = x.grad(&grads).expect("gradient").into_data();
+        })
+    };
+    println!(
+        "rms_norm fwd+bwd over [8, 128, 512]: recorded {:.2}, one operation {:.2}; \
+         softmax fwd+bwd over [8, 8, 128, 128]: recorded {:.2}, one operation {:.2}",
+        norm(false),
+        norm(true),
+        soft(false),
+        soft(true)
+    );
+}
+
 fn dropout_masks() {
     let x = random::<T, 2>([1024, 1024]);
     let burn_mask = op_ms(11, || x.random_like(Distribution::Bernoulli(0.9)));
@@ -234,5 +284,6 @@ fn main() {
     rank_r_products();
     tied_head();
     head_and_loss();
+    row_operations();
     dropout_masks();
 }

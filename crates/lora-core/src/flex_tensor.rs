@@ -82,3 +82,39 @@ pub(crate) fn from_flex<B: Backend, const D: usize>(tensor: FlexTensor) -> Optio
 pub(crate) fn has_avx512_fma() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
 }
+
+/// The autodiff backend over flex, whose tensors the fused operations record themselves.
+pub(crate) type AutodiffFlex = Autodiff<Flex>;
+
+/// `value` as a `U` when `T` is `U`, `Err(value)` otherwise.
+fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let boxed: Box<dyn Any> = Box::new(value);
+    match boxed.downcast::<U>() {
+        Ok(cast) => Ok(*cast),
+        Err(boxed) => match boxed.downcast::<T>() {
+            Ok(value) => Err(*value),
+            Err(_) => unreachable!("a box holds the type it was made with"),
+        },
+    }
+}
+
+/// `tensor` as an autodiff-over-flex `f32` tensor; `Err(tensor)` for any other backend or
+/// element type.
+pub(crate) fn into_autodiff_flex<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<Tensor<AutodiffFlex, D>, Tensor<B, D>> {
+    if tensor.dtype() != DType::F32 {
+        return Err(tensor);
+    }
+    cast(tensor)
+}
+
+/// The inverse of [`into_autodiff_flex`], for a tensor it returned.
+pub(crate) fn from_autodiff_flex<B: Backend, const D: usize>(
+    tensor: Tensor<AutodiffFlex, D>,
+) -> Tensor<B, D> {
+    match cast(tensor) {
+        Ok(tensor) => tensor,
+        Err(_) => unreachable!("only called with `B` the autodiff backend over flex"),
+    }
+}

@@ -2,11 +2,10 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use lora_core::Dropout;
 use lora_core::LoraLinear;
+use lora_core::{softmax_last_dim, swap_middle_dims, Dropout};
 
 use crate::position_bias::bucket_grid;
 use crate::T5Config;
@@ -111,8 +110,7 @@ impl<B: Backend> T5Attention<B> {
     /// Splits `[batch, length, heads · d_kv]` into `[batch, heads, length, d_kv]`.
     fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [batch, length, _] = x.dims();
-        x.reshape([batch, length, self.num_heads, self.d_kv])
-            .swap_dims(1, 2)
+        swap_middle_dims(x.reshape([batch, length, self.num_heads, self.d_kv]))
     }
 
     /// Keys and values of `source` (`[batch, length, d_model]`).
@@ -135,11 +133,12 @@ impl<B: Backend> T5Attention<B> {
         let q = self.split_heads(self.q.forward(hidden));
         // T5 does not scale the scores by 1/sqrt(d_kv).
         let scores = q.matmul(key_value.key.clone().swap_dims(2, 3)) + bias;
-        let weights = self.dropout.forward(softmax(scores, 3));
-        let context = weights
-            .matmul(key_value.value.clone())
-            .swap_dims(1, 2)
-            .reshape([batch, query, self.num_heads * self.d_kv]);
+        let weights = self.dropout.forward(softmax_last_dim(scores));
+        let context = swap_middle_dims(weights.matmul(key_value.value.clone())).reshape([
+            batch,
+            query,
+            self.num_heads * self.d_kv,
+        ]);
         self.o.forward(context)
     }
 }

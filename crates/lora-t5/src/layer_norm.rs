@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use lora_core::rms_norm;
 
 /// `y = weight · x / sqrt(mean(x²) + ε)` over the last dimension.
 ///
@@ -34,13 +35,9 @@ impl<B: Backend> T5LayerNorm<B> {
         }
     }
 
-    /// Normalises `x` (`[..., d_model]`).
+    /// Normalises `x` (`[..., d_model]`), in one pass where `lora_core::rms_norm` has a fast path
+    /// (flex, and one recorded operation on autodiff over flex).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let mean_square = x.clone().square().mean_dim(D - 1);
-        let normalised = x * (mean_square + self.epsilon).sqrt().recip();
-        let [d] = self.weight.dims();
-        let mut shape = [1usize; D];
-        shape[D - 1] = d;
-        normalised * self.weight.val().reshape(shape)
+        rms_norm(x, self.weight.val(), self.epsilon)
     }
 }
