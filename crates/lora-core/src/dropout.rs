@@ -13,8 +13,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// On the CPU backends (`ndarray`, `flex`) the mask is drawn on the host with xoshiro256++,
 /// seeded by one draw from the backend's own generator, so [`Backend::seed`] still fixes every
 /// mask and seeded runs stay reproducible; the mask carries the scale, so applying it is one
-/// multiplication. Burn's `Bernoulli` sampling costs 12 ns per element on flex, this (mask and
-/// product) 2.3 ns (`examples/kernel_shapes.rs`). Other backends draw the mask on the device with Burn's sampler.
+/// multiplication; the mask is drawn in blocks of 2¹⁶ elements on all threads (crate feature
+/// `flex`). Burn's `Bernoulli` sampling costs 12 ns per element on flex, this (mask and product)
+/// 2.3 ns on one thread (`examples/kernel_shapes.rs`). Other backends draw the mask on the device with Burn's sampler.
 ///
 /// ```
 /// use burn::backend::{Autodiff, NdArray};
@@ -87,23 +88,40 @@ fn backend_seed<B: Backend>(device: &B::Device) -> u64 {
     })
 }
 
-/// `count` values, each `1 / keep` with probability `keep` and 0 otherwise: element `i` is
-/// kept when the `i`-th 32-bit draw of xoshiro256++ (seeded with `seed`, two draws per 64-bit
-/// output, low half first) is below `keep · 2³²`.
+/// Elements per block of a mask: each block draws from its own generator, so that blocks fill
+/// on all threads and the mask does not depend on how many there are.
+const MASK_BLOCK: usize = 1 << 16;
+
+/// `count` values, each `1 / keep` with probability `keep` and 0 otherwise. Element `i` lies in
+/// block `b = i / 2¹⁶`, drawn by xoshiro256++ seeded (`seed_from_u64`) with
+/// `seed ⊕ b·0x9E3779B97F4A7C15`: it is kept when the block's `(i mod 2¹⁶)`-th 32-bit draw (two
+/// per 64-bit output, low half first) is below `keep · 2³²`. Blocks fill on all threads with
+/// the crate feature `flex` (rayon), one after another without it; the values are the same.
 pub(crate) fn scaled_keep_mask(count: usize, keep: f64, seed: u64) -> Vec<f32> {
     let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u64;
     let scale = (1.0 / keep) as f32;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut mask = Vec::with_capacity(count);
-    let value = |draw: u64| if draw < threshold { scale } else { 0.0 };
-    for _ in 0..count / 2 {
-        let bits = rng.next_u64();
-        mask.push(value(bits & 0xffff_ffff));
-        mask.push(value(bits >> 32));
+    let mut mask = vec![0f32; count];
+    let fill = |(block, values): (usize, &mut [f32])| {
+        let block_seed = seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(block_seed);
+        let value = |draw: u64| if draw < threshold { scale } else { 0.0 };
+        let mut pairs = values.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            let bits = rng.next_u64();
+            pair[0] = value(bits & 0xffff_ffff);
+            pair[1] = value(bits >> 32);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = value(rng.next_u64() & 0xffff_ffff);
+        }
+    };
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        mask.par_chunks_mut(MASK_BLOCK).enumerate().for_each(fill);
     }
-    if count % 2 == 1 {
-        mask.push(value(rng.next_u64() & 0xffff_ffff));
-    }
+    #[cfg(not(feature = "flex"))]
+    mask.chunks_mut(MASK_BLOCK).enumerate().for_each(fill);
     mask
 }
 
@@ -120,6 +138,13 @@ mod tests {
         assert!((kept as f64 - 90_000.9).abs() < 600.0, "{kept}");
         let scale = (1.0 / 0.9) as f32;
         assert!(mask.iter().all(|&v| v == 0.0 || v == scale));
+    }
+
+    #[test]
+    fn blocks_draw_different_streams() {
+        let mask = scaled_keep_mask(2 * super::MASK_BLOCK, 0.5, 3);
+        let (first, second) = mask.split_at(super::MASK_BLOCK);
+        assert_ne!(first, second);
     }
 
     #[test]

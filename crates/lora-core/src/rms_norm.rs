@@ -291,6 +291,21 @@ mod flex {
         }
 
         #[test]
+        fn the_fast_path_is_taken_on_flex_and_autodiff_over_flex() {
+            let device = Default::default();
+            let (x, w) = (
+                Tensor::<Flex, 2>::ones([2, 3], &device),
+                Tensor::<Flex, 1>::ones([3], &device),
+            );
+            assert!(super::rms_norm(x, w, 1e-6).is_ok());
+            let (x, w) = (
+                Tensor::<T, 2>::ones([2, 3], &device).require_grad(),
+                Tensor::<T, 1>::ones([3], &device),
+            );
+            assert!(super::rms_norm(x, w, 1e-6).is_ok());
+        }
+
+        #[test]
         fn flex_inference_gives_burn_s_values() {
             let device = Default::default();
             let x = Tensor::<Flex, 2>::random([33, 40], Distribution::Uniform(-3.0, 3.0), &device);

@@ -165,6 +165,12 @@ mod flex {
         }
 
         #[test]
+        fn the_fast_path_is_taken_on_autodiff_over_flex() {
+            let x = Tensor::<T, 2>::zeros([2, 3], &Default::default()).require_grad();
+            assert!(super::softmax_last_dim(x).is_ok());
+        }
+
+        #[test]
         fn an_untracked_input_gives_the_values_alone() {
             let device = Default::default();
             let x = Tensor::<T, 2>::random([4, 9], Distribution::Uniform(-2.0, 2.0), &device);

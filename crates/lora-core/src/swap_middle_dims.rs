@@ -164,6 +164,15 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_is_taken_on_flex_and_autodiff_over_flex() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::zeros([1, 2, 3, 4], &device);
+        assert!(super::flex::swap_middle_dims(x).is_ok());
+        let x = Tensor::<T, 4>::zeros([1, 2, 3, 4], &device).require_grad();
+        assert!(super::flex::swap_middle_dims(x).is_ok());
+    }
+
+    #[test]
     fn flex_values_equal_burn_s_view() {
         let x = Tensor::<Flex, 4>::random([2, 5, 3, 7], Distribution::Default, &Default::default());
         assert_eq!(
