@@ -5,6 +5,8 @@
 #
 #   VENV=$HOME/.cache/torchvenv OUT=/tmp/sitting scripts/bench_sitting.sh
 #
+# SKIP_NDARRAY=1 leaves out the ndarray builds and benches (about half of the sitting's time).
+#
 # VENV holds torch, transformers and peft (see scripts/bench_torch_t5.py); CARGO_TARGET_DIR is
 # honoured.
 set -euo pipefail
@@ -25,14 +27,14 @@ run() {
 
 cargo build --release --example gemm_peak --example t5_train_step_memory
 cargo bench --no-run --bench lora_linear --bench t5
-cargo bench --no-run --features ndarray --bench lora_linear --bench t5
+[ -n "${SKIP_NDARRAY:-}" ] || cargo bench --no-run --features ndarray --bench lora_linear --bench t5
 
 run gemm_peak cargo run -q --release --example gemm_peak
 run lora_linear_flex cargo bench -q --bench lora_linear
-run lora_linear_ndarray cargo bench -q --features ndarray --bench lora_linear
+[ -n "${SKIP_NDARRAY:-}" ] || run lora_linear_ndarray cargo bench -q --features ndarray --bench lora_linear
 run lora_linear_torch "$VENV/bin/python" scripts/bench_torch_lora.py --threads 2
 run t5_flex cargo bench -q --bench t5 -- "greedy_64|beam4_32|train_step_bs8"
 # ndarray without the int8 cases: Burn's quantized product there takes about 50 s per greedy run.
-run t5_ndarray cargo bench -q --features ndarray --bench t5 -- "greedy_64$|beam4_32$|train_step_bs8"
+[ -n "${SKIP_NDARRAY:-}" ] || run t5_ndarray cargo bench -q --features ndarray --bench t5 -- "greedy_64$|beam4_32$|train_step_bs8"
 run t5_torch "$VENV/bin/python" scripts/bench_torch_t5.py --threads 2
 run memory_flex cargo run -q --release --example t5_train_step_memory

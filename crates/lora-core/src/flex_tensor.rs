@@ -118,3 +118,87 @@ pub(crate) fn from_autodiff_flex<B: Backend, const D: usize>(
         Err(_) => unreachable!("only called with `B` the autodiff backend over flex"),
     }
 }
+
+/// A matrix inside a slice of `f32`, with its row and column strides (a row-major matrix, or a
+/// transposed view of one), as `gemm` takes it.
+#[derive(Clone, Copy)]
+pub(crate) struct MatrixView<'a> {
+    pub(crate) values: &'a [f32],
+    pub(crate) row_stride: usize,
+    pub(crate) col_stride: usize,
+}
+
+impl<'a> MatrixView<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub(crate) fn row_major(values: &'a [f32], cols: usize) -> Self {
+        Self {
+            values,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub(crate) fn transposed(values: &'a [f32], cols: usize) -> Self {
+        Self {
+            values,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    /// Whether a `[rows, cols]` matrix with these strides lies inside `values`.
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.values.len()
+    }
+}
+
+/// `dst ← lhs · rhs` (`[m, k] · [k, n]`, `dst` row-major `[m, n]`), or `dst += lhs · rhs` when
+/// `accumulate`, on all threads when `parallel`. `None` when a matrix does not fit its slice.
+pub(crate) fn gemm_into(
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: MatrixView<'_>,
+    rhs: MatrixView<'_>,
+    [m, k, n]: [usize; 3],
+    parallel: bool,
+) -> Option<()> {
+    if dst.len() != m * n || !lhs.holds(m, k) || !rhs.holds(k, n) {
+        return None;
+    }
+    if m == 0 || n == 0 {
+        return Some(());
+    }
+    // SAFETY: every matrix lies inside its slice (checked above), and `dst` is borrowed mutably,
+    // so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.values.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.values.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+    Some(())
+}

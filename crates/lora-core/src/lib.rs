@@ -32,6 +32,8 @@ mod few_rows_product;
 #[cfg(feature = "flex")]
 mod flex_tensor;
 #[cfg(feature = "flex")]
+mod frozen_linear;
+#[cfg(feature = "flex")]
 mod int8_product;
 mod linalg;
 mod linear;

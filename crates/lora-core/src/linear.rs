@@ -342,6 +342,15 @@ impl<B: Backend> LoraLinear<B> {
                 return y;
             }
         }
+        // On flex (and autodiff over it), one GEMM into a buffer of its own.
+        #[cfg(feature = "flex")]
+        let x = {
+            let bias = self.base.bias.as_ref().map(|b| b.val());
+            match crate::frozen_linear::frozen_linear(x, &self.base.weight.val(), bias.as_ref()) {
+                Ok(y) => return y,
+                Err(x) => x,
+            }
+        };
         linear_flat(
             x,
             self.base.weight.val(),
