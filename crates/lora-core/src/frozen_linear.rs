@@ -1,5 +1,5 @@
-//! `x · W + b` for a frozen weight on the flex backend and on autodiff over it, with the GEMM
-//! called directly.
+//! `x · W + b` for a frozen weight on autodiff over the flex backend, recorded as one operation
+//! with the GEMM called directly.
 //!
 //! Burn 0.21's flex backend allocates every product's output as zeroed bytes and then copies
 //! them into a buffer of the alignment it requires (`FlexTensor::empty`): two passes over the
@@ -12,14 +12,14 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::flex_tensor::{
-    any_float_primitive, float_primitive, from_autodiff_flex, from_flex, gemm_into,
-    into_autodiff_flex, row_major_f32, MatrixView,
+    any_float_primitive, from_autodiff_flex, gemm_into, into_autodiff_flex, row_major_f32,
+    MatrixView,
 };
 
 /// Multiply-adds from which a product runs on all threads: burn-flex's own threshold.
 const PARALLEL_MIN_PRODUCTS: usize = 192 * 192 * 192;
 
-/// `x · weight + bias` over the last dimension of `x` (`weight` `[d_input, d_output]`) on flex or
+/// `x · weight + bias` over the last dimension of `x` (`weight` `[d_input, d_output]`) on
 /// autodiff over flex, for a frozen `f32` weight and bias; `Err(x)` otherwise.
 pub(crate) fn frozen_linear<B: Backend, const D: usize>(
     x: Tensor<B, D>,
@@ -44,14 +44,8 @@ pub(crate) fn frozen_linear<B: Backend, const D: usize>(
     let mut out_shape = x.dims();
     out_shape[D - 1] = d_output;
 
-    // The flex backend itself (inference).
-    if let Some(x_flex) = float_primitive(&x) {
-        let Some(y) = product(&x_flex, &weight, bias.as_ref(), [d_input, d_output]) else {
-            return Err(x);
-        };
-        let y = burn_flex::FlexTensor::from_data(TensorData::new(y, out_shape));
-        return from_flex(y).ok_or(x);
-    }
+    // Inference on flex keeps Burn's product: on the embedded model's generation, whose
+    // products are small, it measured faster (`lora-t5 eval`, 0.7 s against 0.9 s).
     let x = into_autodiff_flex(x)?;
     let primitive = x.into_primitive().tensor();
     let Some(y) = product(
@@ -204,13 +198,11 @@ mod tests {
     }
 
     #[test]
-    fn flex_inference_equals_burn_s_linear() {
+    fn flex_inference_keeps_burn_s_linear() {
         let device = Default::default();
-        let x = Tensor::<Flex, 3>::random([3, 70, 40], Distribution::Default, &device);
-        let w = Tensor::<Flex, 2>::random([40, 24], Distribution::Default, &device);
-        let b = Tensor::<Flex, 1>::random([24], Distribution::Default, &device);
-        let found = frozen_linear(x.clone(), &w, Some(&b)).expect("flex");
-        close(&values(found), &values(linear(x, w, Some(b))), "value");
+        let x = Tensor::<Flex, 2>::ones([2, 4], &device);
+        let w = Tensor::<Flex, 2>::ones([4, 3], &device);
+        assert!(frozen_linear(x, &w, None).is_err());
     }
 
     #[test]
