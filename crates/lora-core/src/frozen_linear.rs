@@ -173,28 +173,17 @@ mod autodiff {
 #[cfg(test)]
 mod tests {
     use burn::backend::Autodiff;
-    use burn::tensor::backend::Backend;
     use burn::tensor::module::linear;
     use burn::tensor::{Distribution, Tensor};
     use burn_flex::Flex;
 
     use super::frozen_linear;
+    use crate::test_util::{assert_close, values};
 
     type T = Autodiff<Flex>;
 
-    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().expect("f32")
-    }
-
     fn close(found: &[f32], expected: &[f32], what: &str) {
-        assert_eq!(found.len(), expected.len());
-        let largest = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (i, (f, e)) in found.iter().zip(expected).enumerate() {
-            assert!(
-                (f - e).abs() <= 1e-5 * largest,
-                "{what} {i}: {f} against {e}"
-            );
-        }
+        assert_close(found, expected, 1e-5, what);
     }
 
     #[test]

@@ -49,6 +49,8 @@ mod rms_norm;
 mod softmax;
 mod swap_middle_dims;
 mod tensor_util;
+#[cfg(all(test, feature = "flex"))]
+mod test_util;
 mod trainable;
 mod weighted;
 

@@ -84,7 +84,7 @@ mod flex {
     use rayon::prelude::*;
 
     use super::HeadLayout;
-    use crate::flex_tensor::{any_float_primitive, row_major_f32};
+    use crate::flex_tensor::{any_float_primitive, gemm_into, row_major_f32, MatrixView};
 
     /// Vocabulary columns per slab: one task's product and reduction. The slab's product keeps
     /// the GEMM's full rate on one thread (`[1024, 512] · [512, 2048]`).
@@ -135,7 +135,7 @@ mod flex {
         };
         let want_gradient = B::ad_enabled(&hidden.device());
         let (value, gradient) =
-            head.loss(&hidden_values, &targets, 1.0 / kept as f64, want_gradient);
+            head.loss(&hidden_values, &targets, 1.0 / kept as f64, want_gradient)?;
         let device = hidden.device();
         let value = Tensor::<B, 1>::from_data(TensorData::new(vec![value as f32], [1]), &device);
         let Some(gradient) = gradient else {
@@ -155,36 +155,22 @@ mod flex {
         pub(crate) d: usize,
     }
 
-    /// A raw view of a strided matrix for `gemm`: its first element and its row and column
-    /// strides.
-    struct Strided {
-        start: *const f32,
-        row_stride: isize,
-        col_stride: isize,
-    }
-
     impl Head<'_> {
         /// The weight's words `v0..` as the right-hand side of `hidden · Wᵀ` (`[d, words]`).
-        fn logits_rhs(&self, v0: usize) -> Strided {
+        fn logits_rhs(&self, v0: usize) -> MatrixView<'_> {
             match self.layout {
-                HeadLayout::VocabRows => Strided {
-                    start: self.weight[v0 * self.d..].as_ptr(),
-                    row_stride: 1,
-                    col_stride: self.d as isize,
-                },
-                HeadLayout::VocabColumns => Strided {
-                    start: self.weight[v0..].as_ptr(),
-                    row_stride: self.vocab as isize,
-                    col_stride: 1,
-                },
+                HeadLayout::VocabRows => {
+                    MatrixView::transposed(&self.weight[v0 * self.d..], self.d)
+                }
+                HeadLayout::VocabColumns => MatrixView::row_major(&self.weight[v0..], self.vocab),
             }
         }
 
         /// The weight's words `v0..` as the right-hand side of `g · W` (`[words, d]`).
-        fn gradient_rhs(&self, v0: usize) -> Strided {
+        fn gradient_rhs(&self, v0: usize) -> MatrixView<'_> {
             let transposed = self.logits_rhs(v0);
-            Strided {
-                start: transposed.start,
+            MatrixView {
+                values: transposed.values,
                 row_stride: transposed.col_stride,
                 col_stride: transposed.row_stride,
             }
@@ -198,7 +184,7 @@ mod flex {
             targets: &[Option<usize>],
             row_weight: f64,
             want_gradient: bool,
-        ) -> (f64, Option<Vec<f32>>) {
+        ) -> Option<(f64, Option<Vec<f32>>)> {
             let d = self.d;
             let mut total = 0.0;
             let mut gradient = want_gradient.then(|| vec![0f32; targets.len() * d]);
@@ -208,9 +194,10 @@ mod flex {
                 let block_gradient = gradient
                     .as_mut()
                     .map(|g| &mut g[start * d..(start + block_targets.len()) * d]);
-                total += self.block_loss(block_hidden, block_targets, row_weight, block_gradient);
+                total +=
+                    self.block_loss(block_hidden, block_targets, row_weight, block_gradient)?;
             }
-            (total, gradient)
+            Some((total, gradient))
         }
 
         fn block_loss(
@@ -219,7 +206,7 @@ mod flex {
             targets: &[Option<usize>],
             row_weight: f64,
             gradient: Option<&mut [f32]>,
-        ) -> f64 {
+        ) -> Option<f64> {
             let rows = targets.len();
             let d = self.d;
             // The logits in slabs of `SLAB_COLUMNS` vocabulary columns, each slab `[rows, width]`.
@@ -230,35 +217,17 @@ mod flex {
                 .map(|(slab, values)| {
                     let v0 = slab * SLAB_COLUMNS;
                     let width = values.len() / rows;
-                    let rhs = self.logits_rhs(v0);
-                    // SAFETY: `values` is `[rows, width]` row-major, `hidden` `[rows, d]`
-                    // row-major, and `rhs` addresses `[d, width]` inside the weight.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            width,
-                            d,
-                            values.as_mut_ptr(),
-                            1,
-                            width as isize,
-                            false,
-                            hidden.as_ptr(),
-                            1,
-                            d as isize,
-                            rhs.start,
-                            rhs.col_stride,
-                            rhs.row_stride,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    values.chunks(width).map(max_and_sum_exp).collect()
+                    gemm_into(
+                        values,
+                        false,
+                        MatrixView::row_major(hidden, d),
+                        self.logits_rhs(v0),
+                        [rows, d, width],
+                        false,
+                    )?;
+                    Some(values.chunks(width).map(max_and_sum_exp).collect())
                 })
-                .collect();
+                .collect::<Option<_>>()?;
 
             // Each row's log-sum-exp from its slabs' maxima and sums, and the loss.
             let slab_of = |label: usize| (label / SLAB_COLUMNS, label % SLAB_COLUMNS);
@@ -282,7 +251,7 @@ mod flex {
                 log_sum_exp[row] = lse as f32;
             }
             let Some(gradient) = gradient else {
-                return total;
+                return Some(total);
             };
 
             // The slabs become `w·(softmax − onehot)` in place and are multiplied by the weight's
@@ -292,8 +261,9 @@ mod flex {
                 .par_chunks_mut(rows * SLAB_COLUMNS)
                 .enumerate()
                 .fold(
-                    || vec![0f32; rows * d],
-                    |mut sum, (slab, values)| {
+                    || Some(vec![0f32; rows * d]),
+                    |sum, (slab, values)| {
+                        let mut sum = sum?;
                         let v0 = slab * SLAB_COLUMNS;
                         let width = values.len() / rows;
                         for (row, values) in values.chunks_mut(width).enumerate() {
@@ -307,44 +277,27 @@ mod flex {
                                 }
                             }
                         }
-                        let rhs = self.gradient_rhs(v0);
-                        // SAFETY: `sum` is `[rows, d]`, `values` `[rows, width]`, both
-                        // row-major, and `rhs` addresses `[width, d]` inside the weight.
-                        unsafe {
-                            gemm::gemm(
-                                rows,
-                                d,
-                                width,
-                                sum.as_mut_ptr(),
-                                1,
-                                d as isize,
-                                true,
-                                values.as_ptr(),
-                                1,
-                                width as isize,
-                                rhs.start,
-                                rhs.col_stride,
-                                rhs.row_stride,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                        sum
+                        gemm_into(
+                            &mut sum,
+                            true,
+                            MatrixView::row_major(values, width),
+                            self.gradient_rhs(v0),
+                            [rows, width, d],
+                            false,
+                        )?;
+                        Some(sum)
                     },
                 )
                 .reduce(
-                    || vec![0f32; rows * d],
-                    |mut a, b| {
+                    || Some(vec![0f32; rows * d]),
+                    |a, b| {
+                        let (mut a, b) = (a?, b?);
                         a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
+                        Some(a)
                     },
-                );
+                )?;
             gradient.copy_from_slice(&partial);
-            total
+            Some(total)
         }
     }
 

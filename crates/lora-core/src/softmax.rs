@@ -131,12 +131,9 @@ mod flex {
         use burn_flex::Flex;
 
         use super::super::softmax_last_dim;
+        use crate::test_util::values;
 
         type T = Autodiff<Flex>;
-
-        fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-            t.into_data().to_vec::<f32>().expect("f32")
-        }
 
         #[test]
         fn values_and_gradients_match_burn_s_recorded_softmax() {

@@ -151,17 +151,13 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use burn::backend::Autodiff;
-    use burn::tensor::backend::Backend;
     use burn::tensor::{Distribution, Tensor};
     use burn_flex::Flex;
 
     use super::swap_middle_dims;
+    use crate::test_util::values;
 
     type T = Autodiff<Flex>;
-
-    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().expect("f32")
-    }
 
     #[test]
     fn the_fast_path_is_taken_on_flex_and_autodiff_over_flex() {
