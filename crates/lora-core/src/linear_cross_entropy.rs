@@ -257,46 +257,42 @@ mod flex {
             // The slabs become `w·(softmax − onehot)` in place and are multiplied by the weight's
             // words at once, each thread accumulating its own `[rows, d]` sum.
             let weight = row_weight as f32;
-            let partial = logits
+            // Each slab's product goes to a buffer of its own and the buffers are summed in slab
+            // order, so the gradient does not depend on how the threads split the work (a
+            // seeded run gives the same adapter every time).
+            let partials: Vec<Vec<f32>> = logits
                 .par_chunks_mut(rows * SLAB_COLUMNS)
                 .enumerate()
-                .fold(
-                    || Some(vec![0f32; rows * d]),
-                    |sum, (slab, values)| {
-                        let mut sum = sum?;
-                        let v0 = slab * SLAB_COLUMNS;
-                        let width = values.len() / rows;
-                        for (row, values) in values.chunks_mut(width).enumerate() {
-                            match targets[row] {
-                                None => values.fill(0.0),
-                                Some(label) => {
-                                    softmax_times(values, log_sum_exp[row], weight);
-                                    if (v0..v0 + width).contains(&label) {
-                                        values[label - v0] -= weight;
-                                    }
+                .map(|(slab, values)| {
+                    let v0 = slab * SLAB_COLUMNS;
+                    let width = values.len() / rows;
+                    for (row, values) in values.chunks_mut(width).enumerate() {
+                        match targets[row] {
+                            None => values.fill(0.0),
+                            Some(label) => {
+                                softmax_times(values, log_sum_exp[row], weight);
+                                if (v0..v0 + width).contains(&label) {
+                                    values[label - v0] -= weight;
                                 }
                             }
                         }
-                        gemm_into(
-                            &mut sum,
-                            true,
-                            MatrixView::row_major(values, width),
-                            self.gradient_rhs(v0),
-                            [rows, width, d],
-                            false,
-                        )?;
-                        Some(sum)
-                    },
-                )
-                .reduce(
-                    || Some(vec![0f32; rows * d]),
-                    |a, b| {
-                        let (mut a, b) = (a?, b?);
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        Some(a)
-                    },
-                )?;
-            gradient.copy_from_slice(&partial);
+                    }
+                    let mut partial = vec![0f32; rows * d];
+                    gemm_into(
+                        &mut partial,
+                        false,
+                        MatrixView::row_major(values, width),
+                        self.gradient_rhs(v0),
+                        [rows, width, d],
+                        false,
+                    )?;
+                    Some(partial)
+                })
+                .collect::<Option<_>>()?;
+            gradient.fill(0.0);
+            for partial in &partials {
+                gradient.iter_mut().zip(partial).for_each(|(g, p)| *g += p);
+            }
             Some(total)
         }
     }
@@ -516,6 +512,37 @@ mod flex {
         #[test]
         fn more_rows_than_a_block_match_recorded_log_softmax_and_gather() {
             check(1030, 16, 2050, HeadLayout::VocabRows);
+        }
+
+        #[test]
+        fn the_gradient_is_the_same_on_every_run() {
+            let device = Default::default();
+            let hidden =
+                Tensor::<T, 2>::random([300, 32], Distribution::Uniform(-2.0, 2.0), &device);
+            let weight =
+                Tensor::<T, 2>::random([9000, 32], Distribution::Uniform(-1.0, 1.0), &device);
+            let labels = labels(300, 9000);
+            let gradient = || {
+                let h = hidden.clone().detach().require_grad();
+                let loss = linear_cross_entropy(
+                    h.clone(),
+                    &weight,
+                    HeadLayout::VocabRows,
+                    &labels,
+                    IGNORE,
+                )
+                .expect("fused");
+                let grads = loss.backward();
+                h.grad(&grads)
+                    .expect("gradient")
+                    .into_data()
+                    .to_vec::<f32>()
+                    .expect("f32")
+            };
+            let first = gradient();
+            for _ in 0..4 {
+                assert_eq!(gradient(), first);
+            }
         }
 
         #[test]
