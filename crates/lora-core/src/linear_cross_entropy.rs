@@ -423,6 +423,7 @@ mod flex {
 
         use super::super::linear_cross_entropy;
         use super::HeadLayout;
+        use crate::test_util::{assert_close, values};
 
         type T = Autodiff<Flex>;
         const IGNORE: i64 = -100;
@@ -483,19 +484,12 @@ mod flex {
                 .expect("the fused path applies on autodiff over flex");
             let found = loss.clone().into_scalar();
             let grads = loss.backward();
-            let grad = h.grad(&grads).expect("gradient").into_data();
-            let grad = grad.into_vec::<f32>().expect("f32");
+            let grad = values(h.grad(&grads).expect("gradient"));
             assert!(
                 (found - expected).abs() <= 1e-5 * expected.abs(),
                 "loss {found} against {expected}"
             );
-            let largest = expected_grad.iter().fold(0f32, |m, g| m.max(g.abs()));
-            for (i, (f, e)) in grad.iter().zip(&expected_grad).enumerate() {
-                assert!(
-                    (f - e).abs() <= 1e-5 * largest,
-                    "gradient element {i}: {f} against {e} (largest {largest})"
-                );
-            }
+            assert_close(&grad, &expected_grad, 1e-5, "gradient element");
         }
 
         #[test]
@@ -532,12 +526,7 @@ mod flex {
                     IGNORE,
                 )
                 .expect("fused");
-                let grads = loss.backward();
-                h.grad(&grads)
-                    .expect("gradient")
-                    .into_data()
-                    .to_vec::<f32>()
-                    .expect("f32")
+                values(h.grad(&loss.backward()).expect("gradient"))
             };
             let first = gradient();
             for _ in 0..4 {

@@ -151,11 +151,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// The language-model head on decoder output, scaled by `d_model^-0.5` when
     /// `config.scale_decoder_outputs`.
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let hidden = if self.config.scale_decoder_outputs {
-            hidden * (self.config.d_model as f64).powf(-0.5)
-        } else {
-            hidden
-        };
+        let hidden = self.scaled_for_head(hidden);
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
@@ -194,10 +190,32 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         attention_mask: Tensor<B, 2, Int>,
         decoder_input_ids: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 3>, T5Error> {
+        let hidden = self.decoder_output(input_ids, attention_mask, decoder_input_ids)?;
+        Ok(self.lm_logits(hidden))
+    }
+
+    /// The decoder's output `[batch, target_len, d_model]` before the head.
+    fn decoder_output(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        decoder_input_ids: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>, T5Error> {
         self.check_ids(&decoder_input_ids, "decoder_input_ids")?;
         let encoded = self.encode(input_ids, attention_mask.clone())?;
         let mut state = self.start_decoding(encoded, attention_mask);
-        Ok(self.decode(decoder_input_ids, &mut state))
+        Ok(self
+            .decoder
+            .decode(self.shared.forward(decoder_input_ids), &mut state))
+    }
+
+    /// `hidden · d_model^-0.5` when `config.scale_decoder_outputs`, as the tied head wants it.
+    fn scaled_for_head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        if self.config.scale_decoder_outputs {
+            hidden * (self.config.d_model as f64).powf(-0.5)
+        } else {
+            hidden
+        }
     }
 
     /// The loss for `labels` (`[batch, target_len]`, [`IGNORE_INDEX`] where no loss is wanted),
@@ -247,12 +265,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         labels: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 1>, T5Error> {
         let decoder_input_ids = self.shift_right(labels.clone());
-        self.check_ids(&decoder_input_ids, "decoder_input_ids")?;
-        let encoded = self.encode(input_ids, attention_mask.clone())?;
-        let mut state = self.start_decoding(encoded, attention_mask);
-        let hidden = self
-            .decoder
-            .decode(self.shared.forward(decoder_input_ids), &mut state);
+        let hidden = self.decoder_output(input_ids, attention_mask, decoder_input_ids)?;
         if let Some(loss) = self.fused_head_loss(&hidden, &labels)? {
             return Ok(loss);
         }
@@ -277,12 +290,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             Some(_) => return Ok(None),
         };
         let labels = int_values(labels.clone())?;
-        let hidden = hidden.clone().reshape([batch * length, d_model]);
-        let hidden = if self.config.scale_decoder_outputs {
-            hidden * (self.config.d_model as f64).powf(-0.5)
-        } else {
-            hidden
-        };
+        let hidden = self.scaled_for_head(hidden.clone().reshape([batch * length, d_model]));
         Ok(linear_cross_entropy(
             hidden,
             &weight,
