@@ -15,7 +15,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// mask and seeded runs stay reproducible; the mask carries the scale, so applying it is one
 /// multiplication; the mask is drawn in blocks of 2¹⁶ elements on all threads (crate feature
 /// `flex`). Burn's `Bernoulli` sampling costs 12 ns per element on flex, this (mask and product)
-/// 2.3 ns on one thread (`examples/kernel_shapes.rs`). Other backends draw the mask on the device with Burn's sampler.
+/// 2.3 ns on one thread (`examples/kernel_shapes.rs`). On autodiff over flex the draw and the
+/// product are one recorded operation that keeps the mask as one bit per element (the same
+/// values as the `f32` mask). Other backends draw the mask on the device with Burn's sampler.
 ///
 /// ```
 /// use burn::backend::{Autodiff, NdArray};
@@ -62,6 +64,11 @@ impl Dropout {
         }
         let shape = input.shape();
         let seed = backend_seed::<B>(&device);
+        #[cfg(feature = "flex")]
+        let input = match flex::dropout(input, keep, seed) {
+            Ok(output) => return output,
+            Err(input) => input,
+        };
         let mask = scaled_keep_mask(shape.num_elements(), keep, seed);
         let mask =
             Tensor::<B, D>::from_data(TensorData::new(mask, shape), (&device, input.dtype()));
@@ -98,21 +105,17 @@ const MASK_BLOCK: usize = 1 << 16;
 /// per 64-bit output, low half first) is below `keep · 2³²`. Blocks fill on all threads with
 /// the crate feature `flex` (rayon), one after another without it; the values are the same.
 pub(crate) fn scaled_keep_mask(count: usize, keep: f64, seed: u64) -> Vec<f32> {
-    let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u64;
+    let threshold = keep_threshold(keep);
     let scale = (1.0 / keep) as f32;
     let mut mask = vec![0f32; count];
     let fill = |(block, values): (usize, &mut [f32])| {
-        let block_seed = seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(block_seed);
-        let value = |draw: u64| if draw < threshold { scale } else { 0.0 };
-        let mut pairs = values.chunks_exact_mut(2);
-        for pair in &mut pairs {
-            let bits = rng.next_u64();
-            pair[0] = value(bits & 0xffff_ffff);
-            pair[1] = value(bits >> 32);
-        }
-        if let [last] = pairs.into_remainder() {
-            *last = value(rng.next_u64() & 0xffff_ffff);
+        let mut words = [0u64; MASK_BLOCK / 64];
+        let words = &mut words[..values.len().div_ceil(64)];
+        fill_keep_words(block_seed(seed, block), threshold, values.len(), words);
+        for (word, values) in words.iter().zip(values.chunks_mut(64)) {
+            for (j, value) in values.iter_mut().enumerate() {
+                *value = if word >> j & 1 == 1 { scale } else { 0.0 };
+            }
         }
     };
     #[cfg(feature = "flex")]
@@ -123,6 +126,223 @@ pub(crate) fn scaled_keep_mask(count: usize, keep: f64, seed: u64) -> Vec<f32> {
     #[cfg(not(feature = "flex"))]
     mask.chunks_mut(MASK_BLOCK).enumerate().for_each(fill);
     mask
+}
+
+/// The 32-bit draws below which an element is kept.
+fn keep_threshold(keep: f64) -> u64 {
+    (keep * 4_294_967_296.0).min(4_294_967_295.0) as u64
+}
+
+/// The generator seed of block `block` of a mask.
+fn block_seed(seed: u64, block: usize) -> u64 {
+    seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Which of a block's `len` elements are kept: bit `j mod 64` of `words[j / 64]`, as
+/// [`scaled_keep_mask`] defines them (two 32-bit draws per 64-bit output, low half first).
+fn fill_keep_words(block_seed: u64, threshold: u64, len: usize, words: &mut [u64]) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(block_seed);
+    for (w, word) in words.iter_mut().enumerate() {
+        let n = (len - w * 64).min(64);
+        let mut bits = 0u64;
+        for j in (0..n).step_by(2) {
+            let draw = rng.next_u64();
+            bits |= u64::from(draw & 0xffff_ffff < threshold) << j;
+            if j + 1 < n {
+                bits |= u64::from(draw >> 32 < threshold) << (j + 1);
+            }
+        }
+        *word = bits;
+    }
+}
+
+/// Dropout as one recorded operation on autodiff over flex: the mask is drawn, applied and
+/// kept as one bit per element in a single pass on all threads, and the backward pass
+/// multiplies the gradient by the same mask. Burn's `x * mask` keeps an `f32` mask in the
+/// graph and runs the products on the calling thread.
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+    use burn_flex::{Flex, FlexTensor};
+    use rayon::prelude::*;
+
+    use super::{block_seed, fill_keep_words, keep_threshold, MASK_BLOCK};
+    use crate::flex_tensor::{from_autodiff_flex, into_autodiff_flex, row_major_f32, zeros_f32};
+
+    /// Mask words per block.
+    const BLOCK_WORDS: usize = MASK_BLOCK / 64;
+
+    /// `x ⊙ mask` with [`super::scaled_keep_mask`]'s mask for `keep` and `seed`, recorded as
+    /// one operation on autodiff over flex; `Err(x)` elsewhere.
+    pub(super) fn dropout<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        keep: f64,
+        seed: u64,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        let x = into_autodiff_flex(x)?;
+        let primitive = x.into_primitive().tensor();
+        let Some(values) = row_major_f32(&primitive.primitive) else {
+            return Err(from_autodiff_flex(Tensor::from_primitive(
+                TensorPrimitive::Float(primitive),
+            )));
+        };
+        let shape = primitive.primitive.layout().shape().clone();
+        let threshold = keep_threshold(keep);
+        let scale = (1.0 / keep) as f32;
+        let mut words = vec![0u64; values.len().div_ceil(64)];
+        let mut y = zeros_f32(values.len());
+        words
+            .par_chunks_mut(BLOCK_WORDS)
+            .zip(y.par_chunks_mut(MASK_BLOCK))
+            .zip(values.par_chunks(MASK_BLOCK))
+            .enumerate()
+            .for_each(|(block, ((words, y), x))| {
+                fill_keep_words(block_seed(seed, block), threshold, x.len(), words);
+                mask_product(words, scale, x, y);
+            });
+        let mask = KeptBits { words, scale };
+        let output = FlexTensor::from_data(TensorData::new(y, shape));
+        let y = match DropoutBackward
+            .prepare::<NoCheckpointing>([primitive.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(mask, output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
+        Ok(from_autodiff_flex(Tensor::from_primitive(
+            TensorPrimitive::Float(y),
+        )))
+    }
+
+    /// `out[j] = x[j] · (scale if bit j is set, else 0)`.
+    fn mask_product(words: &[u64], scale: f32, x: &[f32], out: &mut [f32]) {
+        for (word, (x, out)) in words.iter().zip(x.chunks(64).zip(out.chunks_mut(64))) {
+            for (j, (x, out)) in x.iter().zip(out.iter_mut()).enumerate() {
+                *out = x * if word >> j & 1 == 1 { scale } else { 0.0 };
+            }
+        }
+    }
+
+    /// A dropout mask, one bit per element, and the scale of the kept elements.
+    #[derive(Clone, Debug)]
+    struct KeptBits {
+        words: Vec<u64>,
+        scale: f32,
+    }
+
+    #[derive(Debug)]
+    struct DropoutBackward;
+
+    impl Backward<Flex, 1> for DropoutBackward {
+        type State = KeptBits;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [Some(parent)] = ops.parents else {
+                return;
+            };
+            let grad = grads.consume::<Flex>(&ops.node);
+            let shape = grad.layout().shape().clone();
+            let mask = &ops.state;
+            let dx = match row_major_f32(&grad) {
+                Some(g) => {
+                    let mut dx = zeros_f32(g.len());
+                    mask.words
+                        .par_chunks(BLOCK_WORDS)
+                        .zip(dx.par_chunks_mut(MASK_BLOCK))
+                        .zip(g.par_chunks(MASK_BLOCK))
+                        .for_each(|((words, dx), g)| mask_product(words, mask.scale, g, dx));
+                    FlexTensor::from_data(TensorData::new(dx, shape))
+                }
+                // Not f32 (the operation is only recorded for f32): the gradient unchanged in
+                // type, through Burn's product with the expanded mask.
+                None => {
+                    use burn::tensor::ops::FloatTensorOps;
+                    let count = shape.num_elements();
+                    let mut expanded = vec![0f32; count];
+                    for (word, values) in mask.words.iter().zip(expanded.chunks_mut(64)) {
+                        for (j, value) in values.iter_mut().enumerate() {
+                            *value = if word >> j & 1 == 1 { mask.scale } else { 0.0 };
+                        }
+                    }
+                    let expanded = FlexTensor::from_data(TensorData::new(expanded, shape));
+                    Flex::float_mul(grad, expanded)
+                }
+            };
+            grads.register::<Flex>(parent.id, dx);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use burn::backend::Autodiff;
+        use burn::tensor::{Distribution, Tensor, TensorData};
+        use burn_flex::Flex;
+
+        use super::super::scaled_keep_mask;
+        use super::dropout;
+        use crate::test_util::values;
+
+        type T = Autodiff<Flex>;
+
+        /// The fused operation against Burn's `x * mask` with the same mask: values and the
+        /// gradient of `x`, bit for bit.
+        fn check(shape: [usize; 3], keep: f64, seed: u64) {
+            let device = Default::default();
+            let x = Tensor::<T, 3>::random(shape, Distribution::Uniform(-2.0, 2.0), &device);
+            let upstream = Tensor::<T, 3>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
+            let count = shape.iter().product();
+            let mask = Tensor::<T, 3>::from_data(
+                TensorData::new(scaled_keep_mask(count, keep, seed), shape),
+                &device,
+            );
+            let run = |fused: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if fused {
+                    dropout(x.clone(), keep, seed).expect("the fast path")
+                } else {
+                    x.clone() * mask.clone()
+                };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                (values(y), values(x.grad(&grads).expect("gradient")))
+            };
+            assert_eq!(run(true), run(false));
+        }
+
+        #[test]
+        fn one_partial_block_equals_burn_s_product_with_the_mask() {
+            check([3, 7, 11], 0.9, 5);
+        }
+
+        #[test]
+        fn several_blocks_with_an_odd_tail_equal_burn_s_product_with_the_mask() {
+            check([3, 257, 171], 0.7, 11);
+        }
+
+        #[test]
+        fn an_untracked_input_gives_the_values_alone() {
+            let device = Default::default();
+            let x = Tensor::<T, 3>::ones([2, 3, 50], &device);
+            let y = values(dropout(x, 0.5, 3).expect("the fast path"));
+            assert_eq!(y, scaled_keep_mask(300, 0.5, 3));
+        }
+
+        #[test]
+        fn other_backends_take_the_caller_s_path() {
+            let x = Tensor::<Flex, 2>::ones([2, 3], &Default::default());
+            assert!(dropout(x, 0.5, 3).is_err());
+        }
+    }
 }
 
 #[cfg(test)]

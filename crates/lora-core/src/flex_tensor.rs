@@ -83,6 +83,22 @@ pub(crate) fn has_avx512_fma() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
 }
 
+/// Elements from which [`zeros_f32`] writes its zeros on all threads.
+const PARALLEL_ZEROS_MIN: usize = 1 << 16;
+
+/// `len` zeros: the output buffer of a fast path. Large buffers are written on all threads;
+/// the allocator hands back reused memory, which `vec![0.0; len]` would zero on the calling
+/// thread while the others wait.
+pub(crate) fn zeros_f32(len: usize) -> Vec<f32> {
+    use rayon::iter::ParallelExtend;
+    if len < PARALLEL_ZEROS_MIN {
+        return vec![0.0; len];
+    }
+    let mut zeros = Vec::with_capacity(len);
+    zeros.par_extend(rayon::iter::repeat_n(0f32, len));
+    zeros
+}
+
 /// The autodiff backend over flex, whose tensors the fused operations record themselves.
 pub(crate) type AutodiffFlex = Autodiff<Flex>;
 
@@ -155,8 +171,17 @@ impl<'a> MatrixView<'a> {
     }
 }
 
+/// Columns of a column block of [`gemm_into`]'s split product: a multiple of the AVX-512 width.
+const COLUMN_BLOCK_ALIGN: usize = 16;
+
 /// `dst ← lhs · rhs` (`[m, k] · [k, n]`, `dst` row-major `[m, n]`), or `dst += lhs · rhs` when
 /// `accumulate`, on all threads when `parallel`. `None` when a matrix does not fit its slice.
+///
+/// gemm 0.19 multiplies a row-major `dst` as `dstᵀ = rhsᵀ · lhsᵀ`, and it packs a left-hand
+/// side whose rows are not contiguous on the calling thread, before its threads start: for a
+/// transposed `rhs` (the weight of a backward product `g · Wᵀ`) that packing is a serial pass
+/// over the whole weight. Such products are split here into column blocks, one single-threaded
+/// product per thread, so that each thread packs only its own block of the weight.
 pub(crate) fn gemm_into(
     dst: &mut [f32],
     accumulate: bool,
@@ -171,21 +196,86 @@ pub(crate) fn gemm_into(
     if m == 0 || n == 0 {
         return Some(());
     }
+    let threads = rayon::current_num_threads();
+    let transposed_rhs = rhs.row_stride == 1 && rhs.col_stride != 1;
+    if parallel && transposed_rhs && threads > 1 && n >= 2 * COLUMN_BLOCK_ALIGN {
+        use rayon::prelude::*;
+        let block = n.div_ceil(threads).next_multiple_of(COLUMN_BLOCK_ALIGN);
+        let dst_address = dst.as_mut_ptr() as usize;
+        (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
+            let first = b * block;
+            let cols = block.min(n - first);
+            // SAFETY: the blocks' column ranges are disjoint and inside `[0, n)`, so each task
+            // writes its own elements of `dst` (borrowed mutably for the whole call); the
+            // column block of `rhs` starts at column `first` of a matrix that fits its slice.
+            unsafe {
+                raw_gemm(
+                    (dst_address as *mut f32).add(first),
+                    n,
+                    accumulate,
+                    lhs,
+                    rhs.values.as_ptr().add(first * rhs.col_stride),
+                    rhs,
+                    [m, k, cols],
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        return Some(());
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: every matrix lies inside its slice (checked above), and `dst` is borrowed mutably,
     // so it aliases neither input.
+    unsafe {
+        raw_gemm(
+            dst.as_mut_ptr(),
+            n,
+            accumulate,
+            lhs,
+            rhs.values.as_ptr(),
+            rhs,
+            [m, k, n],
+            parallelism,
+        );
+    }
+    Some(())
+}
+
+/// gemm's `dst ← lhs · rhs` (or `+=`) for a `dst` with rows `dst_row_stride` apart and a
+/// right-hand side starting at `rhs_start` with `rhs`'s strides.
+///
+/// # Safety
+/// `dst` must be valid for writes of an `[m, n]` matrix with these strides that no other
+/// thread touches; `lhs` must hold an `[m, k]` matrix and `rhs_start` a `[k, n]` one.
+#[allow(clippy::too_many_arguments)]
+unsafe fn raw_gemm(
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: MatrixView<'_>,
+    rhs_start: *const f32,
+    rhs: MatrixView<'_>,
+    [m, k, n]: [usize; 3],
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_row_stride as isize,
             accumulate,
             lhs.values.as_ptr(),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
-            rhs.values.as_ptr(),
+            rhs_start,
             rhs.col_stride as isize,
             rhs.row_stride as isize,
             if accumulate { 1.0 } else { 0.0 },
@@ -193,12 +283,7 @@ pub(crate) fn gemm_into(
             false,
             false,
             false,
-            if parallel {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
+            parallelism,
         );
     }
-    Some(())
 }

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::flex_tensor::{
     any_float_primitive, from_autodiff_flex, gemm_into, into_autodiff_flex, row_major_f32,
-    MatrixView,
+    zeros_f32, MatrixView,
 };
 
 /// Multiply-adds from which a product runs on all threads: burn-flex's own threshold.
@@ -74,7 +74,7 @@ fn product(
     let x = row_major_f32(x)?;
     let w = row_major_f32(weight)?;
     let rows = x.len() / d_input.max(1);
-    let mut y = vec![0f32; rows * d_output];
+    let mut y = zeros_f32(rows * d_output);
     gemm_into(
         &mut y,
         false,
@@ -103,7 +103,7 @@ mod autodiff {
     use burn_flex::{Flex, FlexTensor};
 
     use super::PARALLEL_MIN_PRODUCTS;
-    use crate::flex_tensor::{gemm_into, row_major_f32, MatrixView};
+    use crate::flex_tensor::{gemm_into, row_major_f32, zeros_f32, MatrixView};
 
     type Primitive = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
 
@@ -145,7 +145,7 @@ mod autodiff {
                 let g = row_major_f32(&grad)?;
                 let w = row_major_f32(&ops.state)?;
                 let rows = g.len() / d_output.max(1);
-                let mut dx = vec![0f32; rows * d_input];
+                let mut dx = zeros_f32(rows * d_input);
                 gemm_into(
                     &mut dx,
                     false,

@@ -46,6 +46,8 @@ mod mixed_batch;
 mod param_count;
 mod quantize;
 mod rms_norm;
+#[cfg(feature = "flex")]
+mod row_exp;
 mod softmax;
 mod swap_middle_dims;
 mod tensor_util;
@@ -65,7 +67,7 @@ pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
 pub use param_count::{count_parameters, ParameterCount};
 pub use quantize::{int8_quantizer, quantize_base_weights};
 pub use rms_norm::rms_norm;
-pub use softmax::softmax_last_dim;
+pub use softmax::{softmax_last_dim, softmax_last_dim_with_bias};
 pub use swap_middle_dims::swap_middle_dims;
 pub use trainable::mark_only_lora_as_trainable;
 pub use weighted::WeightedCombination;

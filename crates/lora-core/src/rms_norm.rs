@@ -66,6 +66,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
+    use crate::flex_tensor::zeros_f32;
     use crate::flex_tensor::{
         float_primitive, from_autodiff_flex, from_flex, into_autodiff_flex, row_major_f32,
     };
@@ -143,7 +144,7 @@ mod flex {
     fn forward(x: &[f32], w: &[f32], epsilon: f32) -> (Vec<f32>, Vec<f32>) {
         let d = w.len();
         let rows = x.len() / d;
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros_f32(x.len());
         let mut inverse_rms = vec![0f32; rows];
         y.par_chunks_mut(d * TASK_ROWS)
             .zip(inverse_rms.par_chunks_mut(TASK_ROWS))
@@ -211,7 +212,7 @@ mod flex {
     /// `∂x = r·(g ⊙ w) − x·r³·mean((g ⊙ w) ⊙ x)` per row.
     fn input_gradient(x: &[f32], w: &[f32], g: &[f32], inverse_rms: &[f32]) -> Vec<f32> {
         let d = w.len();
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeros_f32(x.len());
         dx.par_chunks_mut(d * TASK_ROWS)
             .zip(x.par_chunks(d * TASK_ROWS))
             .zip(g.par_chunks(d * TASK_ROWS))

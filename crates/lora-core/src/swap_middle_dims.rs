@@ -47,7 +47,9 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
-    use crate::flex_tensor::{float_primitive, from_autodiff_flex, from_flex, into_autodiff_flex};
+    use crate::flex_tensor::{
+        float_primitive, from_autodiff_flex, from_flex, into_autodiff_flex, zeros_f32,
+    };
 
     /// Output rows (`d` values each) per task.
     const TASK_ROWS: usize = 512;
@@ -95,7 +97,7 @@ mod flex {
         let [s0, s1, s2, s3] = [strides[0], strides[1], strides[2], strides[3]];
         let start = layout.start_offset() as isize;
         let storage = x.storage::<f32>();
-        let mut out = vec![0f32; a * b * c * d];
+        let mut out = zeros_f32(a * b * c * d);
         if d > 0 {
             out.par_chunks_mut(d * TASK_ROWS)
                 .enumerate()

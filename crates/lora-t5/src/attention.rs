@@ -5,7 +5,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_core::LoraLinear;
-use lora_core::{softmax_last_dim, swap_middle_dims, Dropout};
+use lora_core::{softmax_last_dim_with_bias, swap_middle_dims, Dropout};
 
 use crate::position_bias::bucket_grid;
 use crate::T5Config;
@@ -132,8 +132,10 @@ impl<B: Backend> T5Attention<B> {
         let [batch, query, _] = hidden.dims();
         let q = self.split_heads(self.q.forward(hidden));
         // T5 does not scale the scores by 1/sqrt(d_kv).
-        let scores = q.matmul(key_value.key.clone().swap_dims(2, 3)) + bias;
-        let weights = self.dropout.forward(softmax_last_dim(scores));
+        let scores = q.matmul(key_value.key.clone().swap_dims(2, 3));
+        let weights = self
+            .dropout
+            .forward(softmax_last_dim_with_bias(scores, bias));
         let context = swap_middle_dims(weights.matmul(key_value.value.clone())).reshape([
             batch,
             query,
