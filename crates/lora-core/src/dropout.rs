@@ -162,10 +162,6 @@ fn fill_keep_words(block_seed: u64, threshold: u64, len: usize, words: &mut [u64
 /// graph and runs the products on the calling thread.
 #[cfg(feature = "flex")]
 mod flex {
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorData, TensorPrimitive};
     use burn_flex::{Flex, FlexTensor};
@@ -173,6 +169,7 @@ mod flex {
 
     use super::{block_seed, fill_keep_words, keep_threshold, MASK_BLOCK};
     use crate::flex_tensor::{from_autodiff_flex, into_autodiff_flex, row_major_f32, zeros_f32};
+    use crate::recorded_op::{record_unary, UnaryGradient};
 
     /// Mask words per block.
     const BLOCK_WORDS: usize = MASK_BLOCK / 64;
@@ -207,14 +204,7 @@ mod flex {
             });
         let mask = KeptBits { words, scale };
         let output = FlexTensor::from_data(TensorData::new(y, shape));
-        let y = match DropoutBackward
-            .prepare::<NoCheckpointing>([primitive.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(mask, output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        };
+        let y = record_unary(DropoutBackward, &primitive, mask, output);
         Ok(from_autodiff_flex(Tensor::from_primitive(
             TensorPrimitive::Float(y),
         )))
@@ -279,22 +269,12 @@ mod flex {
     #[derive(Debug)]
     struct DropoutBackward;
 
-    impl Backward<Flex, 1> for DropoutBackward {
+    impl UnaryGradient for DropoutBackward {
         type State = KeptBits;
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 1>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [Some(parent)] = ops.parents else {
-                return;
-            };
-            let grad = grads.consume::<Flex>(&ops.node);
+        fn input_gradient(self, mask: &KeptBits, grad: FlexTensor) -> FlexTensor {
             let shape = grad.layout().shape().clone();
-            let mask = &ops.state;
-            let dx = match row_major_f32(&grad) {
+            match row_major_f32(&grad) {
                 Some(g) => {
                     let mut dx = zeros_f32(g.len());
                     mask.words
@@ -318,8 +298,7 @@ mod flex {
                     let expanded = FlexTensor::from_data(TensorData::new(expanded, shape));
                     Flex::float_mul(grad, expanded)
                 }
-            };
-            grads.register::<Flex>(parent.id, dx);
+            }
         }
     }
 

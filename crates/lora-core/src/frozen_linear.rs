@@ -93,57 +93,38 @@ fn product(
 }
 
 mod autodiff {
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::Autodiff;
-    use burn::tensor::backend::BackendTypes;
     use burn::tensor::TensorData;
     use burn_flex::{Flex, FlexTensor};
 
     use super::PARALLEL_MIN_PRODUCTS;
     use crate::flex_tensor::{gemm_into, row_major_f32, zeros_f32, MatrixView};
-
-    type Primitive = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
+    use crate::recorded_op::{record_unary, AutodiffPrimitive, UnaryGradient};
 
     /// Records `output = x · weight (+ bias)` with `x`'s node as the one parent.
-    pub(super) fn record(x: &Primitive, weight: FlexTensor, output: FlexTensor) -> Primitive {
-        match FrozenLinearBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(weight, output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        }
+    pub(super) fn record(
+        x: &AutodiffPrimitive,
+        weight: FlexTensor,
+        output: FlexTensor,
+    ) -> AutodiffPrimitive {
+        record_unary(FrozenLinearBackward, x, weight, output)
     }
 
     #[derive(Debug)]
     struct FrozenLinearBackward;
 
-    impl Backward<Flex, 1> for FrozenLinearBackward {
+    impl UnaryGradient for FrozenLinearBackward {
         /// The weight `[d_input, d_output]`.
         type State = FlexTensor;
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 1>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [Some(parent)] = ops.parents else {
-                return;
-            };
-            let grad = grads.consume::<Flex>(&ops.node);
+        fn input_gradient(self, weight: &FlexTensor, grad: FlexTensor) -> FlexTensor {
             let mut shape = grad.layout().shape().clone();
             let dims = shape.num_dims();
-            let weight_shape = ops.state.layout().shape();
+            let weight_shape = weight.layout().shape();
             let [d_input, d_output] = [weight_shape[0], weight_shape[1]];
             shape[dims - 1] = d_input;
             let dx = (|| {
                 let g = row_major_f32(&grad)?;
-                let w = row_major_f32(&ops.state)?;
+                let w = row_major_f32(weight)?;
                 let rows = g.len() / d_output.max(1);
                 let mut dx = zeros_f32(rows * d_input);
                 gemm_into(
@@ -156,16 +137,15 @@ mod autodiff {
                 )?;
                 Some(dx)
             })();
-            let dx = match dx {
+            match dx {
                 Some(dx) => FlexTensor::from_data(TensorData::new(dx, shape)),
                 // Not f32 (the operation is only recorded for f32): Burn's own product.
                 None => {
                     use burn::tensor::ops::FloatTensorOps;
-                    let w_t = Flex::float_transpose(ops.state.clone());
+                    let w_t = Flex::float_transpose(weight.clone());
                     Flex::float_matmul(grad, w_t)
                 }
-            };
-            grads.register::<Flex>(parent.id, dx);
+            }
         }
     }
 }

@@ -45,6 +45,8 @@ mod merge;
 mod mixed_batch;
 mod param_count;
 mod quantize;
+#[cfg(feature = "flex")]
+mod recorded_op;
 mod rms_norm;
 #[cfg(feature = "flex")]
 mod row_exp;

@@ -64,20 +64,16 @@ pub fn softmax_last_dim_with_bias<B: Backend, const D: usize>(
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::tensor::ops::ActivationOps;
     use burn::tensor::{Tensor, TensorPrimitive};
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
-    use crate::flex_tensor::zeros_f32;
     use crate::flex_tensor::{
         any_float_primitive, float_primitive, from_autodiff_flex, from_flex, into_autodiff_flex,
-        row_major_f32,
+        row_major_f32, zeros_f32,
     };
+    use crate::recorded_op::{record_unary, AutodiffPrimitive, UnaryGradient};
     use crate::row_exp::{max_and_sum_exp, softmax_times};
 
     /// Rows per task of the forward and backward loops.
@@ -180,19 +176,9 @@ mod flex {
     }
 
     /// Records a softmax's `output` with `x`'s node as the one parent.
-    fn record(x: &Primitive, output: FlexTensor) -> Primitive {
-        match SoftmaxBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(output.clone(), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        }
+    fn record(x: &AutodiffPrimitive, output: FlexTensor) -> AutodiffPrimitive {
+        record_unary(SoftmaxBackward, x, output.clone(), output)
     }
-
-    type Primitive =
-        <burn::backend::Autodiff<Flex> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
     /// [`super::softmax_last_dim`] on the autodiff backend over flex; `Err(x)` elsewhere.
     pub(super) fn softmax_last_dim<B: burn::tensor::backend::Backend, const D: usize>(
@@ -209,21 +195,12 @@ mod flex {
     #[derive(Debug)]
     struct SoftmaxBackward;
 
-    impl Backward<Flex, 1> for SoftmaxBackward {
+    impl UnaryGradient for SoftmaxBackward {
         /// The softmax's output.
         type State = FlexTensor;
 
-        fn backward(
-            self,
-            ops: Ops<Self::State, 1>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [Some(parent)] = ops.parents else {
-                return;
-            };
-            let grad = grads.consume::<Flex>(&ops.node);
-            grads.register::<Flex>(parent.id, input_gradient(&ops.state, grad));
+        fn input_gradient(self, output: &FlexTensor, grad: FlexTensor) -> FlexTensor {
+            input_gradient(output, grad)
         }
     }
 

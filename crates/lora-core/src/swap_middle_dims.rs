@@ -38,10 +38,6 @@ pub fn swap_middle_dims<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn::backend::autodiff::checkpoint::base::Checkpointer;
-    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops};
     use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
     use burn_flex::{Flex, FlexTensor};
@@ -50,6 +46,7 @@ mod flex {
     use crate::flex_tensor::{
         float_primitive, from_autodiff_flex, from_flex, into_autodiff_flex, zeros_f32,
     };
+    use crate::recorded_op::{record_unary, UnaryGradient};
 
     /// Output rows (`d` values each) per task.
     const TASK_ROWS: usize = 512;
@@ -73,10 +70,7 @@ mod flex {
                 TensorPrimitive::Float(primitive),
             )));
         };
-        let y = SwapBackward
-            .prepare::<NoCheckpointing>([primitive.node.clone()])
-            .compute_bound()
-            .stateless(output);
+        let y = record_unary(SwapBackward, &primitive, (), output);
         Ok(from_autodiff_flex(Tensor::from_primitive(
             TensorPrimitive::Float(y),
         )))
@@ -128,24 +122,14 @@ mod flex {
     #[derive(Debug)]
     struct SwapBackward;
 
-    impl Backward<Flex, 1> for SwapBackward {
+    impl UnaryGradient for SwapBackward {
         type State = ();
 
-        fn backward(
-            self,
-            ops: Ops<(), 1>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [Some(parent)] = ops.parents else {
-                return;
-            };
-            let grad = grads.consume::<Flex>(&ops.node);
-            let back = swapped(&grad).unwrap_or_else(|| {
+        fn input_gradient(self, _: &(), grad: FlexTensor) -> FlexTensor {
+            swapped(&grad).unwrap_or_else(|| {
                 use burn::tensor::ops::FloatTensorOps;
                 Flex::float_swap_dims(grad, 1, 2)
-            });
-            grads.register::<Flex>(parent.id, back);
+            })
         }
     }
 }
