@@ -112,11 +112,7 @@ pub(crate) fn scaled_keep_mask(count: usize, keep: f64, seed: u64) -> Vec<f32> {
         let mut words = [0u64; MASK_BLOCK / 64];
         let words = &mut words[..values.len().div_ceil(64)];
         fill_keep_words(block_seed(seed, block), threshold, values.len(), words);
-        for (word, values) in words.iter().zip(values.chunks_mut(64)) {
-            for (j, value) in values.iter_mut().enumerate() {
-                *value = if word >> j & 1 == 1 { scale } else { 0.0 };
-            }
-        }
+        expand_keep_words(words, scale, values);
     };
     #[cfg(feature = "flex")]
     {
@@ -136,6 +132,15 @@ fn keep_threshold(keep: f64) -> u64 {
 /// The generator seed of block `block` of a mask.
 fn block_seed(seed: u64, block: usize) -> u64 {
     seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// `values[j] = scale` where bit `j mod 64` of `words[j / 64]` is set, 0 elsewhere.
+fn expand_keep_words(words: &[u64], scale: f32, values: &mut [f32]) {
+    for (word, values) in words.iter().zip(values.chunks_mut(64)) {
+        for (j, value) in values.iter_mut().enumerate() {
+            *value = if word >> j & 1 == 1 { scale } else { 0.0 };
+        }
+    }
 }
 
 /// Which of a block's `len` elements are kept: bit `j mod 64` of `words[j / 64]`, as
@@ -167,7 +172,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor};
     use rayon::prelude::*;
 
-    use super::{block_seed, fill_keep_words, keep_threshold, MASK_BLOCK};
+    use super::{block_seed, expand_keep_words, fill_keep_words, keep_threshold, MASK_BLOCK};
     use crate::flex_tensor::{from_autodiff_flex, into_autodiff_flex, row_major_f32, zeros_f32};
     use crate::recorded_op::{record_unary, UnaryGradient};
 
@@ -288,13 +293,8 @@ mod flex {
                 // type, through Burn's product with the expanded mask.
                 None => {
                     use burn::tensor::ops::FloatTensorOps;
-                    let count = shape.num_elements();
-                    let mut expanded = vec![0f32; count];
-                    for (word, values) in mask.words.iter().zip(expanded.chunks_mut(64)) {
-                        for (j, value) in values.iter_mut().enumerate() {
-                            *value = if word >> j & 1 == 1 { mask.scale } else { 0.0 };
-                        }
-                    }
+                    let mut expanded = vec![0f32; shape.num_elements()];
+                    expand_keep_words(&mask.words, mask.scale, &mut expanded);
                     let expanded = FlexTensor::from_data(TensorData::new(expanded, shape));
                     Flex::float_mul(grad, expanded)
                 }

@@ -287,3 +287,64 @@ unsafe fn raw_gemm(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{gemm_into, zeros_f32, MatrixView, PARALLEL_ZEROS_MIN};
+
+    /// `[m, k] · [k, n]` by the definition, for row-major `a` and a transposed view of `w_t`.
+    fn reference(a: &[f32], w_t: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * w_t[j * k + p]).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_transposed_product_split_by_columns_equals_the_definition() {
+        // n = 100 is not a multiple of the column blocks, so the last block is narrower.
+        let [m, k, n] = [37, 53, 100];
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let w_t: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+            .collect();
+        let expected = reference(&a, &w_t, [m, k, n]);
+        for (parallel, accumulate) in [(true, false), (false, false), (true, true)] {
+            let mut out = if accumulate {
+                vec![1f32; m * n]
+            } else {
+                vec![0f32; m * n]
+            };
+            gemm_into(
+                &mut out,
+                accumulate,
+                MatrixView::row_major(&a, k),
+                MatrixView::transposed(&w_t, k),
+                [m, k, n],
+                parallel,
+            )
+            .expect("the matrices fit");
+            let offset = if accumulate { 1.0 } else { 0.0 };
+            for (i, (found, expected)) in out.iter().zip(&expected).enumerate() {
+                assert!(
+                    (found - offset - expected).abs() <= 1e-4,
+                    "{parallel} {accumulate} {i}: {found} against {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zeros_are_zeros_on_both_sides_of_the_parallel_size() {
+        for len in [0, 5, PARALLEL_ZEROS_MIN, PARALLEL_ZEROS_MIN * 3 + 1] {
+            let zeros = zeros_f32(len);
+            assert_eq!(zeros.len(), len);
+            assert!(zeros.iter().all(|&z| z == 0.0));
+        }
+    }
+}
