@@ -5,7 +5,8 @@
 //!
 //! - [`lora_core`]: the [`LoraLinear`](lora_core::LoraLinear) layer and its tools;
 //! - [`lora_t5`]: T5 / FLAN-T5 built on `LoraLinear`;
-//! - [`lora_peft_io`]: PEFT adapter directories, both ways.
+//! - [`lora_peft_io`]: PEFT adapter directories, both ways;
+//! - [`lora_hf`]: Hugging Face files (safetensors, sharded indexes, atomic writes).
 //!
 //! ```
 //! use lora_burn::backend::{Backend, TrainBackend};
@@ -19,6 +20,7 @@
 //! ```
 
 pub use lora_core;
+pub use lora_hf;
 pub use lora_peft_io;
 pub use lora_t5;
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lora_peft_io::{parse_safetensors, serialize_safetensors, WeightDtype};
+use lora_hf::{parse_safetensors, serialize_safetensors, WeightDtype};
 
 fuzz_target!(|data: &[u8]| {
     let path = "adapter_model.safetensors".as_ref();

@@ -8,10 +8,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModule};
 
-use crate::atomic::{commit, stage};
 use crate::matching::select_targets;
-use crate::weights::{read_safetensors, serialize_safetensors, split_key, HostTensor, TensorRole};
+use crate::weights::{split_key, TensorRole};
 use crate::{AdapterConfig, InitLoraWeights, PeftIoError, WeightDtype, PEFT_KEY_PREFIX};
+use lora_hf::{commit, read_safetensors, serialize_safetensors, stage, HostTensor};
 
 /// The config file of an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";

@@ -4,6 +4,46 @@ use std::path::PathBuf;
 
 use lora_core::LoraError;
 
+impl From<lora_hf::HfFileError> for PeftIoError {
+    /// The file-level error as this crate's variant of the same name; a JSON value error as an
+    /// invalid config value, a directory without weights as a file not found.
+    fn from(error: lora_hf::HfFileError) -> Self {
+        use lora_hf::HfFileError as E;
+        match error {
+            E::Io { path, source } => Self::Io { path, source },
+            E::Json {
+                path,
+                line,
+                column,
+                message,
+            } => Self::Json {
+                path,
+                line,
+                column,
+                message,
+            },
+            E::InvalidValue {
+                path,
+                key,
+                expected,
+                found,
+            } => Self::InvalidConfigValue {
+                path,
+                key,
+                expected,
+                found,
+            },
+            E::Safetensors { path, message } => Self::Safetensors { path, message },
+            E::UnsupportedDtype { path, key, dtype } => Self::UnsupportedDtype { path, key, dtype },
+            E::NonFinite { path, key } => Self::NonFinite { path, key },
+            E::NoWeights { dir } => Self::Io {
+                path: dir,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+        }
+    }
+}
+
 /// Everything that can go wrong reading, writing or applying a PEFT adapter. Each variant names
 /// the file (and key) involved and what was expected.
 ///

@@ -39,9 +39,7 @@
 //! ```
 
 mod adapter_dir;
-mod atomic;
 mod config;
-mod dtype;
 mod error;
 mod matching;
 mod pickle;
@@ -52,11 +50,11 @@ pub use adapter_dir::{
     LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
 };
 pub use config::{AdapterConfig, InitLoraWeights, ModuleSelector};
-pub use dtype::WeightDtype;
 pub use error::PeftIoError;
 pub use matching::{is_target, select_targets};
 pub use pickle::parse_torch_bytes;
-pub use weights::{
-    parse_safetensors, read_safetensors, serialize_safetensors, split_key, HostTensor, TensorRole,
-    PEFT_KEY_PREFIX,
-};
+pub use weights::{split_key, TensorRole, PEFT_KEY_PREFIX};
+
+/// The file-level types of this crate's API, from [`lora_hf`]: the tensors adapter files hold
+/// and the element type [`SaveOptions`] writes.
+pub use lora_hf::{HostTensor, WeightDtype};

@@ -9,9 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::dtype::{bf16_to_f32, f16_to_f32};
-use crate::weights::HostTensor;
 use crate::PeftIoError;
+use lora_hf::{bf16_to_f32, f16_to_f32, HostTensor};
 
 /// Reads a PyTorch checkpoint holding a flat state dict of float tensors.
 pub(crate) fn read_torch_file(path: &Path) -> Result<BTreeMap<String, HostTensor>, PeftIoError> {

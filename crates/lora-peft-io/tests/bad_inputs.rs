@@ -10,11 +10,24 @@ use std::path::{Path, PathBuf};
 use common::{base_model, copy_dir, fixtures, scratch_dir, write_tensors};
 use lora_core::LoraModule;
 use lora_peft_io::{
-    inject_adapter, load_adapter, parse_safetensors, parse_torch_bytes, read_safetensors,
-    save_adapter, AdapterConfig, HostTensor, PeftIoError, SaveOptions, CONFIG_FILE,
-    LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
+    inject_adapter, load_adapter, parse_torch_bytes, save_adapter, AdapterConfig, HostTensor,
+    PeftIoError, SaveOptions, CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
 };
 use serde_json::{json, Map, Value};
+
+/// safetensors parsing as adapter loading reports it: `lora_hf`'s error as `PeftIoError`.
+fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, HostTensor>, PeftIoError> {
+    Ok(lora_hf::parse_safetensors(bytes, path)?)
+}
+
+fn read_safetensors(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, HostTensor>, PeftIoError> {
+    Ok(lora_hf::read_safetensors(path)?)
+}
 
 const Q0: &str = "encoder.block.0.layer.0.SelfAttention.q";
 const K0: &str = "encoder.block.0.layer.0.SelfAttention.k";

@@ -13,14 +13,13 @@ use burn::tensor::Tensor;
 use common::{base_model, copy_dir, fixtures, scratch_dir, tensor, write_tensors, Cpu};
 use lora_core::{lora_layer_paths, LoraModule};
 use lora_peft_io::{
-    load_adapter, read_safetensors, save_adapter, AdapterConfig, HostTensor, PeftIoError,
-    SaveOptions, WeightDtype,
+    load_adapter, save_adapter, AdapterConfig, HostTensor, PeftIoError, SaveOptions, WeightDtype,
 };
 
 const TOLERANCE: f64 = 1e-5;
 
 fn input() -> (Tensor<Cpu, 3>, Tensor<Cpu, 3>) {
-    let t = read_safetensors(&fixtures().join("input.safetensors")).unwrap();
+    let t = lora_hf::read_safetensors(&fixtures().join("input.safetensors")).unwrap();
     (tensor(&t["x"]), tensor(&t["y_base"]))
 }
 
@@ -154,7 +153,8 @@ fn every_peft_fixture_loads_targets_the_same_modules_and_gives_peft_output() {
             .collect();
         loaded.sort();
         assert_eq!(loaded, wanted, "{}: targeted modules", case.name);
-        let y = read_safetensors(&fixtures().join(case.name).join("expected.safetensors")).unwrap();
+        let y = lora_hf::read_safetensors(&fixtures().join(case.name).join("expected.safetensors"))
+            .unwrap();
         assert_close(model.forward(x.clone()), &y["y"], case.name);
     }
 }
@@ -190,8 +190,8 @@ fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
         let original = std::fs::read(source.join("adapter_model.safetensors")).unwrap();
         let saved = std::fs::read(written.join("adapter_model.safetensors")).unwrap();
         assert_eq!(
-            lora_peft_io::parse_safetensors(&saved, "saved".as_ref()).unwrap(),
-            lora_peft_io::parse_safetensors(&original, "original".as_ref()).unwrap(),
+            lora_hf::parse_safetensors(&saved, "saved".as_ref()).unwrap(),
+            lora_hf::parse_safetensors(&original, "original".as_ref()).unwrap(),
             "{}: tensors",
             case.name
         );
@@ -213,8 +213,8 @@ fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
     )
     .unwrap();
     assert_eq!(
-        read_safetensors(&out.join("adapter_model.safetensors")).unwrap(),
-        read_safetensors(&fixtures().join("list_qv/adapter_model.safetensors")).unwrap()
+        lora_hf::read_safetensors(&out.join("adapter_model.safetensors")).unwrap(),
+        lora_hf::read_safetensors(&fixtures().join("list_qv/adapter_model.safetensors")).unwrap()
     );
     std::fs::remove_dir_all(scratch).unwrap();
 }
@@ -258,7 +258,7 @@ fn a_failed_load_leaves_the_model_unchanged() {
     let dir = scratch.join("broken");
     copy_dir(&fixtures().join("list_qv"), &dir);
     // Drop one lora_B: the last layer in visiting order has no B.
-    let mut tensors = read_safetensors(&dir.join("adapter_model.safetensors")).unwrap();
+    let mut tensors = lora_hf::read_safetensors(&dir.join("adapter_model.safetensors")).unwrap();
     let missing = "base_model.model.decoder.block.1.layer.0.SelfAttention.v.lora_B.weight";
     tensors.remove(missing).unwrap();
     write_tensors(&dir, &tensors);

@@ -120,10 +120,55 @@ pub enum T5Error {
         /// What is wrong.
         reason: String,
     },
+    /// A tensor contains NaN or infinite values.
+    #[error("{path}: tensor `{key}` contains non-finite values")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+    },
     /// Reading or applying an adapter failed.
     #[error(transparent)]
     Adapter(#[from] lora_peft_io::PeftIoError),
     /// A LoRA layer refused an operation.
     #[error(transparent)]
     Lora(#[from] lora_core::LoraError),
+}
+
+impl From<lora_hf::HfFileError> for T5Error {
+    /// The file-level error as this crate's variant of the same name (a JSON value error as an
+    /// invalid config value).
+    fn from(error: lora_hf::HfFileError) -> Self {
+        use lora_hf::HfFileError as E;
+        match error {
+            E::Io { path, source } => Self::Io { path, source },
+            E::Json {
+                path,
+                line,
+                column,
+                message,
+            } => Self::Json {
+                path,
+                line,
+                column,
+                message,
+            },
+            E::InvalidValue {
+                path,
+                key,
+                expected,
+                found,
+            } => Self::InvalidConfig {
+                path,
+                key,
+                expected,
+                found,
+            },
+            E::Safetensors { path, message } => Self::Safetensors { path, message },
+            E::UnsupportedDtype { path, key, dtype } => Self::UnsupportedDtype { path, key, dtype },
+            E::NonFinite { path, key } => Self::NonFinite { path, key },
+            E::NoWeights { dir } => Self::NoWeights { dir },
+        }
+    }
 }

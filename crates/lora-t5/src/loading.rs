@@ -9,7 +9,7 @@ use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use lora_core::LoraLinear;
-use lora_peft_io::{HostTensor, PeftIoError};
+use lora_hf::HostTensor;
 
 use crate::attention::T5Attention;
 use crate::block::{T5AttentionLayer, T5FeedForwardLayer};
@@ -23,26 +23,11 @@ struct Checkpoint {
 
 impl Checkpoint {
     fn read(dir: &Path) -> Result<Self, T5Error> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if single.is_file() {
-            vec![single.clone()]
-        } else if index.is_file() {
-            shard_files(&index)?
-        } else {
-            return Err(T5Error::NoWeights {
-                dir: dir.to_path_buf(),
-            });
-        };
-        let mut tensors = BTreeMap::new();
-        for file in files {
-            let loaded = lora_peft_io::read_safetensors(&file).map_err(from_io_error)?;
-            for (key, tensor) in loaded {
-                tensors.insert(key, (file.clone(), tensor));
-            }
-        }
-        let source = if single.is_file() { single } else { index };
-        Ok(Self { tensors, source })
+        let weights = lora_hf::read_model_weights(dir)?;
+        Ok(Self {
+            tensors: weights.tensors,
+            source: weights.source,
+        })
     }
 
     /// The tensor `key` (the first of `keys` present), checked against `shape`.
@@ -63,61 +48,6 @@ impl Checkpoint {
             });
         }
         Ok(tensor)
-    }
-}
-
-fn shard_files(index: &Path) -> Result<Vec<PathBuf>, T5Error> {
-    let text = std::fs::read_to_string(index).map_err(|source| T5Error::Io {
-        path: index.to_path_buf(),
-        source,
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| T5Error::Json {
-        path: index.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
-    let map = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| T5Error::InvalidConfig {
-            path: index.to_path_buf(),
-            key: "weight_map".into(),
-            expected: "an object of tensor names to shard files".into(),
-            found: "nothing of that kind".into(),
-        })?;
-    let mut files: Vec<PathBuf> = Vec::new();
-    for (key, file) in map {
-        let name = file.as_str().ok_or_else(|| T5Error::InvalidConfig {
-            path: index.to_path_buf(),
-            key: format!("weight_map.{key}"),
-            expected: "a file name".into(),
-            found: file.to_string(),
-        })?;
-        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            return Err(T5Error::InvalidConfig {
-                path: index.to_path_buf(),
-                key: format!("weight_map.{key}"),
-                expected: "a file name inside the model directory".into(),
-                found: name.to_string(),
-            });
-        }
-        let path = index.with_file_name(name);
-        if !files.contains(&path) {
-            files.push(path);
-        }
-    }
-    Ok(files)
-}
-
-fn from_io_error(error: PeftIoError) -> T5Error {
-    match error {
-        PeftIoError::Io { path, source } => T5Error::Io { path, source },
-        PeftIoError::Safetensors { path, message } => T5Error::Safetensors { path, message },
-        PeftIoError::UnsupportedDtype { path, key, dtype } => {
-            T5Error::UnsupportedDtype { path, key, dtype }
-        }
-        other => T5Error::Adapter(other),
     }
 }
 

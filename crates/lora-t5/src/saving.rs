@@ -6,11 +6,10 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use lora_core::LoraLinear;
-use lora_peft_io::{HostTensor, WeightDtype};
+use lora_hf::{commit, serialize_safetensors, stage, HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
 use crate::attention::T5Attention;
-use crate::data::atomic::write_atomic;
 use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration, T5LayerNorm, T5Stack};
 
 impl T5Config {
@@ -75,12 +74,14 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         if let Some(head) = &self.lm_head {
             linear(&mut tensors, "lm_head", head)?;
         }
-        let bytes = lora_peft_io::serialize_safetensors(&tensors, WeightDtype::F32)?;
+        let bytes = serialize_safetensors(&tensors, WeightDtype::F32)?;
         let mut config = self.config.to_hf_json();
         config["tie_word_embeddings"] = Value::Bool(self.lm_head.is_none());
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
-        write_atomic(&dir.join("model.safetensors"), &bytes)?;
-        write_atomic(&dir.join("config.json"), text.as_bytes())
+        // Both files replaced together: a failure leaves the directory as it was.
+        let weights = stage(&dir.join("model.safetensors"), &bytes)?;
+        let config = stage(&dir.join("config.json"), text.as_bytes())?;
+        Ok(commit(vec![weights, config])?)
     }
 }
 

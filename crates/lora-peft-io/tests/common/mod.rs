@@ -14,7 +14,7 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation::relu, Tensor, TensorData};
 use lora_core::{lora_module, LoraLinear};
-use lora_peft_io::{read_safetensors, HostTensor, WeightDtype};
+use lora_hf::{read_safetensors, HostTensor, WeightDtype};
 
 pub type Cpu = NdArray<f32>;
 
@@ -148,6 +148,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Replaces `dir/adapter_model.safetensors` with `tensors` (F32).
 pub fn write_tensors(dir: &Path, tensors: &BTreeMap<String, HostTensor>) {
-    let bytes = lora_peft_io::serialize_safetensors(tensors, WeightDtype::F32).unwrap();
+    let bytes = lora_hf::serialize_safetensors(tensors, WeightDtype::F32).unwrap();
     std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
 }

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_atomic;
 use super::lexicon::{self as lx, PageKind};
 use super::phrasing::instruction;
 use super::rng::SplitMix64;
@@ -222,7 +221,7 @@ pub fn to_jsonl(records: &[Record]) -> String {
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), T5Error> {
-    write_atomic(path, to_jsonl(records).as_bytes())
+    Ok(lora_hf::write_atomic(path, to_jsonl(records).as_bytes())?)
 }
 
 #[derive(Clone, Copy)]

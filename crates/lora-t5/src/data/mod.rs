@@ -2,7 +2,6 @@
 //! generator of Chinese-instruction → UI-DSL records, JSONL reading with bad-record reports,
 //! a deterministic train/validation split and a padding collator.
 
-pub(crate) mod atomic;
 mod collator;
 mod corpora;
 mod generator;

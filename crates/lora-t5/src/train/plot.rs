@@ -85,7 +85,10 @@ pub fn write_curves_png(
             }
         }
     }
-    crate::data::atomic::write_atomic(path, &encode_png(&pixels, width, height))
+    Ok(lora_hf::write_atomic(
+        path,
+        &encode_png(&pixels, width, height),
+    )?)
 }
 
 /// An RGB8 PNG with stored (uncompressed) deflate blocks.

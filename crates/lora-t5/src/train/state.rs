@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::atomic::write_atomic;
 use crate::T5Error;
 
 /// One line of the metrics log (`metrics.jsonl`).
@@ -67,6 +66,6 @@ impl TrainerState {
     /// Writes `trainer_state.json` atomically.
     pub fn write(&self, path: &Path) -> Result<(), T5Error> {
         let text = serde_json::to_string_pretty(self).expect("the trainer state serialises");
-        write_atomic(path, text.as_bytes())
+        Ok(lora_hf::write_atomic(path, text.as_bytes())?)
     }
 }

@@ -1,9 +1,9 @@
-//! Half-precision conversions for adapter files (no extra dependency needed).
+//! The element types Hugging Face files are written in, and the half-precision conversions.
 
-/// The element type an adapter file is written with.
+/// The element type a file is written with.
 ///
 /// ```
-/// assert_eq!(lora_peft_io::WeightDtype::default(), lora_peft_io::WeightDtype::F32);
+/// assert_eq!(lora_hf::WeightDtype::default(), lora_hf::WeightDtype::F32);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {
@@ -17,7 +17,11 @@ pub enum WeightDtype {
 }
 
 /// bfloat16 bits to f32 (exact).
-pub(crate) fn bf16_to_f32(bits: u16) -> f32 {
+///
+/// ```
+/// assert_eq!(lora_hf::bf16_to_f32(0x3f80), 1.0);
+/// ```
+pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
@@ -32,7 +36,11 @@ pub(crate) fn f32_to_bf16(value: f32) -> u16 {
 }
 
 /// IEEE half bits to f32 (exact).
-pub(crate) fn f16_to_f32(bits: u16) -> f32 {
+///
+/// ```
+/// assert_eq!(lora_hf::f16_to_f32(0x3c00), 1.0);
+/// ```
+pub fn f16_to_f32(bits: u16) -> f32 {
     let sign = ((bits >> 15) as u32) << 31;
     let exponent = ((bits >> 10) & 0x1f) as u32;
     let mantissa = (bits & 0x3ff) as u32;
