@@ -172,3 +172,13 @@ impl From<lora_hf::HfFileError> for T5Error {
         }
     }
 }
+
+impl From<uidsl::UiDslError> for T5Error {
+    /// The task's error: a generator configuration error as invalid data configuration.
+    fn from(error: uidsl::UiDslError) -> Self {
+        match error {
+            uidsl::UiDslError::InvalidConfig { reason } => Self::InvalidDataConfig { reason },
+            uidsl::UiDslError::File(error) => error.into(),
+        }
+    }
+}

@@ -316,7 +316,7 @@ fn generator_rejects_unusable_configs() {
     for config in [no_themes, one_section, stray_focus] {
         let result = generate(&config).map(|r| r.len());
         assert!(
-            matches!(result, Err(T5Error::InvalidDataConfig { .. })),
+            matches!(result, Err(uidsl::UiDslError::InvalidConfig { .. })),
             "{result:?}"
         );
     }

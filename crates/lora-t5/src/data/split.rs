@@ -1,7 +1,7 @@
 //! A deterministic train/validation split.
 
-use super::rng::SplitMix64;
 use crate::T5Error;
+use uidsl::SplitMix64;
 
 /// Splits `items` into `(train, validation)`: `round(len × valid_ratio)` items, chosen by a
 /// [`SplitMix64`] shuffle from `seed`, go to validation. Both parts keep the input order, and

@@ -16,7 +16,7 @@ use super::{
 /// middle, bottom.
 ///
 /// ```
-/// use lora_t5::data::validate_uidsl;
+/// use uidsl::validate_uidsl;
 /// use serde_json::json;
 ///
 /// let good = json!({"page": {"name": "home_page", "theme": "obsidian-gold", "sections": [

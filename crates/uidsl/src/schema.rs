@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use validate::validate_uidsl;
 
-use super::names::named_enum;
+use crate::names::named_enum;
 
 /// Most sections a page may have.
 pub const MAX_SECTIONS: usize = 8;
@@ -32,7 +32,7 @@ named_enum! {
     /// The colour theme of a page.
     ///
     /// ```
-    /// use lora_t5::data::Theme;
+    /// use uidsl::Theme;
     ///
     /// assert_eq!(Theme::from_name("sakura-pink"), Some(Theme::SakuraPink));
     /// assert_eq!(Theme::ObsidianGold.to_string(), "obsidian-gold");
@@ -61,7 +61,7 @@ named_enum! {
     /// Where on the page a section sits; sections are ordered top, middle, bottom.
     ///
     /// ```
-    /// use lora_t5::data::Position;
+    /// use uidsl::Position;
     ///
     /// assert!(Position::Top < Position::Bottom);
     /// assert_eq!(Position::names(), ["top", "middle", "bottom"]);
@@ -81,7 +81,7 @@ named_enum! {
     /// position in generated pages.
     ///
     /// ```
-    /// use lora_t5::data::{Position, SectionType};
+    /// use uidsl::{Position, SectionType};
     ///
     /// assert_eq!(SectionType::TabBar.fixed_position(), Some(Position::Bottom));
     /// assert_eq!(SectionType::Carousel.fixed_position(), None);
@@ -126,7 +126,7 @@ named_enum! {
     /// The card a `product_grid` shows.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::CardKind::ProductCard.as_str(), "product_card");
+    /// assert_eq!(uidsl::CardKind::ProductCard.as_str(), "product_card");
     /// ```
     pub enum CardKind {
         /// Image, title and price of a product.
@@ -138,7 +138,7 @@ named_enum! {
     /// What a `list` lists.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::ListItem::from_name("order"), Some(lora_t5::data::ListItem::Order));
+    /// assert_eq!(uidsl::ListItem::from_name("order"), Some(uidsl::ListItem::Order));
     /// ```
     pub enum ListItem {
         /// Products (商品).
@@ -160,7 +160,7 @@ named_enum! {
     /// An input field of a `form`.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::FormField::Password.as_str(), "password");
+    /// assert_eq!(uidsl::FormField::Password.as_str(), "password");
     /// ```
     pub enum FormField {
         /// User name (用户名).
@@ -184,7 +184,7 @@ named_enum! {
     /// What a `button` does.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::ButtonAction::AddToCart.as_str(), "add_to_cart");
+    /// assert_eq!(uidsl::ButtonAction::AddToCart.as_str(), "add_to_cart");
     /// ```
     pub enum ButtonAction {
         /// Submit a form (提交).
@@ -208,7 +208,7 @@ named_enum! {
     /// An entry of a `tab_bar`.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::TabItem::Me.as_str(), "me");
+    /// assert_eq!(uidsl::TabItem::Me.as_str(), "me");
     /// ```
     pub enum TabItem {
         /// Home (首页).
@@ -232,7 +232,7 @@ named_enum! {
     /// A link of a `footer`.
     ///
     /// ```
-    /// assert_eq!(lora_t5::data::FooterLink::Privacy.as_str(), "privacy");
+    /// assert_eq!(uidsl::FooterLink::Privacy.as_str(), "privacy");
     /// ```
     pub enum FooterLink {
         /// About us (关于我们).
@@ -251,7 +251,7 @@ named_enum! {
 /// A UI-DSL document: `{"page": {...}}`.
 ///
 /// ```
-/// use lora_t5::data::{Page, Position, Section, Theme, UiDsl};
+/// use uidsl::{Page, Position, Section, Theme, UiDsl};
 ///
 /// let doc = UiDsl {
 ///     page: Page {
@@ -277,7 +277,7 @@ pub struct UiDsl {
 /// One page: a snake_case `name`, a `theme` and its `sections` from top to bottom.
 ///
 /// ```
-/// use lora_t5::data::{Page, Theme};
+/// use uidsl::{Page, Theme};
 ///
 /// let page = Page { name: "login_page".into(), theme: Theme::OceanBlue, sections: vec![] };
 /// assert_eq!(page.theme.as_str(), "ocean-blue");
@@ -295,7 +295,7 @@ pub struct Page {
 /// A section of a page, tagged by `"type"`.
 ///
 /// ```
-/// use lora_t5::data::{CardKind, Position, Section, SectionType};
+/// use uidsl::{CardKind, Position, Section, SectionType};
 ///
 /// let grid = Section::ProductGrid { position: Position::Middle, columns: 2, card: CardKind::ProductCard };
 /// assert_eq!(grid.section_type(), SectionType::ProductGrid);
@@ -375,7 +375,7 @@ impl Section {
     /// The section's `"type"`.
     ///
     /// ```
-    /// use lora_t5::data::{Section, SectionType};
+    /// use uidsl::{Section, SectionType};
     /// assert_eq!(Section::NavBar { back: true }.section_type(), SectionType::NavBar);
     /// ```
     pub fn section_type(&self) -> SectionType {
@@ -396,7 +396,7 @@ impl Section {
     /// Where the section sits: its `"position"`, or its type's fixed position.
     ///
     /// ```
-    /// use lora_t5::data::{Position, Section};
+    /// use uidsl::{Position, Section};
     /// assert_eq!(Section::Footer { links: vec![] }.position(), Position::Bottom);
     /// ```
     pub fn position(&self) -> Position {

@@ -1,9 +1,9 @@
 //! Turning a UI-DSL page into a Chinese instruction, with synonyms, varied separators and
 //! varied clause order.
 
-use super::lexicon::{self as lx, PageKind};
-use super::rng::SplitMix64;
-use super::uidsl::{Page, Section};
+use crate::lexicon::{self as lx, PageKind};
+use crate::rng::SplitMix64;
+use crate::schema::{Page, Section};
 
 /// A Chinese instruction describing `page` (of kind `kind`); every detail of the page is
 /// stated, so the page can be recovered from the text.

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::generator::{generate_avoiding, write_jsonl, GeneratorConfig, Record};
-use super::uidsl::{SectionType, Theme};
-use crate::T5Error;
+use crate::generator::{generate_avoiding, write_jsonl, GeneratorConfig, Record};
+use crate::schema::{SectionType, Theme};
+use crate::UiDslError;
 
 /// The theme the base corpora never use.
 pub const HELDOUT_THEME: Theme = Theme::SakuraPink;
@@ -19,7 +19,7 @@ pub const HELDOUT_SECTION_TYPE: SectionType = SectionType::Carousel;
 /// uses the held-out theme (樱花粉), has a carousel (轮播图), or both.
 ///
 /// ```
-/// use lora_t5::data::{standard_corpora, Theme};
+/// use uidsl::{standard_corpora, Theme};
 ///
 /// let corpora = standard_corpora();
 /// assert_eq!(corpora.base_train.count, 3000);
@@ -52,7 +52,7 @@ impl NamedCorpus {
     /// `<name>.jsonl`.
     ///
     /// ```
-    /// let c = lora_t5::data::NamedCorpus { name: "base_train", records: vec![] };
+    /// let c = uidsl::NamedCorpus { name: "base_train", records: vec![] };
     /// assert_eq!(c.file_name(), "base_train.jsonl");
     /// ```
     pub fn file_name(&self) -> String {
@@ -63,7 +63,7 @@ impl NamedCorpus {
 /// The standard corpora's configurations.
 ///
 /// ```
-/// let corpora = lora_t5::data::standard_corpora();
+/// let corpora = uidsl::standard_corpora();
 /// assert_eq!(corpora.heldout_test.count, 100);
 /// ```
 pub fn standard_corpora() -> StandardCorpora {
@@ -90,7 +90,7 @@ impl StandardCorpora {
     /// Generates the five corpora in the order base_train, base_valid, heldout_train,
     /// heldout_valid, heldout_test. No instruction appears twice across them: each corpus
     /// avoids the instructions of those before it.
-    pub fn generate(&self) -> Result<Vec<NamedCorpus>, T5Error> {
+    pub fn generate(&self) -> Result<Vec<NamedCorpus>, UiDslError> {
         let plan = [
             ("base_train", &self.base_train),
             ("base_valid", &self.base_valid),
@@ -109,7 +109,7 @@ impl StandardCorpora {
     }
 
     /// Generates the corpora and writes each as `<dir>/<name>.jsonl` (atomically per file).
-    pub fn write_to(&self, dir: &Path) -> Result<Vec<NamedCorpus>, T5Error> {
+    pub fn write_to(&self, dir: &Path) -> Result<Vec<NamedCorpus>, UiDslError> {
         let corpora = self.generate()?;
         for corpus in &corpora {
             write_jsonl(&dir.join(corpus.file_name()), &corpus.records)?;

@@ -1,7 +1,7 @@
 //! The Chinese words and phrase templates the UI-DSL generator draws from: synonyms for
 //! themes, positions, page kinds and every section detail.
 
-use super::uidsl::{
+use crate::schema::{
     ButtonAction, FooterLink, FormField, ListItem, Position, SectionType, TabItem, Theme,
 };
 

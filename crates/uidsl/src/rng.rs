@@ -4,7 +4,7 @@
 /// Sebastiano Vigna's SplitMix64 generator.
 ///
 /// ```
-/// use lora_t5::data::SplitMix64;
+/// use uidsl::SplitMix64;
 ///
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);
@@ -39,7 +39,7 @@ impl SplitMix64 {
     /// A number in `range` (its start when it is empty).
     ///
     /// ```
-    /// let mut rng = lora_t5::data::SplitMix64::new(1);
+    /// let mut rng = uidsl::SplitMix64::new(1);
     /// assert!((2..=4).contains(&rng.in_range(2..=4)));
     /// ```
     pub fn in_range(&mut self, range: std::ops::RangeInclusive<usize>) -> usize {
@@ -65,7 +65,7 @@ impl SplitMix64 {
     ///
     /// ```
     /// let mut v = vec![1, 2, 3, 4];
-    /// lora_t5::data::SplitMix64::new(3).shuffle(&mut v);
+    /// uidsl::SplitMix64::new(3).shuffle(&mut v);
     /// v.sort();
     /// assert_eq!(v, [1, 2, 3, 4]);
     /// ```

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::lexicon::{self as lx, PageKind};
-use super::phrasing::instruction;
-use super::rng::SplitMix64;
-use super::uidsl::{
+use crate::lexicon::{self as lx, PageKind};
+use crate::phrasing::instruction;
+use crate::rng::SplitMix64;
+use crate::schema::{
     ButtonAction, CardKind, FooterLink, FormField, ListItem, Page, Section, SectionType, TabItem,
     Theme, UiDsl,
 };
-use crate::T5Error;
+use crate::UiDslError;
 
 /// Fewest and most sections of a generated page.
 pub const SECTIONS_PER_PAGE: std::ops::RangeInclusive<usize> = 2..=4;
@@ -21,7 +21,7 @@ pub const SECTIONS_PER_PAGE: std::ops::RangeInclusive<usize> = 2..=4;
 /// One training record, as a line of a JSONL file.
 ///
 /// ```
-/// use lora_t5::data::Record;
+/// use uidsl::Record;
 ///
 /// let record = Record { instruction: "顶部搜索".into(), output_json_minified: "{}".into() };
 /// assert_eq!(
@@ -47,7 +47,7 @@ pub struct Record {
 /// held-out corpus names them as focus.
 ///
 /// ```
-/// use lora_t5::data::{GeneratorConfig, SectionType, Theme};
+/// use uidsl::{GeneratorConfig, SectionType, Theme};
 ///
 /// let base = GeneratorConfig::all(1, 10)
 ///     .without_themes(&[Theme::SakuraPink])
@@ -97,8 +97,8 @@ impl GeneratorConfig {
         self
     }
 
-    fn check(&self) -> Result<(), T5Error> {
-        let invalid = |reason: String| Err(T5Error::InvalidDataConfig { reason });
+    fn check(&self) -> Result<(), UiDslError> {
+        let invalid = |reason: String| Err(UiDslError::InvalidConfig { reason });
         if self.themes.is_empty() {
             return invalid("the generator has no theme to use".into());
         }
@@ -128,7 +128,7 @@ impl GeneratorConfig {
 /// `config.count` records with distinct instructions, the same for the same configuration.
 ///
 /// ```
-/// use lora_t5::data::{generate, validate_uidsl, GeneratorConfig};
+/// use uidsl::{generate, validate_uidsl, GeneratorConfig};
 ///
 /// let records = generate(&GeneratorConfig::all(42, 5)).unwrap();
 /// assert_eq!(records.len(), 5);
@@ -138,7 +138,7 @@ impl GeneratorConfig {
 ///     assert!(validate_uidsl(&value).is_ok());
 /// }
 /// ```
-pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, T5Error> {
+pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, UiDslError> {
     generate_avoiding(config, &HashSet::new())
 }
 
@@ -147,7 +147,7 @@ pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, T5Error> {
 ///
 /// ```
 /// use std::collections::HashSet;
-/// use lora_t5::data::{generate, generate_avoiding, GeneratorConfig};
+/// use uidsl::{generate, generate_avoiding, GeneratorConfig};
 ///
 /// let train = generate(&GeneratorConfig::all(1, 20)).unwrap();
 /// let seen: HashSet<String> = train.iter().map(|r| r.instruction.clone()).collect();
@@ -157,7 +157,7 @@ pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, T5Error> {
 pub fn generate_avoiding(
     config: &GeneratorConfig,
     avoid: &HashSet<String>,
-) -> Result<Vec<Record>, T5Error> {
+) -> Result<Vec<Record>, UiDslError> {
     config.check()?;
     let mut rng = SplitMix64::new(config.seed);
     let mut seen: HashSet<String> = HashSet::new();
@@ -178,7 +178,7 @@ pub fn generate_avoiding(
         });
     }
     if records.len() < config.count {
-        return Err(T5Error::InvalidDataConfig {
+        return Err(UiDslError::InvalidConfig {
             reason: format!(
                 "only {} distinct instructions could be generated, {} were asked for",
                 records.len(),
@@ -192,7 +192,7 @@ pub fn generate_avoiding(
 /// The records as JSONL: one compact JSON object per line, each line ending in `\n`.
 ///
 /// ```
-/// use lora_t5::data::{to_jsonl, Record};
+/// use uidsl::{to_jsonl, Record};
 ///
 /// let r = Record { instruction: "a".into(), output_json_minified: "{}".into() };
 /// assert_eq!(to_jsonl(&[r]), "{\"instruction\":\"a\",\"output_json_minified\":\"{}\"}\n");
@@ -211,7 +211,7 @@ pub fn to_jsonl(records: &[Record]) -> String {
 /// it is written, synced and renamed over `path`, so readers never see a partial file.
 ///
 /// ```
-/// use lora_t5::data::{generate, write_jsonl, GeneratorConfig};
+/// use uidsl::{generate, write_jsonl, GeneratorConfig};
 ///
 /// let dir = std::env::temp_dir().join(format!("uidsl-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
@@ -220,7 +220,7 @@ pub fn to_jsonl(records: &[Record]) -> String {
 /// assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
-pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), T5Error> {
+pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), UiDslError> {
     Ok(lora_hf::write_atomic(path, to_jsonl(records).as_bytes())?)
 }
 
@@ -327,7 +327,7 @@ fn section(kind: SectionType, rng: &mut SplitMix64) -> Section {
     let position = rng
         .pick(lx::positions_of(kind))
         .copied()
-        .unwrap_or(super::uidsl::Position::Middle);
+        .unwrap_or(crate::schema::Position::Middle);
     match kind {
         SectionType::NavBar => Section::NavBar {
             back: rng.chance(0.5),
