@@ -85,12 +85,8 @@ impl AdapterConfig {
 
     /// Parses the text of an `adapter_config.json`; `path` names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PeftIoError> {
-        let json_error = |e: serde_json::Error| PeftIoError::Json {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        };
+        let json_error =
+            |e: serde_json::Error| PeftIoError::from(lora_hf::HfFileError::json(path, &e));
         let value: Value = serde_json::from_str(text).map_err(json_error)?;
         let Value::Object(values) = value else {
             return Err(invalid(path, "<root>", "a JSON object", &value));

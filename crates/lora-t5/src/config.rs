@@ -162,12 +162,8 @@ impl T5Config {
 
     /// Parses the text of a `config.json`; `path` names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, T5Error> {
-        let value: Value = serde_json::from_str(text).map_err(|e| T5Error::Json {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| lora_hf::HfFileError::json(path, &e))?;
         let Value::Object(map) = value else {
             return Err(invalid(path, "<root>", "a JSON object", &value));
         };

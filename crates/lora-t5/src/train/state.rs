@@ -55,12 +55,7 @@ impl TrainerState {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| T5Error::Json {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })
+        Ok(serde_json::from_str(&text).map_err(|e| lora_hf::HfFileError::json(path, &e))?)
     }
 
     /// Writes `trainer_state.json` atomically.
