@@ -16,11 +16,10 @@
 //! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
 //!   target 128, random ids): `loss` (the head and the cross-entropy fused on flex), backward, `GradientsParams::from_grads`,
 //!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`;
-//! - `trainer_2steps_bs8`: the same training steps run by `lora_t5::Trainer` (two optimizer
+//! - `trainer_2steps_bs8`: the same training steps run by `lora_train::Trainer` (two optimizer
 //!   steps of 8 examples, source 64, target 128; the default global-norm clipping at 1.0, the
-//!   learning-rate schedule, the progress line off, and everything the trainer writes at the
-//!   end: the PEFT adapter, `metrics.jsonl`, `trainer_state.json`, `loss.png`), to show what the
-//!   trainer adds to the raw step.
+//!   learning-rate schedule, and everything the trainer writes: the PEFT adapter and
+//!   `metrics.jsonl`), to show what the trainer adds to the raw step.
 //!
 //! Throughput is set in elements per iteration, so criterion's `thrpt` line reads as tokens/s:
 //! new tokens for `greedy_64` (64) and `beam4_32` (32, the length of the returned sequence),
@@ -46,10 +45,9 @@ use lora_burn::lora_core::{
     int8_quantizer, mark_only_lora_as_trainable, quantize_base_weights, LoraBias, LoraConfig,
 };
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::data::{Seq2SeqCollator, TokenizedExample};
-use lora_burn::lora_t5::{
-    GenerationConfig, T5Config, T5ForConditionalGeneration, Trainer, TrainerConfig,
-};
+use lora_burn::lora_t5::{GenerationConfig, T5Config, T5ForConditionalGeneration};
+use lora_burn::lora_train::data::{Seq2SeqCollator, TokenizedExample};
+use lora_burn::lora_train::{Trainer, TrainerConfig, TrainingMode};
 
 const PROMPT_LEN: usize = 64;
 const GREEDY_NEW: usize = 64;
@@ -73,7 +71,7 @@ fn lora_model<B: Backend>(device: &B::Device) -> T5ForConditionalGeneration<B> {
     let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
     let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)
         .expect("valid adapter config");
-    let paths = inject_adapter(&mut model, &adapter, "default", None).expect("inject adapter");
+    let paths = inject_adapter(&mut model, &adapter, "default").expect("inject adapter");
     assert_eq!(
         paths.len(),
         6 * 2 + 6 * 2 * 2,
@@ -216,12 +214,13 @@ fn trainer_steps(group: &mut criterion::BenchmarkGroup<'_, criterion::measuremen
             learning_rate: 1e-4,
             batch_size: TRAIN_BATCH,
             max_steps: Some(STEPS),
-            progress: false,
             ..TrainerConfig::default()
         },
         output_dir: output_dir.clone(),
-        adapter_name: "default".into(),
-        adapter_config,
+        mode: TrainingMode::Adapter {
+            name: "default".into(),
+            config: adapter_config,
+        },
         collator: Seq2SeqCollator {
             max_source_len: TRAIN_SOURCE,
             max_target_len: TRAIN_TARGET,

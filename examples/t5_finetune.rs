@@ -11,8 +11,9 @@ use std::path::Path;
 use lora_burn::backend::TrainBackend;
 use lora_burn::lora_core::{count_parameters, LoraConfig};
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::data::{read_jsonl, JsonlOptions, Seq2SeqCollator, TokenizedExample};
-use lora_burn::lora_t5::{T5ForConditionalGeneration, T5Tokenizer, Trainer, TrainerConfig};
+use lora_burn::lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
+use lora_burn::lora_train::data::{read_jsonl, JsonlOptions, Seq2SeqCollator, TokenizedExample};
+use lora_burn::lora_train::{Trainer, TrainerConfig, TrainingMode};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let model_dir = Path::new("models/uidsl-t5-small");
@@ -25,7 +26,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         &LoraConfig::new(8, 16.0).with_lora_dropout(0.05),
         ModuleSelector::Names(vec!["q".into(), "v".into()]),
     )?;
-    let targets = inject_adapter(&mut model, &config, "default", None)?;
+    let targets = inject_adapter(&mut model, &config, "default")?;
     println!("LoRA on {} layers", targets.len());
 
     let read = |file: &str| -> Result<Vec<TokenizedExample>, Box<dyn Error>> {
@@ -35,7 +36,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
         data.examples
             .iter()
-            .map(|e| Ok(TokenizedExample::encode(&tokenizer, &e.source, &e.target)?))
+            .map(|e| {
+                Ok(TokenizedExample {
+                    source: tokenizer.encode(&e.source)?,
+                    target: tokenizer.encode(&e.target)?,
+                })
+            })
             .collect()
     };
     let (train, valid) = (read("heldout_train.jsonl")?, read("heldout_valid.jsonl")?);
@@ -50,8 +56,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             ..TrainerConfig::default()
         },
         output_dir: std::env::temp_dir().join("lora-t5-example-finetune"),
-        adapter_name: "default".into(),
-        adapter_config: config,
+        mode: TrainingMode::Adapter {
+            name: "default".into(),
+            config,
+        },
         collator: Seq2SeqCollator {
             max_source_len: 128,
             max_target_len: 128,

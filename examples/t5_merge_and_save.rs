@@ -9,7 +9,7 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use lora_burn::backend::InferenceBackend;
-use lora_burn::lora_core::{LoraLinear, LoraModule};
+use lora_burn::lora_core::LoraModelOps;
 use lora_burn::lora_t5::T5ForConditionalGeneration;
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -27,26 +27,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         &mut model,
         &fixtures.join("t5_v1_1_lora/adapter"),
         "default",
-        None,
     )?;
 
-    let mut merged = 0;
-    let mut failure = None;
-    model.visit_lora_mut("", &mut |path, layer| {
-        if layer.adapters.is_empty() || failure.is_some() {
-            return;
-        }
-        match layer.clone().merge_and_unload() {
-            Ok(base) => {
-                *layer = LoraLinear::new(base);
-                merged += 1;
-            }
-            Err(e) => failure = Some(format!("{path}: {e}")),
-        }
-    });
-    if let Some(failure) = failure {
-        return Err(failure.into());
-    }
+    let merged = model.merge_and_unload()?;
     model.save_pretrained(&out)?;
     println!(
         "merged {merged} layers; checkpoint written to {}",

@@ -22,8 +22,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let device = Default::default();
     let mut model =
         T5ForConditionalGeneration::<B>::from_pretrained(&fixtures.join("t5_v1_1"), &device)?;
-    let config =
-        lora_burn::lora_peft_io::load_adapter(&mut model, &adapter, "default", Some(&["q", "v"]))?;
+    let config = lora_burn::lora_peft_io::load_adapter(&mut model, &adapter, "default")?;
     println!(
         "adapter r={} alpha={} on {:?}",
         config.r(),

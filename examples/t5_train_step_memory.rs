@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = T5ForConditionalGeneration::<T>::new(&config, &device);
     let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
     let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)?;
-    inject_adapter(&mut model, &adapter, "default", None)?;
+    inject_adapter(&mut model, &adapter, "default")?;
     let mut model = mark_only_lora_as_trainable(model, LoraBias::None);
     println!("{}", count_parameters(&model));
 

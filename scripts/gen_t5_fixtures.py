@@ -50,11 +50,11 @@ reload an existing fixture tree and recompute every stored value:
     $VENV/bin/python scripts/gen_t5_fixtures.py --verify [--out-dir DIR]
 
 To load an adapter trained by the Rust trainer with PEFT (the reverse direction
-of the trainer test in ``crates/lora-t5/tests/trainer.rs``, which exports its
+of the trainer test in ``crates/lora-train/tests/trainer.rs``, which exports its
 tiny base model, its trained adapter and its logits when
 ``LORA_T5_EXPORT_TRAINED_ADAPTER`` names a directory):
 
-    LORA_T5_EXPORT_TRAINED_ADAPTER=/tmp/trained cargo test -p lora-t5 --test trainer
+    LORA_T5_EXPORT_TRAINED_ADAPTER=/tmp/trained cargo test --workspace --test trainer
     $VENV/bin/python scripts/gen_t5_fixtures.py --check-trained-adapter /tmp/trained
 
 It loads ``base/`` with ``T5ForConditionalGeneration.from_pretrained``, the

@@ -23,6 +23,8 @@ pub use lora_core;
 pub use lora_hf;
 pub use lora_peft_io;
 pub use lora_t5;
+pub use lora_train;
+pub use uidsl;
 
 pub mod backend;
 

@@ -130,6 +130,14 @@ pub enum LoraError {
         /// The shape that was found.
         found: Vec<usize>,
     },
+    /// A model-wide operation failed in one layer.
+    #[error("{path}: {source}")]
+    InLayer {
+        /// The layer's module path.
+        path: String,
+        /// The layer's error.
+        source: Box<LoraError>,
+    },
     /// A tensor's values could not be read back from the device.
     #[error("could not read tensor data: {reason}")]
     TensorData {

@@ -216,6 +216,44 @@ impl<B: Backend> LoraLinear<B> {
         Ok(removed)
     }
 
+    /// Renames adapter `from` to `to`; its active and merged state follow it.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraConfig, LoraLinear};
+    ///
+    /// let base = LinearConfig::new(4, 4).init::<NdArray>(&Default::default());
+    /// let mut layer = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0)).unwrap();
+    /// layer.rename_adapter("default", "style").unwrap();
+    /// assert_eq!(layer.active_adapters(), ["style"]);
+    /// assert!(layer.rename_adapter("default", "x").is_err());
+    /// ```
+    pub fn rename_adapter(&mut self, from: &str, to: &str) -> Result<(), LoraError> {
+        let index = self.require_adapter(from)?;
+        if from == to {
+            return Ok(());
+        }
+        if to == BASE_ONLY {
+            return Err(LoraError::ReservedAdapterName { name: to.into() });
+        }
+        if self.adapter(to).is_some() {
+            return Err(LoraError::DuplicateAdapter { name: to.into() });
+        }
+        self.adapters[index].name = to.to_string();
+        for name in self
+            .state
+            .active
+            .iter_mut()
+            .chain(self.state.merged.iter_mut())
+        {
+            if name == from {
+                *name = to.to_string();
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the layer to `x` of shape `[..., d_input]`, giving `[..., d_output]`.
     ///
     /// With adapters disabled, or with any adapter merged, this is the base layer alone (merged

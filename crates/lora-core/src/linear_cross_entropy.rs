@@ -15,6 +15,14 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+/// The label value a sequence loss ignores (PyTorch's and transformers' `-100`): padding in a
+/// batch of labels.
+///
+/// ```
+/// assert_eq!(lora_core::IGNORE_INDEX, -100);
+/// ```
+pub const IGNORE_INDEX: i64 = -100;
+
 /// How a head's weight stores its vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadLayout {

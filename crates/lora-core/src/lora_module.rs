@@ -29,6 +29,13 @@ pub trait LoraModule<B: Backend> {
 
     /// Like [`visit_lora`](Self::visit_lora), with mutable access.
     fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>));
+
+    /// The module names an adapter targets on this model when its `target_modules` is unset
+    /// (PEFT's per-architecture defaults, e.g. `["q", "v"]` for T5); `None` (the default) when
+    /// the model has no such defaults and adapters must name their targets.
+    fn default_target_modules(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// Joins a module path and a child name with a dot (no dot after an empty prefix).
@@ -100,6 +107,10 @@ impl<B: Backend, T: LoraModule<B>> LoraModule<B> for Box<T> {
 
     fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
         self.as_mut().visit_lora_mut(prefix, visit);
+    }
+
+    fn default_target_modules(&self) -> Option<&'static [&'static str]> {
+        self.as_ref().default_target_modules()
     }
 }
 

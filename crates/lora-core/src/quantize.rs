@@ -8,7 +8,7 @@ use burn::tensor::quantization::{
 };
 use burn::tensor::DType;
 
-use crate::{LoraError, LoraLinear, LoraModule};
+use crate::{LoraError, LoraLinear, LoraModelOps, LoraModule};
 
 /// Burn's symmetric int8 quantizer with min-max calibration: one scale per tensor
 /// (`block_size: None`) or one per run of `block_size` consecutive weights along the output
@@ -114,11 +114,11 @@ pub fn quantize_base_weights<B: Backend, M: LoraModule<B> + ?Sized>(
     module: &mut M,
     quantizer: &mut Quantizer,
 ) -> Result<usize, LoraError> {
-    let mut result = Ok(0);
-    module.visit_lora_mut("", &mut |_, layer| {
-        if let Ok(count) = result {
-            result = layer.quantize_base(quantizer).map(|()| count + 1);
-        }
-    });
-    result
+    let mut count = 0;
+    module.try_visit_lora_mut(|_, layer| {
+        layer.quantize_base(quantizer)?;
+        count += 1;
+        Ok(())
+    })?;
+    Ok(count)
 }

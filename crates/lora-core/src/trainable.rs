@@ -1,4 +1,5 @@
-//! Freezing everything in a model but its LoRA layers (PEFT's `mark_only_lora_as_trainable`).
+//! Freezing everything in a model but its LoRA layers (PEFT's `mark_only_lora_as_trainable`),
+//! and unfreezing everything for full training.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
@@ -41,6 +42,36 @@ pub fn mark_only_lora_as_trainable<B: Backend, M: Module<B>>(module: M, bias: Lo
         path: Vec::new(),
         bias,
     })
+}
+
+/// Makes every parameter of `module` trainable, frozen LoRA base weights included: full
+/// fine-tuning or pretraining of a model built on [`LoraLinear`](crate::LoraLinear) layers.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::nn::LinearConfig;
+/// use lora_core::{count_parameters, mark_all_as_trainable, LoraConfig, LoraLinear};
+///
+/// let device = Default::default();
+/// let layer = LoraLinear::<Autodiff<NdArray>>::from_linear(
+///     LinearConfig::new(8, 8).init(&device),
+///     &LoraConfig::new(2, 4.0),
+/// )
+/// .unwrap();
+/// assert!(count_parameters(&layer).trainable < count_parameters(&layer).total);
+/// let layer = mark_all_as_trainable(layer);
+/// assert_eq!(count_parameters(&layer).trainable, count_parameters(&layer).total);
+/// ```
+pub fn mark_all_as_trainable<B: Backend, M: Module<B>>(module: M) -> M {
+    module.map(&mut Unfreezer)
+}
+
+struct Unfreezer;
+
+impl<B: Backend> ModuleMapper<B> for Unfreezer {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
+    }
 }
 
 struct Freezer {

@@ -1,4 +1,5 @@
-//! The element types Hugging Face files are written in, and the half-precision conversions.
+//! The element types Hugging Face files are written in, and the half-precision conversions
+//! (the `half` crate's, round to nearest even as PyTorch).
 
 /// The element type a file is written with.
 ///
@@ -22,17 +23,12 @@ pub enum WeightDtype {
 /// assert_eq!(lora_hf::bf16_to_f32(0x3f80), 1.0);
 /// ```
 pub fn bf16_to_f32(bits: u16) -> f32 {
-    f32::from_bits((bits as u32) << 16)
+    half::bf16::from_bits(bits).to_f32()
 }
 
-/// f32 to bfloat16 bits, rounding to nearest even (NaN stays NaN).
+/// f32 to bfloat16 bits, rounding to nearest even (NaN stays NaN), as PyTorch's `.to(bfloat16)`.
 pub(crate) fn f32_to_bf16(value: f32) -> u16 {
-    let bits = value.to_bits();
-    if value.is_nan() {
-        return ((bits >> 16) | 0x0040) as u16;
-    }
-    let rounding = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(rounding) >> 16) as u16
+    half::bf16::from_f32(value).to_bits()
 }
 
 /// IEEE half bits to f32 (exact).
@@ -41,53 +37,12 @@ pub(crate) fn f32_to_bf16(value: f32) -> u16 {
 /// assert_eq!(lora_hf::f16_to_f32(0x3c00), 1.0);
 /// ```
 pub fn f16_to_f32(bits: u16) -> f32 {
-    let sign = ((bits >> 15) as u32) << 31;
-    let exponent = ((bits >> 10) & 0x1f) as u32;
-    let mantissa = (bits & 0x3ff) as u32;
-    let magnitude = match (exponent, mantissa) {
-        (0, 0) => 0,
-        (0, m) => {
-            // Subnormal: value = m · 2^-24.
-            return f32::from_bits(sign)
-                + (if sign != 0 { -1.0 } else { 1.0 }) * m as f32 * 2f32.powi(-24);
-        }
-        (0x1f, 0) => 0x7f80_0000,
-        (0x1f, m) => 0x7f80_0000 | (m << 13),
-        (e, m) => ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(sign | magnitude)
+    half::f16::from_bits(bits).to_f32()
 }
 
 /// f32 to IEEE half bits, rounding to nearest even, overflowing to infinity.
 pub(crate) fn f32_to_f16(value: f32) -> u16 {
-    let bits = value.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exponent = ((bits >> 23) & 0xff) as i32;
-    let mantissa = bits & 0x7f_ffff;
-    if exponent == 0xff {
-        let nan = if mantissa != 0 { 0x200 } else { 0 };
-        return sign | 0x7c00 | nan;
-    }
-    let half_exponent = exponent - 127 + 15;
-    if half_exponent >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if half_exponent <= 0 {
-        if half_exponent < -10 {
-            return sign;
-        }
-        let full = mantissa | 0x80_0000;
-        let shift = (14 - half_exponent) as u32;
-        let half = full >> shift;
-        let rest = full & ((1 << shift) - 1);
-        let halfway = 1 << (shift - 1);
-        let round_up = rest > halfway || (rest == halfway && half & 1 == 1);
-        return sign | (half + round_up as u32) as u16;
-    }
-    let half = ((half_exponent as u32) << 10) | (mantissa >> 13);
-    let rest = mantissa & 0x1fff;
-    let round_up = rest > 0x1000 || (rest == 0x1000 && half & 1 == 1);
-    sign | (half + round_up as u32) as u16
+    half::f16::from_f32(value).to_bits()
 }
 
 #[cfg(test)]

@@ -51,16 +51,17 @@ pub fn adapter_dir(dir: &Path, adapter_name: &str) -> PathBuf {
 
 /// Adds a fresh adapter `adapter_name` to every LoRA layer of `model` that `config` targets,
 /// with the layer's rank and alpha from `rank_pattern` / `alpha_pattern` (PEFT's
-/// `get_peft_model`). `default_targets` stands in for a `null` `target_modules`. Returns the
-/// targeted paths. On error, the model is unchanged.
+/// `get_peft_model`). A `null` `target_modules` targets the model's
+/// [`default_target_modules`](LoraModule::default_target_modules). Returns the targeted paths.
+/// On error, the model is unchanged.
 pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
     model: &mut M,
     config: &AdapterConfig,
     adapter_name: &str,
-    default_targets: Option<&[&str]>,
 ) -> Result<Vec<String>, PeftIoError> {
     check_supported(config, Path::new(CONFIG_FILE))?;
-    let targets = select_targets(config, &lora_layer_paths(model, ""), default_targets)?;
+    let defaults = model.default_target_modules();
+    let targets = select_targets(config, &lora_layer_paths(model, ""), defaults)?;
     let mut adapters = BTreeMap::new();
     let mut failure = None;
     model.visit_lora("", &mut |path, layer| {
@@ -194,13 +195,13 @@ fn host<B: Backend, const D: usize>(
 
 /// Reads the PEFT adapter directory `dir` (or its subfolder `dir/<adapter_name>`, where PEFT
 /// saves non-default adapters) into slot `adapter_name` of every targeted LoRA layer of
-/// `model`. Everything is checked before the model is touched: on error it is unchanged.
-/// Returns the adapter's config.
+/// `model` (a `null` `target_modules` meaning the model's
+/// [`default_target_modules`](LoraModule::default_target_modules)). Everything is checked
+/// before the model is touched: on error it is unchanged. Returns the adapter's config.
 pub fn load_adapter<B: Backend, M: LoraModule<B>>(
     model: &mut M,
     dir: &Path,
     adapter_name: &str,
-    default_targets: Option<&[&str]>,
 ) -> Result<AdapterConfig, PeftIoError> {
     let dir =
         if dir.join(CONFIG_FILE).is_file() || !dir.join(adapter_name).join(CONFIG_FILE).is_file() {
@@ -244,7 +245,8 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
             .or_default()
             .insert(role, (key, tensor));
     }
-    let targets = select_targets(&config, &lora_layer_paths(model, ""), default_targets)?;
+    let defaults = model.default_target_modules();
+    let targets = select_targets(&config, &lora_layer_paths(model, ""), defaults)?;
     for (module, roles) in &modules {
         if !targets.contains(module) {
             let (key, _) = roles

@@ -28,12 +28,12 @@
 //!     &LoraConfig::new(4, 8.0),
 //!     ModuleSelector::Names(vec!["q".into()]),
 //! ).unwrap();
-//! assert_eq!(inject_adapter(&mut model, &config, "default", None).unwrap(), ["q"]);
+//! assert_eq!(inject_adapter(&mut model, &config, "default").unwrap(), ["q"]);
 //!
 //! let dir = std::env::temp_dir().join(format!("lora-peft-io-doc-{}", std::process::id()));
 //! save_adapter(&model, &dir, "default", &config, SaveOptions::default()).unwrap();
 //! let mut fresh = Attention { q: layer(), v: layer() };
-//! load_adapter(&mut fresh, &dir, "default", None).unwrap();
+//! load_adapter(&mut fresh, &dir, "default").unwrap();
 //! assert_eq!(fresh.q.adapter_names(), ["default"]);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```

@@ -63,7 +63,7 @@ impl Drop for Scratch {
 #[track_caller]
 fn load_error(dir: &Path) -> PeftIoError {
     let mut model = base_model();
-    let err = load_adapter(&mut model, dir, "default", None)
+    let err = load_adapter(&mut model, dir, "default")
         .map(|_| ())
         .expect_err("the load must fail");
     let mut untouched = true;
@@ -819,12 +819,12 @@ fn a_target_that_matches_no_layer_is_target_not_found() {
     )
     .unwrap();
     let mut model = base_model();
-    let err = inject_adapter(&mut model, &config, "default", None).unwrap_err();
+    let err = inject_adapter(&mut model, &config, "default").unwrap_err();
     assert!(matches!(&err, PeftIoError::TargetNotFound { target, .. } if target == "q_proj"));
     // No target_modules and no architecture default.
     let config =
         AdapterConfig::from_json_str(r#"{"peft_type": "LORA"}"#, CONFIG_FILE.as_ref()).unwrap();
-    let err = inject_adapter(&mut model, &config, "default", None).unwrap_err();
+    let err = inject_adapter(&mut model, &config, "default").unwrap_err();
     assert!(matches!(&err, PeftIoError::TargetNotFound { .. }), "{err}");
 }
 
@@ -887,7 +887,7 @@ fn init_methods_that_change_the_base_model_are_unsupported() {
         // Injecting a fresh adapter with such a config is refused as well.
         let config = AdapterConfig::read(&dir.join(CONFIG_FILE)).unwrap();
         let mut model = base_model();
-        let err = inject_adapter(&mut model, &config, "default", None).unwrap_err();
+        let err = inject_adapter(&mut model, &config, "default").unwrap_err();
         assert!(matches!(&err, PeftIoError::Unsupported { .. }), "{err}");
     }
 }
@@ -1265,7 +1265,7 @@ fn file_names(dir: &Path) -> BTreeSet<String> {
 /// The base model with list_qv's adapter, and its config.
 fn model_with_adapter() -> (common::Tiny<common::Cpu>, AdapterConfig) {
     let mut model = base_model();
-    let config = load_adapter(&mut model, &fixtures().join("list_qv"), "default", None).unwrap();
+    let config = load_adapter(&mut model, &fixtures().join("list_qv"), "default").unwrap();
     (model, config)
 }
 

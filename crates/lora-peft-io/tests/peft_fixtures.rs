@@ -124,7 +124,7 @@ fn every_peft_fixture_loads_targets_the_same_modules_and_gives_peft_output() {
         .all(|(a, b)| (a - b).abs() < 1e-5));
     for case in CASES {
         let mut model = base.clone();
-        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter, None)
+        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter)
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let expected = targets(case.name);
         let mut loaded = Vec::new();
@@ -168,7 +168,7 @@ fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
         }
         let mut model = base_model();
         let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
-        let config = load_adapter(&mut model, &source, case.adapter, None).unwrap();
+        let config = load_adapter(&mut model, &source, case.adapter).unwrap();
         let dtype = match case.name {
             "rslora_bf16" => WeightDtype::BF16,
             "fp16" => WeightDtype::F16,
@@ -199,7 +199,7 @@ fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
     }
     // The legacy pickle holds the same tensors as list_qv's safetensors file.
     let mut model = base_model();
-    let config = load_adapter(&mut model, &fixtures().join("old_peft"), "default", None).unwrap();
+    let config = load_adapter(&mut model, &fixtures().join("old_peft"), "default").unwrap();
     assert_eq!(
         config.get("merge_weights"),
         Some(&serde_json::Value::Bool(false))
@@ -238,8 +238,7 @@ fn export_adapters_for_the_peft_check() {
     let root = PathBuf::from(std::env::var("LORA_PEFT_EXPORT_DIR").expect("LORA_PEFT_EXPORT_DIR"));
     for case in CASES {
         let mut model = base_model();
-        let config =
-            load_adapter(&mut model, &fixtures().join(case.name), case.adapter, None).unwrap();
+        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter).unwrap();
         let dtype = match case.name {
             "rslora_bf16" => WeightDtype::BF16,
             "fp16" => WeightDtype::F16,
@@ -263,7 +262,7 @@ fn a_failed_load_leaves_the_model_unchanged() {
     tensors.remove(missing).unwrap();
     write_tensors(&dir, &tensors);
     let mut model = base_model();
-    let err = load_adapter(&mut model, &dir, "default", None).unwrap_err();
+    let err = load_adapter(&mut model, &dir, "default").unwrap_err();
     assert!(
         matches!(&err, PeftIoError::MissingTensor { key, .. } if key == missing),
         "{err}"

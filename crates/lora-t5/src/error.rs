@@ -103,23 +103,6 @@ pub enum T5Error {
         /// The tokenizer's message.
         message: String,
     },
-    /// A JSONL data file holds a record that cannot be used (with
-    /// [`BadRecordPolicy::Fail`](crate::data::BadRecordPolicy::Fail)).
-    #[error("{path}:{line}: {reason}")]
-    BadRecord {
-        /// The data file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong with the record.
-        reason: String,
-    },
-    /// A data generator, split or collator was configured with values it cannot use.
-    #[error("invalid data configuration: {reason}")]
-    InvalidDataConfig {
-        /// What is wrong.
-        reason: String,
-    },
     /// A tensor contains NaN or infinite values.
     #[error("{path}: tensor `{key}` contains non-finite values")]
     NonFinite {
@@ -128,9 +111,6 @@ pub enum T5Error {
         /// The tensor key.
         key: String,
     },
-    /// Reading or applying an adapter failed.
-    #[error(transparent)]
-    Adapter(#[from] lora_peft_io::PeftIoError),
     /// A LoRA layer refused an operation.
     #[error(transparent)]
     Lora(#[from] lora_core::LoraError),
@@ -169,16 +149,6 @@ impl From<lora_hf::HfFileError> for T5Error {
             E::UnsupportedDtype { path, key, dtype } => Self::UnsupportedDtype { path, key, dtype },
             E::NonFinite { path, key } => Self::NonFinite { path, key },
             E::NoWeights { dir } => Self::NoWeights { dir },
-        }
-    }
-}
-
-impl From<uidsl::UiDslError> for T5Error {
-    /// The task's error: a generator configuration error as invalid data configuration.
-    fn from(error: uidsl::UiDslError) -> Self {
-        match error {
-            uidsl::UiDslError::InvalidConfig { reason } => Self::InvalidDataConfig { reason },
-            uidsl::UiDslError::File(error) => error.into(),
         }
     }
 }

@@ -4,6 +4,10 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::{DecoderState, T5Error, T5ForConditionalGeneration};
 
@@ -49,7 +53,8 @@ pub struct GenerationConfig {
     pub top_k: usize,
     /// Keep the smallest set of tokens with probability mass `top_p` when sampling (1: all).
     pub top_p: f32,
-    /// Seed of the sampling random numbers.
+    /// Seed of the sampling random numbers (a xoshiro256++ stream, `rand`'s `WeightedIndex`
+    /// draws).
     pub seed: u64,
 }
 
@@ -188,7 +193,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let mut state = self.start_decoding(encoded, attention_mask);
         let mut sequences: Vec<Vec<u32>> = vec![vec![self.config.decoder_start_token_id]; batch];
         let mut finished = vec![false; batch];
-        let mut rng = SplitMix64::new(generation.seed);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(generation.seed);
         for step in 0..generation.max_new_tokens {
             let last: Vec<u32> = sequences.iter().map(|s| s[s.len() - 1]).collect();
             let log_probs = self.next_log_probs(&last, &mut state, &device)?;
@@ -295,7 +300,7 @@ fn argmax(scores: &[f32]) -> u32 {
 
 /// Samples a token from log-probabilities with temperature, top-k and top-p, in the order
 /// transformers applies them.
-fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut SplitMix64) -> u32 {
+fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut impl Rng) -> u32 {
     for s in scores.iter_mut() {
         *s /= generation.temperature;
     }
@@ -323,33 +328,11 @@ fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut SplitMix6
             }
         }
     }
-    let kept = &weights[..keep];
-    let total: f64 = kept.iter().sum();
-    let mut target = rng.next_f64() * total;
-    for (n, w) in kept.iter().enumerate() {
-        target -= w;
-        if target <= 0.0 {
-            return order[n] as u32;
-        }
-    }
-    order[keep - 1] as u32
-}
-
-/// A small, seeded random number generator (SplitMix64).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+    // The most likely token weighs exp(0) = 1, so the weights are never all zero; scores made
+    // non-finite by an extreme temperature fall back to that token.
+    match WeightedIndex::new(&weights[..keep]) {
+        Ok(distribution) => order[distribution.sample(rng)] as u32,
+        Err(_) => order[0] as u32,
     }
 }
 

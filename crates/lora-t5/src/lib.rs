@@ -5,23 +5,23 @@
 //! - [`T5ForConditionalGeneration::from_pretrained`] loads `model.safetensors` (or shards) in
 //!   F32, F16 or BF16.
 //! - `forward`, `forward_with_labels` (loss with `-100` ignored) and generation.
+//!
+//! Training lives in `lora-train` (its `Seq2SeqModel` is implemented for this model) and PEFT
+//! adapter directories in `lora-peft-io`; this crate is the model alone.
 
 mod attention;
 mod block;
 mod config;
-pub mod data;
 mod error;
 mod feed_forward;
 mod generation;
 mod layer_norm;
 mod loading;
-pub mod metrics;
 mod model;
 mod position_bias;
 mod saving;
 mod stack;
 mod tokenizer;
-mod train;
 
 pub use attention::{KeyValue, T5Attention};
 pub use block::{T5AttentionLayer, T5Block, T5FeedForwardLayer};
@@ -30,13 +30,10 @@ pub use error::T5Error;
 pub use feed_forward::T5FeedForward;
 pub use generation::{generated_tokens, EarlyStopping, GenerationConfig};
 pub use layer_norm::T5LayerNorm;
-pub use model::{cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneration, IGNORE_INDEX};
+pub use model::{
+    cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneration, IGNORE_INDEX,
+    T5_DEFAULT_TARGET_MODULES,
+};
 pub use position_bias::relative_position_bucket;
 pub use stack::{DecoderState, T5Stack};
 pub use tokenizer::T5Tokenizer;
-pub use train::clip::clip_global_norm;
-pub use train::plot::{write_curves_png, Curve};
-pub use train::progress::Progress;
-pub use train::schedule::{DecayKind, LrSchedule};
-pub use train::state::{LogEntry, TrainerState};
-pub use train::trainer::{evaluate_loss, TrainOutcome, Trainer, TrainerConfig};

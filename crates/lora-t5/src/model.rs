@@ -11,8 +11,7 @@ use lora_core::{
 
 use crate::{DecoderState, T5Config, T5Error, T5Stack};
 
-/// The label value that the loss ignores (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
+pub use lora_core::IGNORE_INDEX;
 
 /// T5 / FLAN-T5 for sequence-to-sequence generation, with every linear layer a [`LoraLinear`]
 /// addressable by its Hugging Face module path (`encoder.block.0.layer.0.SelfAttention.q`,
@@ -48,7 +47,20 @@ pub struct T5ForConditionalGeneration<B: Backend> {
     pub config: T5Config,
 }
 
+/// The modules a LoRA adapter targets on T5 when its `target_modules` is unset: the attention
+/// query and value projections, as PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`
+/// has it for `t5` and `mt5`.
+///
+/// ```
+/// assert_eq!(lora_t5::T5_DEFAULT_TARGET_MODULES, ["q", "v"]);
+/// ```
+pub const T5_DEFAULT_TARGET_MODULES: &[&str] = &["q", "v"];
+
 impl<B: Backend> LoraModule<B> for T5ForConditionalGeneration<B> {
+    fn default_target_modules(&self) -> Option<&'static [&'static str]> {
+        Some(T5_DEFAULT_TARGET_MODULES)
+    }
+
     fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
         self.encoder
             .visit_lora(&join_module_path(prefix, "encoder"), visit);

@@ -35,7 +35,7 @@ fn model(tied: bool) -> T5ForConditionalGeneration<T> {
     let lora = LoraConfig::new(4, 8.0).with_init_lora_weights(LoraInit::Random);
     let targets = ModuleSelector::Names(vec!["q".into(), "v".into(), "wo".into()]);
     let adapter = AdapterConfig::from_lora_config(&lora, targets).unwrap();
-    inject_adapter(&mut model, &adapter, "default", None).unwrap();
+    inject_adapter(&mut model, &adapter, "default").unwrap();
     mark_only_lora_as_trainable(model, LoraBias::None)
 }
 

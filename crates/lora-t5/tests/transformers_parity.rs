@@ -223,7 +223,7 @@ fn peft_adapter_logits<B: Backend>() {
     let mut model = load::<B>("t5_v1_1");
     let expected = Expected::read("t5_v1_1_lora");
     let adapter = fixtures().join("t5_v1_1_lora/adapter");
-    lora_peft_io::load_adapter(&mut model, &adapter, "default", Some(&["q", "v"])).unwrap();
+    lora_peft_io::load_adapter(&mut model, &adapter, "default").unwrap();
     let (ids, mask) = (
         expected.int_tensor("input_ids"),
         expected.int_tensor("attention_mask"),

@@ -7,21 +7,18 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{
-    count_parameters, int8_quantizer, quantize_base_weights, LoraConfig, LoraModule,
+    count_parameters, int8_quantizer, quantize_base_weights, LoraConfig, LoraModelOps, LoraModule,
 };
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::data::{train_valid_split, Seq2SeqCollator};
-use lora_burn::lora_t5::metrics::EvalReport;
-use lora_burn::lora_t5::{
-    DecayKind, T5ForConditionalGeneration, T5Tokenizer, Trainer, TrainerConfig,
-};
+use lora_burn::lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
+use lora_burn::lora_train::data::{train_valid_split, Seq2SeqCollator};
+use lora_burn::lora_train::metrics::EvalReport;
+use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
 use crate::common::{
-    evaluate, existing, generate_texts, read_pairs, tokenize, tokenizer, CliResult, DecodingArgs,
+    evaluate, existing, generate_texts, read_pairs, tokenize, tokenizer, train_with_display,
+    CliResult, DecodingArgs,
 };
-
-/// The architecture default of PEFT for T5 when `target_modules` is null.
-const T5_DEFAULT_TARGETS: &[&str] = &["q", "v"];
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -159,12 +156,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
     // On resume the trainer replaces this fresh adapter with the checkpoint's. The random
     // initialisation draws from the backend RNG: seed it for a reproducible run.
     B::seed(&device, args.seed);
-    inject_adapter(
-        &mut model,
-        &adapter_config,
-        "default",
-        Some(T5_DEFAULT_TARGETS),
-    )?;
+    inject_adapter(&mut model, &adapter_config, "default")?;
     println!(
         "{}",
         count_parameters(&lora_burn::lora_core::mark_only_lora_as_trainable(
@@ -201,15 +193,18 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
             ..TrainerConfig::default()
         },
         output_dir: args.out.clone(),
-        adapter_name: "default".into(),
-        adapter_config,
+        mode: TrainingMode::Adapter {
+            name: "default".into(),
+            config: adapter_config,
+        },
         collator: Seq2SeqCollator {
             max_source_len: args.max_source_len,
             max_target_len: args.max_target_len,
             pad_id: model.config.pad_token_id,
         },
     };
-    let outcome = trainer.train(
+    let outcome = train_with_display(
+        &trainer,
         model,
         &tokenize(&tokenizer, &train)?,
         &tokenize(&tokenizer, &valid)?,
@@ -273,7 +268,7 @@ fn load_model<B: Backend>(args: &ModelArgs) -> CliResult<T5ForConditionalGenerat
         &device,
     )?;
     if let Some(adapter) = &args.adapter {
-        load_adapter(&mut model, adapter, "default", Some(T5_DEFAULT_TARGETS))?;
+        load_adapter(&mut model, adapter, "default")?;
     }
     Ok(model)
 }
@@ -355,20 +350,7 @@ pub fn merge(args: MergeArgs) -> CliResult {
         return Err("merge needs --adapter".into());
     }
     let mut model = load_model::<InferenceBackend>(&args.model)?;
-    let mut failure = None;
-    model.visit_lora_mut("", &mut |path, layer| {
-        if layer.adapters.is_empty() || failure.is_some() {
-            return;
-        }
-        let base = layer.clone().merge_and_unload();
-        match base {
-            Ok(base) => *layer = lora_burn::lora_core::LoraLinear::new(base),
-            Err(e) => failure = Some(format!("{path}: {e}")),
-        }
-    });
-    if let Some(failure) = failure {
-        return Err(failure.into());
-    }
+    model.merge_and_unload()?;
     model.save_pretrained(&args.out)?;
     copy_tokenizer(&args.model.model, &args.out)?;
     println!("merged checkpoint written to {}", args.out.display());
@@ -496,7 +478,11 @@ pub fn sweep(args: SweepArgs) -> CliResult {
         let metrics = match report {
             Some(m) => format!(
                 "{:.3} | {:.3} | {:.3} | {:.3} | {:.3}",
-                m.exact_match, m.bleu, m.rouge_l, m.json_valid_rate, m.schema_valid_rate
+                m.exact_match,
+                m.bleu,
+                m.rouge_l,
+                m.json_valid_rate,
+                m.schema_valid_rate.unwrap_or(f64::NAN)
             ),
             None => "– | – | – | – | –".to_string(),
         };

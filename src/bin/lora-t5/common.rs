@@ -3,14 +3,19 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
-use lora_burn::lora_t5::data::{read_jsonl, BadRecordPolicy, JsonlOptions, TokenizedExample};
-use lora_burn::lora_t5::metrics::EvalReport;
 use lora_burn::lora_t5::{
     generated_tokens, EarlyStopping, GenerationConfig, T5ForConditionalGeneration, T5Tokenizer,
 };
+use lora_burn::lora_train::data::{read_jsonl, BadRecordPolicy, JsonlOptions, TokenizedExample};
+use lora_burn::lora_train::metrics::EvalReport;
+use lora_burn::lora_train::{LogEntry, TrainEvent, TrainOutcome, Trainer};
+
+use crate::plot::{write_curves_png, Curve};
+use crate::progress::Progress;
 
 pub type CliResult<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -106,8 +111,73 @@ pub fn tokenize(
 ) -> CliResult<Vec<TokenizedExample>> {
     pairs
         .iter()
-        .map(|(s, t)| Ok(TokenizedExample::encode(tokenizer, s, t)?))
+        .map(|(source, target)| {
+            Ok(TokenizedExample {
+                source: tokenizer.encode(source)?,
+                target: tokenizer.encode(target)?,
+            })
+        })
         .collect()
+}
+
+/// Runs `trainer` with a progress line on standard error and `loss.png` in its output
+/// directory, redrawn at every log line.
+pub fn train_with_display<B: AutodiffBackend>(
+    trainer: &Trainer,
+    model: T5ForConditionalGeneration<B>,
+    train: &[TokenizedExample],
+    valid: &[TokenizedExample],
+    resume: bool,
+) -> CliResult<TrainOutcome<T5ForConditionalGeneration<B>>> {
+    let mut progress = None;
+    let mut plot_error = None;
+    let picture = trainer.output_dir.join("loss.png");
+    let outcome =
+        trainer.train_observed(model, train, valid, resume, &mut |event| match event {
+            TrainEvent::Started {
+                total_steps,
+                start_step,
+            } => progress = Some(Progress::new(*total_steps, *start_step, true)),
+            TrainEvent::Logged { entry, history } => {
+                if let Some(progress) = &progress {
+                    progress.show(
+                        entry.step,
+                        entry.loss,
+                        entry.learning_rate,
+                        entry.tokens_per_second,
+                    );
+                }
+                if let Err(error) = plot_losses(&picture, history) {
+                    plot_error.get_or_insert(error);
+                }
+            }
+            TrainEvent::Saved { .. } => {}
+            TrainEvent::Finished => {
+                if let Some(progress) = &progress {
+                    progress.finish();
+                }
+            }
+        })?;
+    match plot_error {
+        Some(error) => Err(error.into()),
+        None => Ok(outcome),
+    }
+}
+
+/// The training loss (red) and validation loss (blue) by step.
+fn plot_losses(path: &Path, history: &[LogEntry]) -> Result<(), lora_burn::lora_hf::HfFileError> {
+    let train = Curve {
+        points: history.iter().map(|e| (e.step as f64, e.loss)).collect(),
+        rgb: [200, 40, 40],
+    };
+    let eval = Curve {
+        points: history
+            .iter()
+            .filter_map(|e| e.eval_loss.map(|l| (e.step as f64, l)))
+            .collect(),
+        rgb: [40, 80, 200],
+    };
+    write_curves_png(path, &[train, eval], 640, 400)
 }
 
 /// Generates for every prompt, in batches, and decodes the outputs.
@@ -163,7 +233,10 @@ pub fn evaluate<B: Backend>(
     let prompts: Vec<String> = pairs.iter().map(|(s, _)| s.clone()).collect();
     let references: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
     let predictions = generate_texts(model, tokenizer, &prompts, decoding)?;
-    let report = EvalReport::compute(&predictions, &references)?;
+    let report = EvalReport::compute(&predictions, &references)?
+        .with_schema(&predictions, |v| {
+            lora_burn::uidsl::validate_uidsl(v).is_ok()
+        })?;
     Ok((report, predictions))
 }
 

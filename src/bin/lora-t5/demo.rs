@@ -12,10 +12,13 @@ use clap::Args;
 use lora_burn::backend::TrainBackend;
 use lora_burn::lora_core::{count_parameters, LoraConfig};
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::data::Seq2SeqCollator;
-use lora_burn::lora_t5::{DecayKind, T5ForConditionalGeneration, Trainer, TrainerConfig};
+use lora_burn::lora_t5::T5ForConditionalGeneration;
+use lora_burn::lora_train::data::Seq2SeqCollator;
+use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
-use crate::common::{evaluate, read_pairs, tokenize, tokenizer, CliResult, DecodingArgs};
+use crate::common::{
+    evaluate, read_pairs, tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
+};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -73,7 +76,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     // The adapter's random initialisation draws from the backend RNG: seed it for a
     // reproducible run.
     B::seed(&device, DEMO_SEED);
-    inject_adapter(&mut model, &adapter_config, "default", None)?;
+    inject_adapter(&mut model, &adapter_config, "default")?;
     let model = lora_burn::lora_core::mark_only_lora_as_trainable(model, adapter_config.bias());
     println!("{}", count_parameters(&model));
 
@@ -92,15 +95,18 @@ pub fn run(args: DemoArgs) -> CliResult {
             ..TrainerConfig::default()
         },
         output_dir: args.out.clone(),
-        adapter_name: "default".into(),
-        adapter_config,
+        mode: TrainingMode::Adapter {
+            name: "default".into(),
+            config: adapter_config,
+        },
         collator: Seq2SeqCollator {
             max_source_len: 128,
             max_target_len: 128,
             pad_id: model.config.pad_token_id,
         },
     };
-    let outcome = trainer.train(
+    let outcome = train_with_display(
+        &trainer,
         model,
         &tokenize(&tokenizer, &train)?,
         &tokenize(&tokenizer, &valid)?,

@@ -13,7 +13,9 @@
 mod commands;
 mod common;
 mod demo;
+mod plot;
 mod pretrain;
+mod progress;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lora_burn::backend::BackendInfo;

@@ -5,19 +5,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use clap::Args;
 use lora_burn::backend::TrainBackend;
-use lora_burn::lora_t5::data::Seq2SeqCollator;
-use lora_burn::lora_t5::{
-    clip_global_norm, evaluate_loss, DecayKind, FeedForwardKind, LrSchedule, Progress, T5Config,
-    T5ForConditionalGeneration, T5Tokenizer,
-};
+use lora_burn::lora_t5::{FeedForwardKind, T5Config, T5ForConditionalGeneration, T5Tokenizer};
+use lora_burn::lora_train::data::Seq2SeqCollator;
+use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
-use crate::common::{read_pairs, tokenize, CliResult};
+use crate::common::{read_pairs, tokenize, train_with_display, CliResult};
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -54,15 +50,9 @@ pub struct PretrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-/// Makes every parameter trainable (a model built with LoRA layers starts with frozen bases).
-struct Unfreeze;
-
-impl<B: Backend> ModuleMapper<B> for Unfreeze {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        param.set_require_grad(true)
-    }
+    /// Folder of the run's `metrics.jsonl` and `loss.png`.
+    #[arg(long, default_value = "runs/pretrain")]
+    run_dir: PathBuf,
 }
 
 pub fn run(args: PretrainArgs) -> CliResult {
@@ -79,6 +69,13 @@ pub fn run(args: PretrainArgs) -> CliResult {
         .flat_map(|(s, t)| [s.clone(), t.clone()])
         .collect();
     let tokenizer = T5Tokenizer::train_unigram(&texts, args.vocab_size)?;
+    if args.heads == 0 || !args.d_model.is_multiple_of(args.heads) {
+        return Err(format!(
+            "--heads must divide --d-model ({}), got {}",
+            args.d_model, args.heads
+        )
+        .into());
+    }
     let config = T5Config {
         vocab_size: tokenizer.vocab_size(),
         d_model: args.d_model,
@@ -99,74 +96,62 @@ pub fn run(args: PretrainArgs) -> CliResult {
     B::seed(&device, args.seed);
     let model = T5ForConditionalGeneration::<B>::new(&config, &device);
     let _ = model.valid(); // materialise the lazily initialised weights from the seed
-    let mut model = model.map(&mut Unfreeze);
-    let collator = Seq2SeqCollator {
-        max_source_len: 128,
-        max_target_len: 128,
-        pad_id: config.pad_token_id,
-    };
     let train = tokenize(&tokenizer, &train)?;
     let valid = tokenize(&tokenizer, &valid)?;
-    let steps_per_epoch = train.len().div_ceil(args.batch_size);
-    let total = steps_per_epoch * args.epochs;
-    let schedule = LrSchedule {
-        peak: args.learning_rate,
-        warmup_steps: total / 20,
-        total_steps: total,
-        decay: DecayKind::Linear,
+    let mut trainer = Trainer {
+        config: TrainerConfig {
+            learning_rate: args.learning_rate,
+            weight_decay: 0.01,
+            adam_epsilon: 1e-8,
+            decay: DecayKind::Linear,
+            batch_size: args.batch_size,
+            max_grad_norm: Some(1.0),
+            epochs: args.epochs,
+            // Evaluated at the end of each epoch.
+            eval_every: 0,
+            log_every: 10,
+            seed: args.seed,
+            ..TrainerConfig::default()
+        },
+        output_dir: args.run_dir.clone(),
+        mode: TrainingMode::Full,
+        collator: Seq2SeqCollator {
+            max_source_len: 128,
+            max_target_len: 128,
+            pad_id: config.pad_token_id,
+        },
     };
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .with_epsilon(1e-8)
-        .init::<B, T5ForConditionalGeneration<B>>();
+    let total = trainer.total_steps(train.len());
+    trainer.config.warmup_steps = total / 20;
     println!(
         "pretraining a {} on {} examples, {total} steps",
-        lora_burn::lora_core::count_parameters(&model),
+        lora_burn::lora_core::count_parameters(&lora_burn::lora_core::mark_all_as_trainable(
+            model.clone()
+        )),
         train.len()
     );
-    let progress = Progress::new(total, 0, true);
-    let mut step = 0;
-    let training_started = Instant::now();
-    let mut tokens = 0usize;
-    for epoch in 0..args.epochs {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        lora_burn::lora_t5::data::SplitMix64::new(args.seed + epoch as u64).shuffle(&mut order);
-        let (mut loss_sum, mut batches) = (0.0, 0);
-        for indices in order.chunks(args.batch_size) {
-            B::seed(&device, args.seed.wrapping_add(step as u64));
-            let examples: Vec<_> = indices.iter().map(|i| train[*i].clone()).collect();
-            tokens += examples
-                .iter()
-                .map(|e| e.source.len() + e.target.len())
-                .sum::<usize>();
-            let batch = collator.collate::<B>(&examples, &device)?;
-            let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
-            loss_sum += loss.clone().into_scalar() as f64;
-            batches += 1;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            clip_global_norm(&model, &mut grads, 1.0);
-            let lr = schedule.at(step);
-            model = optimizer.step(lr, model, grads);
-            step += 1;
-            if step % 10 == 0 {
-                let seconds = training_started.elapsed().as_secs_f64().max(1e-9);
-                progress.show(step, loss_sum / batches as f64, lr, tokens as f64 / seconds);
-            }
-        }
-        let eval = evaluate_loss(&model.valid(), &valid, 32, &collator)?;
-        progress.finish();
+    let outcome = train_with_display(&trainer, model, &train, &valid, false)?;
+    for entry in outcome
+        .state
+        .history
+        .iter()
+        .filter(|e| e.eval_loss.is_some())
+    {
         println!(
-            "epoch {epoch}: train loss {:.4}, valid loss {eval:.4}",
-            loss_sum / batches.max(1) as f64
+            "epoch {}: train loss {:.4}, valid loss {:.4}",
+            entry.epoch,
+            entry.loss,
+            entry.eval_loss.unwrap_or(f64::NAN)
         );
     }
-    let model = model.valid();
+    let model = outcome.model.valid();
     model.save_pretrained(&args.out)?;
     tokenizer.save(&args.out.join("tokenizer.json"))?;
     println!(
-        "saved {} in {:.0} s",
+        "saved {} in {:.0} s (run log in {})",
         args.out.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        trainer.output_dir.display()
     );
     Ok(())
 }

@@ -4,12 +4,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::T5Error;
+use crate::TrainError;
 
 /// The names of the source and target fields of a record.
 ///
 /// ```
-/// let fields = lora_t5::data::JsonlFields::default();
+/// let fields = lora_train::data::JsonlFields::default();
 /// assert_eq!((fields.source.as_str(), fields.target.as_str()), ("instruction", "output_json_minified"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,20 +32,20 @@ impl Default for JsonlFields {
 /// What to do with a record that cannot be used.
 ///
 /// ```
-/// assert_eq!(lora_t5::data::JsonlOptions::default().policy, lora_t5::data::BadRecordPolicy::Fail);
+/// assert_eq!(lora_train::data::JsonlOptions::default().policy, lora_train::data::BadRecordPolicy::Fail);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadRecordPolicy {
     /// Leave it out and report it in [`JsonlData::skipped`].
     Skip,
-    /// Stop with [`T5Error::BadRecord`].
+    /// Stop with [`TrainError::BadRecord`].
     Fail,
 }
 
 /// How [`read_jsonl`] reads a file.
 ///
 /// ```
-/// use lora_t5::data::{BadRecordPolicy, JsonlFields, JsonlOptions};
+/// use lora_train::data::{BadRecordPolicy, JsonlFields, JsonlOptions};
 ///
 /// let options = JsonlOptions {
 ///     fields: JsonlFields { source: "input".into(), target: "output".into() },
@@ -77,7 +77,7 @@ impl Default for JsonlOptions {
 /// Why a record cannot be used.
 ///
 /// ```
-/// use lora_t5::data::BadRecordKind;
+/// use lora_train::data::BadRecordKind;
 ///
 /// let kind = BadRecordKind::MissingField { field: "instruction".into() };
 /// assert_eq!(kind.to_string(), "missing field `instruction`");
@@ -130,7 +130,7 @@ impl fmt::Display for BadRecordKind {
 /// A record that cannot be used, with where it is.
 ///
 /// ```
-/// use lora_t5::data::{BadRecord, BadRecordKind};
+/// use lora_train::data::{BadRecord, BadRecordKind};
 ///
 /// let bad = BadRecord { path: "train.jsonl".into(), line: 3, kind: BadRecordKind::NotAnObject };
 /// assert_eq!(bad.to_string(), "train.jsonl:3: the record is not a JSON object");
@@ -151,9 +151,9 @@ impl fmt::Display for BadRecord {
     }
 }
 
-impl From<BadRecord> for T5Error {
+impl From<BadRecord> for TrainError {
     fn from(bad: BadRecord) -> Self {
-        T5Error::BadRecord {
+        TrainError::BadRecord {
             path: bad.path,
             line: bad.line,
             reason: bad.kind.to_string(),
@@ -164,7 +164,7 @@ impl From<BadRecord> for T5Error {
 /// One usable record: its source and target text and its line.
 ///
 /// ```
-/// let e = lora_t5::data::TextExample { source: "s".into(), target: "{}".into(), line: 1 };
+/// let e = lora_train::data::TextExample { source: "s".into(), target: "{}".into(), line: 1 };
 /// assert_eq!(e.line, 1);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ pub struct TextExample {
 /// skipped ones.
 ///
 /// ```
-/// let data = lora_t5::data::JsonlData::default();
+/// let data = lora_train::data::JsonlData::default();
 /// assert!(data.examples.is_empty() && data.skipped.is_empty());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,7 +195,7 @@ pub struct JsonlData {
 /// Reads the JSONL file at `path`: one JSON object per line, blank lines ignored.
 ///
 /// ```
-/// use lora_t5::data::{read_jsonl, BadRecordPolicy, JsonlOptions};
+/// use lora_train::data::{read_jsonl, BadRecordPolicy, JsonlOptions};
 ///
 /// let path = std::env::temp_dir().join(format!("jsonl-doc-{}.jsonl", std::process::id()));
 /// std::fs::write(&path, "{\"instruction\":\"a\",\"output_json_minified\":\"{}\"}\nnot json\n").unwrap();
@@ -206,8 +206,8 @@ pub struct JsonlData {
 /// assert!(read_jsonl(&path, &JsonlOptions::default()).is_err());
 /// std::fs::remove_file(&path).unwrap();
 /// ```
-pub fn read_jsonl(path: &Path, options: &JsonlOptions) -> Result<JsonlData, T5Error> {
-    let bytes = std::fs::read(path).map_err(|source| T5Error::Io {
+pub fn read_jsonl(path: &Path, options: &JsonlOptions) -> Result<JsonlData, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -217,7 +217,7 @@ pub fn read_jsonl(path: &Path, options: &JsonlOptions) -> Result<JsonlData, T5Er
 /// Parses JSONL text already in memory; `path` names it in reports.
 ///
 /// ```
-/// use lora_t5::data::{parse_jsonl, JsonlOptions};
+/// use lora_train::data::{parse_jsonl, JsonlOptions};
 ///
 /// let text = b"{\"instruction\":\"a\",\"output_json_minified\":\"[1]\"}\n\n";
 /// let data = parse_jsonl(text, "mem.jsonl".as_ref(), &JsonlOptions::default()).unwrap();
@@ -227,7 +227,7 @@ pub fn parse_jsonl(
     bytes: &[u8],
     path: &Path,
     options: &JsonlOptions,
-) -> Result<JsonlData, T5Error> {
+) -> Result<JsonlData, TrainError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut data = JsonlData::default();
     for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {

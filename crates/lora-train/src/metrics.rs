@@ -1,5 +1,6 @@
 //! Evaluation metrics for generated JSON: exact match, corpus BLEU-4, ROUGE-L, and the share
-//! of predictions that are valid JSON and valid UI-DSL. Every value lies in `[0, 1]`.
+//! of predictions that are valid JSON and valid under a task's schema (a validator the caller
+//! gives, such as `uidsl::validate_uidsl`). Every value lies in `[0, 1]`.
 //!
 //! BLEU and ROUGE-L compare [`json_tokens`]: the references are minified JSON, so each of
 //! `{ } [ ] : , "` (and any other ASCII punctuation) is its own token, runs of ASCII letters,
@@ -11,13 +12,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::data::validate_uidsl;
-use crate::T5Error;
+use crate::TrainError;
 
 /// Splits `text` into the tokens BLEU and ROUGE-L compare (see the module documentation).
 ///
 /// ```
-/// use lora_t5::metrics::json_tokens;
+/// use lora_train::metrics::json_tokens;
 ///
 /// assert_eq!(
 ///     json_tokens(r#"{"theme":"obsidian-gold","n":12} 中文"#),
@@ -49,13 +49,13 @@ pub fn json_tokens(text: &str) -> Vec<&str> {
 /// Share of predictions equal to their reference (after trimming surrounding whitespace).
 ///
 /// ```
-/// use lora_t5::metrics::exact_match;
+/// use lora_train::metrics::exact_match;
 /// assert_eq!(exact_match(&["{}", "[1]"], &["{}", "[2]"]).unwrap(), 0.5);
 /// ```
 pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
-) -> Result<f64, T5Error> {
+) -> Result<f64, TrainError> {
     check_pairs(predictions.len(), references.len())?;
     let hits = predictions
         .iter()
@@ -71,7 +71,7 @@ pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
 /// references (`r`). No smoothing: a corpus without a single matching 4-gram scores 0.
 ///
 /// ```
-/// use lora_t5::metrics::bleu;
+/// use lora_train::metrics::bleu;
 ///
 /// let reference = r#"{"page":{"name":"home_page"}}"#;
 /// assert_eq!(bleu(&[reference], &[reference]).unwrap(), 1.0);
@@ -80,7 +80,7 @@ pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
 pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
-) -> Result<f64, T5Error> {
+) -> Result<f64, TrainError> {
     check_pairs(predictions.len(), references.len())?;
     let mut matches = [0usize; 4];
     let mut totals = [0usize; 4];
@@ -120,7 +120,7 @@ pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
 /// `F = 2PR / (P + R)` (1 when both are empty, 0 when only one is).
 ///
 /// ```
-/// use lora_t5::metrics::rouge_l;
+/// use lora_train::metrics::rouge_l;
 ///
 /// // Tokens a b c d vs a c d: LCS 3, P = 1, R = 3/4, F = 6/7.
 /// let f = rouge_l(&["a c d"], &["a b c d"]).unwrap();
@@ -129,7 +129,7 @@ pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
 pub fn rouge_l<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
-) -> Result<f64, T5Error> {
+) -> Result<f64, TrainError> {
     check_pairs(predictions.len(), references.len())?;
     let total: f64 = predictions
         .iter()
@@ -159,38 +159,44 @@ pub fn rouge_l<P: AsRef<str>, R: AsRef<str>>(
 /// Share of predictions that parse as JSON.
 ///
 /// ```
-/// assert_eq!(lora_t5::metrics::json_valid_rate(&["{}", "{", "[1]", "x"]).unwrap(), 0.5);
+/// assert_eq!(lora_train::metrics::json_valid_rate(&["{}", "{", "[1]", "x"]).unwrap(), 0.5);
 /// ```
-pub fn json_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, T5Error> {
+pub fn json_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, TrainError> {
     rate(predictions, |p| {
         serde_json::from_str::<serde_json::Value>(p).is_ok()
     })
 }
 
-/// Share of predictions that parse as JSON and pass
-/// [`validate_uidsl`].
+/// Share of predictions that parse as JSON and pass the task's `is_valid` check.
 ///
 /// ```
-/// let good = r#"{"page":{"name":"p","theme":"ocean-blue","sections":[{"type":"banner","position":"top"}]}}"#;
-/// assert_eq!(lora_t5::metrics::schema_valid_rate(&[good, "{}"]).unwrap(), 0.5);
+/// let has_page = |v: &serde_json::Value| v.get("page").is_some();
+/// let rate = lora_train::metrics::schema_valid_rate(&[r#"{"page":1}"#, "{}"], has_page);
+/// assert_eq!(rate.unwrap(), 0.5);
 /// ```
-pub fn schema_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, T5Error> {
+pub fn schema_valid_rate<P: AsRef<str>>(
+    predictions: &[P],
+    is_valid: impl Fn(&serde_json::Value) -> bool,
+) -> Result<f64, TrainError> {
     rate(predictions, |p| {
-        serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| validate_uidsl(&v).is_ok())
+        serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| is_valid(&v))
     })
 }
 
 /// Every metric of this module over one set of predictions.
 ///
 /// ```
-/// use lora_t5::metrics::EvalReport;
+/// use lora_train::metrics::EvalReport;
 ///
-/// let reference = r#"{"page":{"name":"p","theme":"ocean-blue","sections":[{"type":"banner","position":"top"}]}}"#;
+/// let reference = r#"{"page":{"name":"p"}}"#;
 /// let report = EvalReport::compute(&[reference, "oops"], &[reference, reference]).unwrap();
 /// assert_eq!(report.count, 2);
 /// assert_eq!(report.exact_match, 0.5);
-/// assert_eq!(report.schema_valid_rate, 0.5);
-/// assert!(report.to_string().contains("exact_match"));
+/// assert_eq!(report.schema_valid_rate, None);
+/// let has_page = |v: &serde_json::Value| v.get("page").is_some();
+/// let report = report.with_schema(&[reference, "oops"], has_page).unwrap();
+/// assert_eq!(report.schema_valid_rate, Some(0.5));
+/// assert!(report.to_string().contains("schema_valid_rate"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalReport {
@@ -204,8 +210,8 @@ pub struct EvalReport {
     pub rouge_l: f64,
     /// [`json_valid_rate`].
     pub json_valid_rate: f64,
-    /// [`schema_valid_rate`].
-    pub schema_valid_rate: f64,
+    /// [`schema_valid_rate`], when a schema was given ([`EvalReport::with_schema`]).
+    pub schema_valid_rate: Option<f64>,
 }
 
 impl EvalReport {
@@ -213,14 +219,35 @@ impl EvalReport {
     pub fn compute<P: AsRef<str>, R: AsRef<str>>(
         predictions: &[P],
         references: &[R],
-    ) -> Result<Self, T5Error> {
+    ) -> Result<Self, TrainError> {
         Ok(Self {
             count: predictions.len(),
             exact_match: exact_match(predictions, references)?,
             bleu: bleu(predictions, references)?,
             rouge_l: rouge_l(predictions, references)?,
             json_valid_rate: json_valid_rate(predictions)?,
-            schema_valid_rate: schema_valid_rate(predictions)?,
+            schema_valid_rate: None,
+        })
+    }
+
+    /// The same report with [`schema_valid_rate`] of the same `predictions` under `is_valid`.
+    pub fn with_schema<P: AsRef<str>>(
+        self,
+        predictions: &[P],
+        is_valid: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Self, TrainError> {
+        if predictions.len() != self.count {
+            return Err(TrainError::InvalidInput {
+                reason: format!(
+                    "{} predictions for a report of {}",
+                    predictions.len(),
+                    self.count
+                ),
+            });
+        }
+        Ok(Self {
+            schema_valid_rate: Some(schema_valid_rate(predictions, is_valid)?),
+            ..self
         })
     }
 }
@@ -231,34 +258,36 @@ impl fmt::Display for EvalReport {
         writeln!(f, "|-------------------|-------:|")?;
         writeln!(f, "| count             | {:>6} |", self.count)?;
         let rows = [
-            ("exact_match", self.exact_match),
-            ("bleu", self.bleu),
-            ("rouge_l", self.rouge_l),
-            ("json_valid_rate", self.json_valid_rate),
+            ("exact_match", Some(self.exact_match)),
+            ("bleu", Some(self.bleu)),
+            ("rouge_l", Some(self.rouge_l)),
+            ("json_valid_rate", Some(self.json_valid_rate)),
             ("schema_valid_rate", self.schema_valid_rate),
         ];
         for (name, value) in rows {
-            writeln!(f, "| {name:<17} | {value:>6.4} |")?;
+            if let Some(value) = value {
+                writeln!(f, "| {name:<17} | {value:>6.4} |")?;
+            }
         }
         Ok(())
     }
 }
 
-fn check_pairs(predictions: usize, references: usize) -> Result<(), T5Error> {
+fn check_pairs(predictions: usize, references: usize) -> Result<(), TrainError> {
     if predictions != references {
-        return Err(T5Error::InvalidInput {
+        return Err(TrainError::InvalidInput {
             reason: format!("{predictions} predictions but {references} references"),
         });
     }
     if predictions == 0 {
-        return Err(T5Error::InvalidInput {
+        return Err(TrainError::InvalidInput {
             reason: "no predictions to evaluate".into(),
         });
     }
     Ok(())
 }
 
-fn rate<P: AsRef<str>>(predictions: &[P], ok: impl Fn(&str) -> bool) -> Result<f64, T5Error> {
+fn rate<P: AsRef<str>>(predictions: &[P], ok: impl Fn(&str) -> bool) -> Result<f64, TrainError> {
     check_pairs(predictions.len(), predictions.len())?;
     let hits = predictions.iter().filter(|p| ok(p.as_ref())).count();
     Ok(hits as f64 / predictions.len() as f64)

@@ -2,14 +2,15 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use lora_core::IGNORE_INDEX;
 
-use crate::{T5Error, T5Tokenizer, IGNORE_INDEX};
+use crate::TrainError;
 
-/// A tokenized training pair; both sequences end in `</s>` as [`T5Tokenizer::encode`] leaves
-/// them.
+/// A tokenized training pair; both sequences end in the end-of-sequence id, as a T5
+/// tokenizer's `encode` leaves them.
 ///
 /// ```
-/// let example = lora_t5::data::TokenizedExample { source: vec![5, 6, 1], target: vec![7, 1] };
+/// let example = lora_train::data::TokenizedExample { source: vec![5, 6, 1], target: vec![7, 1] };
 /// assert_eq!(example.target.last(), Some(&1));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,16 +21,6 @@ pub struct TokenizedExample {
     pub target: Vec<u32>,
 }
 
-impl TokenizedExample {
-    /// Encodes `source` and `target` with `tokenizer` (each gets its `</s>`).
-    pub fn encode(tokenizer: &T5Tokenizer, source: &str, target: &str) -> Result<Self, T5Error> {
-        Ok(Self {
-            source: tokenizer.encode(source)?,
-            target: tokenizer.encode(target)?,
-        })
-    }
-}
-
 /// Turns [`TokenizedExample`]s into a padded batch.
 ///
 /// Padding is dynamic: every batch is as long as its longest (truncated) sequence. Sequences
@@ -38,7 +29,7 @@ impl TokenizedExample {
 ///
 /// ```
 /// use burn::backend::NdArray;
-/// use lora_t5::data::{Seq2SeqCollator, TokenizedExample};
+/// use lora_train::data::{Seq2SeqCollator, TokenizedExample};
 ///
 /// let collator = Seq2SeqCollator { max_source_len: 3, max_target_len: 8, pad_id: 0 };
 /// let batch = collator
@@ -90,9 +81,9 @@ impl Seq2SeqCollator {
         &self,
         examples: &[TokenizedExample],
         device: &B::Device,
-    ) -> Result<Seq2SeqBatch<B>, T5Error> {
+    ) -> Result<Seq2SeqBatch<B>, TrainError> {
         if self.max_source_len == 0 || self.max_target_len == 0 {
-            return Err(T5Error::InvalidDataConfig {
+            return Err(TrainError::InvalidDataConfig {
                 reason: format!(
                     "maximum lengths must be at least 1 (source {}, target {})",
                     self.max_source_len, self.max_target_len
@@ -100,7 +91,7 @@ impl Seq2SeqCollator {
             });
         }
         if examples.is_empty() {
-            return Err(T5Error::InvalidInput {
+            return Err(TrainError::InvalidInput {
                 reason: "cannot collate an empty batch".into(),
             });
         }
@@ -109,7 +100,7 @@ impl Seq2SeqCollator {
         let (mut truncated_sources, mut truncated_targets, mut truncated_examples) = (0, 0, 0);
         for (i, example) in examples.iter().enumerate() {
             if example.source.is_empty() || example.target.is_empty() {
-                return Err(T5Error::InvalidInput {
+                return Err(TrainError::InvalidInput {
                     reason: format!("example {i} has an empty source or target"),
                 });
             }

@@ -15,7 +15,7 @@ pub enum DecayKind {
 /// The learning rate at each optimizer step, as transformers' schedulers compute it.
 ///
 /// ```
-/// use lora_t5::{DecayKind, LrSchedule};
+/// use lora_train::{DecayKind, LrSchedule};
 ///
 /// let schedule = LrSchedule { peak: 1e-3, warmup_steps: 10, total_steps: 110, decay: DecayKind::Linear };
 /// assert_eq!(schedule.at(0), 0.0);

@@ -1,16 +1,23 @@
-//! The trainer end to end on a tiny model: the loss falls, checkpoints resume exactly, the
-//! saved adapter loads back, and merging changes nothing.
+//! The trainer end to end on a tiny T5: the loss falls, checkpoints resume exactly, the saved
+//! adapter loads back, merging changes nothing, and full training resumes exactly too.
+#![cfg(feature = "t5")]
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_core::{LoraConfig, LoraModule};
 use lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_t5::data::{Seq2SeqCollator, TokenizedExample};
-use lora_t5::{
-    DecayKind, FeedForwardKind, T5Config, T5ForConditionalGeneration, Trainer, TrainerConfig,
-};
+use lora_t5::{FeedForwardKind, T5Config, T5ForConditionalGeneration};
+use lora_train::data::{Seq2SeqCollator, TokenizedExample};
+use lora_train::{DecayKind, TrainEvent, Trainer, TrainerConfig, TrainingMode};
 
 type Train = Autodiff<NdArray<f32>>;
+
+/// The backend's random generator is process-wide (`Backend::seed`): the tests that depend on
+/// seeded dropout take turns.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn model() -> T5ForConditionalGeneration<Train> {
     let config = T5Config {
@@ -59,7 +66,7 @@ fn adapter_config() -> AdapterConfig {
 
 fn trainer(dir: &str, max_steps: usize) -> Trainer {
     let output_dir =
-        std::env::temp_dir().join(format!("lora-t5-trainer-{dir}-{}", std::process::id()));
+        std::env::temp_dir().join(format!("lora-train-trainer-{dir}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&output_dir);
     Trainer {
         config: TrainerConfig {
@@ -75,12 +82,13 @@ fn trainer(dir: &str, max_steps: usize) -> Trainer {
             save_every: 4,
             log_every: 2,
             seed: 3,
-            progress: false,
             ..TrainerConfig::default()
         },
         output_dir,
-        adapter_name: "default".into(),
-        adapter_config: adapter_config(),
+        mode: TrainingMode::Adapter {
+            name: "default".into(),
+            config: adapter_config(),
+        },
         collator: Seq2SeqCollator {
             max_source_len: 64,
             max_target_len: 64,
@@ -91,23 +99,58 @@ fn trainer(dir: &str, max_steps: usize) -> Trainer {
 
 fn with_adapter() -> T5ForConditionalGeneration<Train> {
     let mut model = model();
-    inject_adapter(&mut model, &adapter_config(), "default", None).unwrap();
+    inject_adapter(&mut model, &adapter_config(), "default").unwrap();
     model
 }
 
 #[test]
 fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
+    let _rng = rng_lock();
     let (train, valid) = (data(24, 0), data(8, 5));
 
     // Uninterrupted: 12 steps.
     let full = trainer("full", 12);
-    let outcome = full.train(with_adapter(), &train, &valid, false).unwrap();
+    let (mut logged, mut saved, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
+    let outcome = full
+        .train_observed(
+            with_adapter(),
+            &train,
+            &valid,
+            false,
+            &mut |event| match event {
+                TrainEvent::Started {
+                    total_steps,
+                    start_step,
+                } => bounds.push((*total_steps, *start_step)),
+                TrainEvent::Logged { entry, history } => {
+                    assert_eq!(history.last(), Some(*entry));
+                    logged.push(entry.step);
+                }
+                TrainEvent::Saved { dir } => saved.push(dir.file_name().unwrap().to_owned()),
+                TrainEvent::Finished => bounds.push((0, 0)),
+            },
+        )
+        .unwrap();
     let history = &outcome.state.history;
     let first = history.first().unwrap().loss;
     let last = history.last().unwrap().loss;
     assert!(last < first * 0.9, "loss did not fall: {first} → {last}");
-    assert!(full.output_dir.join("loss.png").is_file());
-    assert!(full.output_dir.join("metrics.jsonl").is_file());
+    assert_eq!(bounds, [(12, 0), (0, 0)]);
+    assert_eq!(logged, history.iter().map(|e| e.step).collect::<Vec<_>>());
+    for dir in [
+        "checkpoint-4",
+        "checkpoint-8",
+        "checkpoint-12",
+        "best",
+        "final",
+    ] {
+        assert!(
+            saved.iter().any(|s| s == dir),
+            "{dir} not reported: {saved:?}"
+        );
+    }
+    let lines = std::fs::read_to_string(full.output_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), history.len());
     assert!(full
         .output_dir
         .join("best/adapter_model.safetensors")
@@ -141,13 +184,7 @@ fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
     // merged model agrees with the unmerged one.
     let trained = outcome.model;
     let mut reloaded = model();
-    lora_peft_io::load_adapter(
-        &mut reloaded,
-        &full.output_dir.join("final"),
-        "default",
-        None,
-    )
-    .unwrap();
+    lora_peft_io::load_adapter(&mut reloaded, &full.output_dir.join("final"), "default").unwrap();
     let device = Default::default();
     let ids =
         Tensor::<Train, 2, Int>::from_data(TensorData::new(vec![3i64, 4, 5, 1], [1, 4]), &device);
@@ -213,5 +250,74 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn full_trainer(dir: &str, max_steps: usize) -> Trainer {
+    let mut trainer = trainer(dir, max_steps);
+    trainer.mode = TrainingMode::Full;
+    trainer.config.learning_rate = 1e-2;
+    trainer
+}
+
+fn base_values(model: &T5ForConditionalGeneration<Train>) -> Vec<f32> {
+    let model = burn::module::AutodiffModule::valid(model);
+    model
+        .shared
+        .weight
+        .val()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn full_training_updates_every_weight_and_resumes_exactly() {
+    let _rng = rng_lock();
+    // No validation data: both runs return their last weights (the best one after a resume
+    // is the subject of the adapter test above).
+    let (train, valid) = (data(24, 0), Vec::new());
+    let before = base_values(&model());
+
+    let full = full_trainer("all-full", 8);
+    let outcome = full.train(model(), &train, &valid, false).unwrap();
+    assert_ne!(
+        base_values(&outcome.model),
+        before,
+        "the embedding did not train"
+    );
+    assert!(full.output_dir.join("checkpoint-4/model.bin").is_file());
+    assert!(!full.output_dir.join("final").exists());
+
+    let resumed = full_trainer("all-resumed", 8);
+    copy_dir(
+        &full.output_dir.join("checkpoint-4"),
+        &resumed.output_dir.join("checkpoint-4"),
+    );
+    let outcome_resumed = resumed.train(model(), &train, &valid, true).unwrap();
+    let losses = |state: &lora_train::TrainerState| -> Vec<(usize, f64)> {
+        state.history.iter().map(|e| (e.step, e.loss)).collect()
+    };
+    let (a, b) = (losses(&outcome.state), losses(&outcome_resumed.state));
+    assert_eq!(a.len(), b.len());
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+        assert_eq!(sa, sb);
+        assert!(
+            (la - lb).abs() < 1e-5,
+            "step {sa}: {la} uninterrupted, {lb} resumed"
+        );
+    }
+    let (x, y) = (
+        base_values(&outcome.model),
+        base_values(&outcome_resumed.model),
+    );
+    let worst = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-5, "resumed weights differ by {worst}");
+    for dir in [full.output_dir, resumed.output_dir] {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,4 +1,5 @@
-//! A loss-curve picture as PNG, drawn and encoded without extra dependencies.
+//! A loss-curve picture as PNG for `train`, `demo` and `pretrain`, drawn and encoded without
+//! extra dependencies.
 
 use std::path::Path;
 
@@ -13,22 +14,12 @@ pub struct Curve {
 
 /// Draws curves on a white `width × height` canvas with axes and writes a PNG (atomically:
 /// temporary file, then rename).
-///
-/// ```
-/// use lora_t5::{write_curves_png, Curve};
-///
-/// let path = std::env::temp_dir().join(format!("loss-{}.png", std::process::id()));
-/// let train = Curve { points: vec![(0.0, 3.0), (1.0, 2.0), (2.0, 1.5)], rgb: [200, 40, 40] };
-/// write_curves_png(&path, &[train], 320, 200).unwrap();
-/// assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG"));
-/// # std::fs::remove_file(path).unwrap();
-/// ```
 pub fn write_curves_png(
     path: &Path,
     curves: &[Curve],
     width: usize,
     height: usize,
-) -> Result<(), crate::T5Error> {
+) -> Result<(), lora_burn::lora_hf::HfFileError> {
     let (width, height) = (width.max(32), height.max(32));
     let mut pixels = vec![255u8; width * height * 3];
     let margin = 24usize;
@@ -85,10 +76,7 @@ pub fn write_curves_png(
             }
         }
     }
-    Ok(lora_hf::write_atomic(
-        path,
-        &encode_png(&pixels, width, height),
-    )?)
+    lora_burn::lora_hf::write_atomic(path, &encode_png(&pixels, width, height))
 }
 
 /// An RGB8 PNG with stored (uncompressed) deflate blocks.
@@ -158,5 +146,18 @@ mod tests {
     fn checksums_match_known_values() {
         assert_eq!(super::crc32(b"IEND"), 0xae42_6082);
         assert_eq!(super::adler32(b"Wikipedia"), 0x11e6_0398);
+    }
+
+    #[test]
+    fn writes_a_png_file() {
+        use super::{write_curves_png, Curve};
+        let path = std::env::temp_dir().join(format!("loss-{}.png", std::process::id()));
+        let train = Curve {
+            points: vec![(0.0, 3.0), (1.0, 2.0), (2.0, 1.5)],
+            rgb: [200, 40, 40],
+        };
+        write_curves_png(&path, &[train], 320, 200).unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG"));
+        std::fs::remove_file(path).unwrap();
     }
 }

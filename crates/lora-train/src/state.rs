@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::T5Error;
+use crate::TrainError;
 
 /// One line of the metrics log (`metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +50,8 @@ pub struct TrainerState {
 
 impl TrainerState {
     /// Reads `trainer_state.json`.
-    pub fn read(path: &Path) -> Result<Self, T5Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| T5Error::Io {
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -59,7 +59,7 @@ impl TrainerState {
     }
 
     /// Writes `trainer_state.json` atomically.
-    pub fn write(&self, path: &Path) -> Result<(), T5Error> {
+    pub fn write(&self, path: &Path) -> Result<(), TrainError> {
         let text = serde_json::to_string_pretty(self).expect("the trainer state serialises");
         Ok(lora_hf::write_atomic(path, text.as_bytes())?)
     }

@@ -1,13 +1,14 @@
 //! Int8 base weights on the embedded UI-DSL model: teacher-forced logits stay close to f32 and
-//! the predicted tokens agree.
+//! the predicted tokens agree (batched by this crate's collator from the committed corpus).
+#![cfg(feature = "t5")]
 
 use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use lora_core::{int8_quantizer, quantize_base_weights};
-use lora_t5::data::{read_jsonl, JsonlOptions, Seq2SeqCollator, TokenizedExample};
 use lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
+use lora_train::data::{read_jsonl, JsonlOptions, Seq2SeqCollator, TokenizedExample};
 
 type Cpu = NdArray<f32>;
 
@@ -64,7 +65,10 @@ fn int8_logits_stay_close_to_f32_on_the_embedded_model() {
         .examples
         .iter()
         .take(8)
-        .map(|r| TokenizedExample::encode(&tokenizer, &r.source, &r.target).unwrap())
+        .map(|r| TokenizedExample {
+            source: tokenizer.encode(&r.source).unwrap(),
+            target: tokenizer.encode(&r.target).unwrap(),
+        })
         .collect();
 
     let float = T5ForConditionalGeneration::<Cpu>::from_pretrained(&dir, &device).unwrap();

@@ -1,6 +1,6 @@
-//! LoRA fine-tuning of T5: AdamW, warm-up and decay, gradient accumulation, global-norm
-//! clipping, evaluation, PEFT checkpoints with exact resume, best-adapter keeping and early
-//! stopping.
+//! The training loop: AdamW, warm-up and decay, gradient accumulation, global-norm clipping,
+//! evaluation, checkpoints with exact resume, best-model keeping and early stopping, for the
+//! LoRA adapters of a model or for all its parameters.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,16 +10,14 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use lora_core::LoraModule;
+use lora_core::{LoraModelOps, LoraModule};
 use lora_peft_io::{AdapterConfig, SaveOptions};
 
 use crate::data::{Seq2SeqCollator, TokenizedExample};
-use crate::train::clip::clip_global_norm;
-use crate::train::plot::{write_curves_png, Curve};
-use crate::train::progress::Progress;
-use crate::train::schedule::{DecayKind, LrSchedule};
-use crate::train::state::{LogEntry, TrainerState};
-use crate::{T5Error, T5ForConditionalGeneration};
+use crate::{
+    clip_global_norm, epoch_order, DecayKind, LogEntry, LrSchedule, Seq2SeqModel, TrainError,
+    TrainEvent, TrainerState,
+};
 
 /// Hyper-parameters of a run (transformers' `TrainingArguments` names where they exist).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,8 +56,6 @@ pub struct TrainerConfig {
     pub patience: Option<usize>,
     /// Seed of shuffling and dropout.
     pub seed: u64,
-    /// Show a progress line on standard error.
-    pub progress: bool,
 }
 
 impl Default for TrainerConfig {
@@ -82,34 +78,79 @@ impl Default for TrainerConfig {
             log_every: 10,
             patience: None,
             seed: 42,
-            progress: true,
         }
     }
 }
 
+/// What a run trains and what its saved directories hold.
+// One value per run: the size of the adapter config does not matter, and boxing it would only
+// make the variant awkward to build.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainingMode {
+    /// The LoRA adapter `name`, everything else frozen (PEFT's `get_peft_model`). `best/`,
+    /// `final/` and every `checkpoint-<step>/` hold it as a PEFT adapter directory with
+    /// `config` as its `adapter_config.json`, under the default adapter name.
+    Adapter {
+        /// The adapter in the model that trains.
+        name: String,
+        /// Written with every saved adapter.
+        config: AdapterConfig,
+    },
+    /// Every parameter, frozen LoRA bases included: pretraining or full fine-tuning.
+    /// Checkpoints hold the whole model as a Burn record (`model.bin`); the best model is
+    /// returned in [`TrainOutcome::model`] for the caller to save in its own format (for T5,
+    /// `save_pretrained`), and no `best/` or `final/` directory is written.
+    Full,
+}
+
 /// What a finished run returns.
 #[derive(Debug)]
-pub struct TrainOutcome<B: AutodiffBackend> {
-    /// The model with the best adapter (by validation loss) when there was an evaluation,
-    /// else the last one.
-    pub model: T5ForConditionalGeneration<B>,
+pub struct TrainOutcome<M> {
+    /// The model with the best weights (by validation loss) when there was an evaluation,
+    /// else the last ones.
+    pub model: M,
     /// The final trainer state, with the metrics history.
     pub state: TrainerState,
 }
 
-/// Trains adapter `adapter_name` of a T5 model and writes everything under `output_dir`:
-/// `metrics.jsonl`, `loss.png`, `checkpoint-<step>/` (PEFT adapter + `trainer_state.json` +
-/// `optimizer.bin`), `best/` and `final/` (PEFT adapters).
+/// Trains a [`Seq2SeqModel`] and writes everything under `output_dir`: `metrics.jsonl`,
+/// `checkpoint-<step>/` (the trained weights, `trainer_state.json` and `optimizer.bin`), and
+/// for [`TrainingMode::Adapter`] `best/` and `final/` (PEFT adapters).
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
+/// use lora_train::data::{Seq2SeqCollator, TokenizedExample};
+/// use lora_train::{Trainer, TrainerConfig, TrainingMode};
+///
+/// type B = Autodiff<NdArray>;
+/// let t5 = lora_t5::T5Config { vocab_size: 16, d_model: 8, d_kv: 4, num_heads: 2, d_ff: 16,
+///     num_layers: 1, num_decoder_layers: 1, ..Default::default() };
+/// let mut model = lora_t5::T5ForConditionalGeneration::<B>::new(&t5, &Default::default());
+/// let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
+/// let adapter = AdapterConfig::from_lora_config(&lora_core::LoraConfig::new(2, 4.0), targets).unwrap();
+/// inject_adapter(&mut model, &adapter, "default").unwrap();
+/// let trainer = Trainer {
+///     config: TrainerConfig { max_steps: Some(2), batch_size: 2, ..Default::default() },
+///     output_dir: std::env::temp_dir().join(format!("lora-train-doc-{}", std::process::id())),
+///     mode: TrainingMode::Adapter { name: "default".into(), config: adapter },
+///     collator: Seq2SeqCollator { max_source_len: 8, max_target_len: 8, pad_id: 0 },
+/// };
+/// let data = vec![TokenizedExample { source: vec![4, 5, 1], target: vec![5, 4, 1] }; 4];
+/// let outcome = trainer.train(model, &data, &data[..2], false).unwrap();
+/// assert_eq!(outcome.state.step, 2);
+/// assert!(trainer.output_dir.join("final/adapter_model.safetensors").is_file());
+/// # std::fs::remove_dir_all(&trainer.output_dir).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Trainer {
     /// Hyper-parameters.
     pub config: TrainerConfig,
     /// Where outputs go.
     pub output_dir: PathBuf,
-    /// The adapter being trained.
-    pub adapter_name: String,
-    /// Written with every saved adapter.
-    pub adapter_config: AdapterConfig,
+    /// The adapter or the whole model.
+    pub mode: TrainingMode,
     /// Batches the examples (padding, truncation to the maximum lengths).
     pub collator: Seq2SeqCollator,
 }
@@ -123,9 +164,9 @@ impl Trainer {
         c.max_steps.unwrap_or(per_epoch * c.epochs)
     }
 
-    fn validate(&self, train: &[TokenizedExample]) -> Result<(), T5Error> {
+    fn validate(&self, train: &[TokenizedExample]) -> Result<(), TrainError> {
         let c = &self.config;
-        let bad = |reason: String| Err(T5Error::InvalidInput { reason });
+        let bad = |reason: String| Err(TrainError::InvalidInput { reason });
         if train.is_empty() {
             return bad("no training examples".into());
         }
@@ -153,38 +194,74 @@ impl Trainer {
     }
 
     /// Runs training from scratch, or from the latest checkpoint in `output_dir` when `resume`
-    /// is set (same data, same config). Everything but the LoRA adapters is frozen first.
-    pub fn train<B: AutodiffBackend>(
+    /// is set (same data, same config). What trains is set by [`Trainer::mode`].
+    ///
+    /// # Errors
+    /// A bad configuration or empty data ([`TrainError::InvalidInput`]), the model's refusal
+    /// of a batch, and any failure to write or read back the outputs, naming the file.
+    pub fn train<B, M>(
         &self,
-        model: T5ForConditionalGeneration<B>,
+        model: M,
         train: &[TokenizedExample],
         valid: &[TokenizedExample],
         resume: bool,
-    ) -> Result<TrainOutcome<B>, T5Error> {
+    ) -> Result<TrainOutcome<M>, TrainError>
+    where
+        B: AutodiffBackend,
+        M: Seq2SeqModel<B> + AutodiffModule<B>,
+        M::InnerModule: Seq2SeqModel<B::InnerBackend>,
+    {
+        self.train_observed(model, train, valid, resume, &mut |_| {})
+    }
+
+    /// [`Trainer::train`], reporting each [`TrainEvent`] to `observer` as it happens.
+    ///
+    /// # Errors
+    /// As [`Trainer::train`].
+    pub fn train_observed<B, M>(
+        &self,
+        model: M,
+        train: &[TokenizedExample],
+        valid: &[TokenizedExample],
+        resume: bool,
+        observer: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<TrainOutcome<M>, TrainError>
+    where
+        B: AutodiffBackend,
+        M: Seq2SeqModel<B> + AutodiffModule<B>,
+        M::InnerModule: Seq2SeqModel<B::InnerBackend>,
+    {
         self.validate(train)?;
         let c = &self.config;
-        std::fs::create_dir_all(&self.output_dir).map_err(|source| T5Error::Io {
+        std::fs::create_dir_all(&self.output_dir).map_err(|source| TrainError::Io {
             path: self.output_dir.clone(),
             source,
         })?;
-        let device = model.shared.weight.device();
-        // Only the adapters train, as with PEFT's get_peft_model.
-        let mut model = lora_core::mark_only_lora_as_trainable(model, self.adapter_config.bias());
+        let device = model.device();
+        let mut model = match &self.mode {
+            // Only the adapters train, as with PEFT's get_peft_model.
+            TrainingMode::Adapter { config, .. } => {
+                lora_core::mark_only_lora_as_trainable(model, config.bias())
+            }
+            TrainingMode::Full => lora_core::mark_all_as_trainable(model),
+        };
         let mut optimizer = AdamWConfig::new()
             .with_weight_decay(c.weight_decay as f32)
             .with_epsilon(c.adam_epsilon as f32)
             .with_beta_1(c.adam_beta1 as f32)
             .with_beta_2(c.adam_beta2 as f32)
-            .init::<B, T5ForConditionalGeneration<B>>();
+            .init::<B, M>();
         let mut state = TrainerState::default();
         if resume {
             if let Some(checkpoint) = self.latest_checkpoint()? {
                 state = TrainerState::read(&checkpoint.join("trainer_state.json"))?;
-                model = self.restore_adapter(model, &checkpoint, &state)?;
+                model = self.restore(model, &checkpoint, &state, &device)?;
+                let path = checkpoint.join("optimizer");
                 let record = BinFileRecorder::<FullPrecisionSettings>::new()
-                    .load(checkpoint.join("optimizer"), &device)
-                    .map_err(|e| T5Error::InvalidInput {
-                        reason: format!("{}: optimizer state: {e}", checkpoint.display()),
+                    .load(path.clone(), &device)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path,
+                        reason: format!("optimizer state: {e}"),
                     })?;
                 optimizer = optimizer.load_record(record);
             }
@@ -196,8 +273,11 @@ impl Trainer {
             total_steps: total,
             decay: c.decay,
         };
-        let progress = Progress::new(total, state.step, c.progress);
-        let mut accumulator = GradientsAccumulator::<T5ForConditionalGeneration<B>>::new();
+        observer(&TrainEvent::Started {
+            total_steps: total,
+            start_step: state.step,
+        });
+        let mut accumulator = GradientsAccumulator::<M>::new();
         let mut best_model = None;
         let (mut window_loss, mut window_batches, mut window_tokens) = (0.0, 0usize, 0usize);
         let mut window_start = Instant::now();
@@ -215,7 +295,7 @@ impl Trainer {
                     .iter()
                     .map(|p| p.source.len() + p.target.len())
                     .sum::<usize>();
-                let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
+                let loss = model.seq2seq_loss(batch)?;
                 let loss = loss / c.gradient_accumulation_steps as f64;
                 window_loss += scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
                 window_batches += 1;
@@ -228,10 +308,8 @@ impl Trainer {
                     continue;
                 }
                 let mut grads = accumulator.grads();
-                let grad_norm = match c.max_grad_norm {
-                    Some(max) => clip_global_norm(&model, &mut grads, max),
-                    None => clip_global_norm(&model, &mut grads, f64::INFINITY),
-                };
+                let grad_norm =
+                    clip_global_norm(&model, &mut grads, c.max_grad_norm.unwrap_or(f64::INFINITY));
                 let lr = schedule.at(state.step);
                 model = optimizer.step(lr, model, grads);
                 state.step += 1;
@@ -242,16 +320,13 @@ impl Trainer {
                 let mut entry = None;
                 if log_now {
                     let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
-                    let loss = window_loss / window_batches.max(1) as f64;
-                    let tokens_per_second = window_tokens as f64 / seconds;
-                    progress.show(state.step, loss, lr, tokens_per_second);
                     entry = Some(LogEntry {
                         step: state.step,
                         epoch: state.epoch,
-                        loss,
+                        loss: window_loss / window_batches.max(1) as f64,
                         learning_rate: lr,
                         grad_norm,
-                        tokens_per_second,
+                        tokens_per_second: window_tokens as f64 / seconds,
                         eval_loss: None,
                     });
                     (window_loss, window_batches, window_tokens) = (0.0, 0, 0);
@@ -268,7 +343,10 @@ impl Trainer {
                         state.best = Some((eval_loss, state.step));
                         state.evals_without_improvement = 0;
                         best_model = Some(model.clone());
-                        self.save_adapter(&model, &self.output_dir.join("best"))?;
+                        let dir = self.output_dir.join("best");
+                        if self.save_adapter(&model, &dir)? {
+                            observer(&TrainEvent::Saved { dir: &dir });
+                        }
                     } else {
                         state.evals_without_improvement += 1;
                     }
@@ -281,10 +359,16 @@ impl Trainer {
                 if let Some(entry) = entry {
                     self.append_log(&entry)?;
                     state.history.push(entry);
-                    self.plot(&state)?;
+                    if let Some((entry, _)) = state.history.split_last() {
+                        observer(&TrainEvent::Logged {
+                            entry,
+                            history: &state.history,
+                        });
+                    }
                 }
                 if c.save_every > 0 && state.step % c.save_every == 0 {
-                    self.checkpoint(&model, &optimizer, &state)?;
+                    let dir = self.checkpoint(&model, &optimizer, &state)?;
+                    observer(&TrainEvent::Saved { dir: &dir });
                 }
                 if state.step >= total {
                     stop = true;
@@ -296,62 +380,90 @@ impl Trainer {
             state.epoch += 1;
             state.batch_in_epoch = 0;
         }
-        progress.finish();
-        let model = match best_model {
-            Some(best) => best,
-            None => model,
-        };
-        self.save_adapter(&model, &self.output_dir.join("final"))?;
+        let model = best_model.unwrap_or(model);
+        let dir = self.output_dir.join("final");
+        if self.save_adapter(&model, &dir)? {
+            observer(&TrainEvent::Saved { dir: &dir });
+        }
+        observer(&TrainEvent::Finished);
         Ok(TrainOutcome { model, state })
     }
 
-    fn save_adapter<B: Backend>(
+    /// Writes the trained adapter to `dir` as the default adapter of a PEFT directory, whatever
+    /// its name in the model; `false` (nothing written) when the whole model trains.
+    fn save_adapter<B: Backend, M: LoraModule<B> + Clone>(
         &self,
-        model: &T5ForConditionalGeneration<B>,
+        model: &M,
         dir: &Path,
-    ) -> Result<(), T5Error> {
-        // Saved as the default adapter of `dir`, whatever its name in the model.
+    ) -> Result<bool, TrainError> {
+        let TrainingMode::Adapter { name, config } = &self.mode else {
+            return Ok(false);
+        };
         let mut copy = model.clone();
-        if self.adapter_name != lora_core::DEFAULT_ADAPTER_NAME {
-            copy.visit_lora_mut("", &mut |_, layer| {
-                for adapter in layer.adapters.iter_mut() {
-                    if adapter.name == self.adapter_name {
-                        adapter.name = lora_core::DEFAULT_ADAPTER_NAME.to_string();
-                    }
-                }
-            });
+        if name != lora_core::DEFAULT_ADAPTER_NAME {
+            copy.rename_adapter(name, lora_core::DEFAULT_ADAPTER_NAME)?;
         }
         lora_peft_io::save_adapter(
             &copy,
             dir,
             lora_core::DEFAULT_ADAPTER_NAME,
-            &self.adapter_config,
+            config,
             SaveOptions::default(),
         )?;
-        Ok(())
+        Ok(true)
     }
 
-    fn checkpoint<B: AutodiffBackend, O: Optimizer<T5ForConditionalGeneration<B>, B>>(
+    fn checkpoint<
+        B: AutodiffBackend,
+        M: Seq2SeqModel<B> + AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    >(
         &self,
-        model: &T5ForConditionalGeneration<B>,
+        model: &M,
         optimizer: &O,
         state: &TrainerState,
-    ) -> Result<(), T5Error> {
+    ) -> Result<PathBuf, TrainError> {
         let dir = self.output_dir.join(format!("checkpoint-{}", state.step));
-        self.save_adapter(model, &dir)?;
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let mut state = state.clone();
-        state.param_ids = adapter_param_ids(model, &self.adapter_name);
-        BinFileRecorder::<FullPrecisionSettings>::new()
-            .record(optimizer.to_record(), dir.join("optimizer"))
-            .map_err(|e| T5Error::InvalidInput {
-                reason: format!("{}: could not save the optimizer state: {e}", dir.display()),
+        match &self.mode {
+            TrainingMode::Adapter { name, .. } => {
+                self.save_adapter(model, &dir)?;
+                state.param_ids = adapter_param_ids(model, name);
+            }
+            TrainingMode::Full => {
+                std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let path = dir.join("model");
+                model
+                    .clone()
+                    .save_file(path.clone(), &recorder)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path,
+                        reason: format!("could not save the model: {e}"),
+                    })?;
+            }
+        }
+        let path = dir.join("optimizer");
+        recorder
+            .record(optimizer.to_record(), path.clone())
+            .map_err(|e| TrainError::Checkpoint {
+                path,
+                reason: format!("could not save the optimizer state: {e}"),
             })?;
         // The state is written last: a checkpoint without it is incomplete and ignored.
-        state.write(&dir.join("trainer_state.json"))
+        state.write(&dir.join("trainer_state.json"))?;
+        Ok(dir)
     }
 
     /// The checkpoint with the highest step that has a `trainer_state.json`.
-    pub fn latest_checkpoint(&self) -> Result<Option<PathBuf>, T5Error> {
+    ///
+    /// # Errors
+    /// None today (a missing or unreadable output directory has no checkpoint); kept fallible
+    /// for checks of the checkpoints' contents.
+    pub fn latest_checkpoint(&self) -> Result<Option<PathBuf>, TrainError> {
         let entries = match std::fs::read_dir(&self.output_dir) {
             Ok(entries) => entries,
             Err(_) => return Ok(None),
@@ -374,17 +486,31 @@ impl Trainer {
         Ok(best.map(|(_, path)| path))
     }
 
-    fn restore_adapter<B: AutodiffBackend>(
+    /// The model with the trained weights of `checkpoint`, their parameter ids as the
+    /// optimizer state knows them.
+    fn restore<B: AutodiffBackend, M: Seq2SeqModel<B> + AutodiffModule<B>>(
         &self,
-        mut model: T5ForConditionalGeneration<B>,
+        mut model: M,
         checkpoint: &Path,
         state: &TrainerState,
-    ) -> Result<T5ForConditionalGeneration<B>, T5Error> {
-        let name = &self.adapter_name;
-        model.visit_lora_mut("", &mut |_, layer| {
-            let _ = layer.delete_adapter(name);
-        });
-        lora_peft_io::load_adapter(&mut model, checkpoint, name, None)?;
+        device: &B::Device,
+    ) -> Result<M, TrainError> {
+        let name = match &self.mode {
+            TrainingMode::Adapter { name, .. } => name,
+            TrainingMode::Full => {
+                let path = checkpoint.join("model");
+                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+                let model = model
+                    .load_file(path.clone(), &recorder, device)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path,
+                        reason: format!("model state: {e}"),
+                    })?;
+                return Ok(lora_core::mark_all_as_trainable(model));
+            }
+        };
+        model.delete_adapter(name)?;
+        lora_peft_io::load_adapter(&mut model, checkpoint, name)?;
         model.visit_lora_mut("", &mut |path, layer| {
             let Some(ids) = state.param_ids.get(path) else {
                 return;
@@ -398,12 +524,12 @@ impl Trainer {
             if let (Some(m), Some(id)) = (adapter.magnitude.as_ref(), ids.get(2)) {
                 adapter.magnitude = Some(with_id(m, *id));
             }
-            let _ = layer.set_active_adapters(&[name.as_str()]);
         });
+        model.set_adapter(&[name.as_str()])?;
         Ok(model)
     }
 
-    fn append_log(&self, entry: &LogEntry) -> Result<(), T5Error> {
+    fn append_log(&self, entry: &LogEntry) -> Result<(), TrainError> {
         use std::io::Write;
         let path = self.output_dir.join("metrics.jsonl");
         let line = serde_json::to_string(entry).expect("log entries serialise");
@@ -411,32 +537,11 @@ impl Trainer {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|source| T5Error::Io {
+            .map_err(|source| TrainError::Io {
                 path: path.clone(),
                 source,
             })?;
-        writeln!(file, "{line}").map_err(|source| T5Error::Io { path, source })
-    }
-
-    fn plot(&self, state: &TrainerState) -> Result<(), T5Error> {
-        let train = Curve {
-            points: state
-                .history
-                .iter()
-                .map(|e| (e.step as f64, e.loss))
-                .collect(),
-            rgb: [200, 40, 40],
-        };
-        let eval = Curve {
-            points: state
-                .history
-                .iter()
-                .filter_map(|e| e.eval_loss.map(|l| (e.step as f64, l)))
-                .collect(),
-            rgb: [40, 80, 200],
-        };
-        let path = self.output_dir.join("loss.png");
-        write_curves_png(&path, &[train, eval], 640, 400)
+        writeln!(file, "{line}").map_err(|source| TrainError::Io { path, source })
     }
 }
 
@@ -447,8 +552,8 @@ fn with_id<B: Backend, const D: usize>(
     Param::initialized(ParamId::from(id), param.val())
 }
 
-fn adapter_param_ids<B: Backend>(
-    model: &T5ForConditionalGeneration<B>,
+fn adapter_param_ids<B: Backend, M: LoraModule<B>>(
+    model: &M,
     name: &str,
 ) -> std::collections::BTreeMap<String, Vec<u64>> {
     let mut ids = std::collections::BTreeMap::new();
@@ -464,30 +569,18 @@ fn adapter_param_ids<B: Backend>(
     ids
 }
 
-/// The example order of `epoch`: a seeded shuffle, the same whenever it is recomputed.
-fn epoch_order(count: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..count).collect();
-    let mut state =
-        seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-    for i in (1..order.len()).rev() {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        order.swap(i, (z % (i as u64 + 1)) as usize);
-    }
-    order
-}
-
-/// The mean validation loss per target token.
-pub fn evaluate_loss<B: Backend>(
-    model: &T5ForConditionalGeneration<B>,
+/// The mean validation loss per target token of `model` over `examples`, in batches of
+/// `batch_size`.
+///
+/// # Errors
+/// A batch the collator or the model refuses.
+pub fn evaluate_loss<B: Backend, M: Seq2SeqModel<B>>(
+    model: &M,
     examples: &[TokenizedExample],
     batch_size: usize,
     collator: &Seq2SeqCollator,
-) -> Result<f64, T5Error> {
-    let device = model.shared.weight.device();
+) -> Result<f64, TrainError> {
+    let device = model.device();
     let (mut total, mut tokens) = (0.0, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch = collator.collate::<B>(chunk, &device)?;
@@ -495,8 +588,7 @@ pub fn evaluate_loss<B: Backend>(
             .iter()
             .map(|p| p.target.len().min(collator.max_target_len))
             .sum();
-        let loss = model.loss(batch.input_ids, batch.attention_mask, batch.labels)?;
-        total += scalar(loss) * count as f64;
+        total += scalar(model.seq2seq_loss(batch)?) * count as f64;
         tokens += count;
     }
     Ok(total / tokens.max(1) as f64)

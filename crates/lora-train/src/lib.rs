@@ -1,0 +1,32 @@
+//! Fine-tuning for [Burn](https://burn.dev) models with LoRA adapters.
+//!
+//! - [`Trainer`]: AdamW with warm-up and decay, gradient accumulation, global-norm clipping,
+//!   evaluation, PEFT checkpoints with exact resume, best-adapter keeping and early stopping;
+//!   [`TrainingMode::Full`] trains every parameter instead (pretraining). It reports its
+//!   progress as [`TrainEvent`]s and writes `metrics.jsonl`.
+//! - [`Seq2SeqModel`]: what the trainer needs of a model (a loss on a padded batch). T5
+//!   implements it with the `t5` feature (on by default).
+//! - [`data`]: JSONL reading with bad-record reports, a seeded train/validation split and a
+//!   padding collator.
+//! - [`metrics`]: exact match, BLEU, ROUGE-L and JSON validity of generated text.
+
+pub mod data;
+mod error;
+mod events;
+pub mod metrics;
+mod model;
+mod schedule;
+mod shuffle;
+mod state;
+mod trainer;
+
+mod clip;
+
+pub use clip::clip_global_norm;
+pub use error::TrainError;
+pub use events::TrainEvent;
+pub use model::Seq2SeqModel;
+pub use schedule::{DecayKind, LrSchedule};
+pub use shuffle::epoch_order;
+pub use state::{LogEntry, TrainerState};
+pub use trainer::{evaluate_loss, TrainOutcome, Trainer, TrainerConfig, TrainingMode};
