@@ -30,25 +30,20 @@ use crate::{LoraError, LoraLinear, LoraModule, WeightedCombination};
 /// assert!(layers.adapter_names().is_empty());
 /// ```
 pub trait LoraModelOps<B: Backend>: LoraModule<B> {
-    /// Calls `visit` on every LoRA layer with its path until one fails; that failure is
-    /// returned as [`LoraError::InLayer`] naming the layer, and the layers after it are not
-    /// visited.
+    /// Calls `visit` on every LoRA layer with its path until one fails; the layers after it
+    /// are not visited. The operations of this trait name the failing layer with
+    /// [`LoraError::InLayer`] ([`in_layer`]).
     ///
     /// # Errors
-    /// The first error `visit` returns, with its layer's path.
-    fn try_visit_lora_mut(
+    /// The first error `visit` returns.
+    fn try_visit_lora_mut<E>(
         &mut self,
-        mut visit: impl FnMut(&str, &mut LoraLinear<B>) -> Result<(), LoraError>,
-    ) -> Result<(), LoraError> {
+        mut visit: impl FnMut(&str, &mut LoraLinear<B>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut failure = None;
         self.visit_lora_mut("", &mut |path, layer| {
             if failure.is_none() {
-                if let Err(source) = visit(path, layer) {
-                    failure = Some(LoraError::InLayer {
-                        path: path.to_string(),
-                        source: Box::new(source),
-                    });
-                }
+                failure = visit(path, layer).err();
             }
         });
         failure.map_or(Ok(()), Err)
@@ -58,20 +53,15 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     /// [`try_visit_lora_mut`](Self::try_visit_lora_mut) without changing the layers.
     ///
     /// # Errors
-    /// The first error `visit` returns, as [`LoraError::InLayer`] naming its layer.
-    fn try_visit_lora(
+    /// The first error `visit` returns.
+    fn try_visit_lora<E>(
         &self,
-        mut visit: impl FnMut(&str, &LoraLinear<B>) -> Result<(), LoraError>,
-    ) -> Result<(), LoraError> {
+        mut visit: impl FnMut(&str, &LoraLinear<B>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut failure = None;
         self.visit_lora("", &mut |path, layer| {
             if failure.is_none() {
-                if let Err(source) = visit(path, layer) {
-                    failure = Some(LoraError::InLayer {
-                        path: path.to_string(),
-                        source: Box::new(source),
-                    });
-                }
+                failure = visit(path, layer).err();
             }
         });
         failure.map_or(Ok(()), Err)
@@ -98,13 +88,13 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     /// [`LoraError::UnknownAdapter`] for a name that no layer has.
     fn set_adapter<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
         require_in_model(self, names)?;
-        self.try_visit_lora_mut(|_, layer| {
+        self.try_visit_lora_mut(|path, layer| {
             let present: Vec<&str> = names
                 .iter()
                 .map(AsRef::as_ref)
                 .filter(|n| layer.adapter(n).is_some())
                 .collect();
-            layer.set_active_adapters(&present)
+            in_layer(path, layer.set_active_adapters(&present))
         })
     }
 
@@ -113,7 +103,7 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     /// # Errors
     /// A layer whose merged adapters cannot be unmerged.
     fn disable_adapters(&mut self) -> Result<(), LoraError> {
-        self.try_visit_lora_mut(|_, layer| layer.disable_adapters())
+        self.try_visit_lora_mut(|path, layer| in_layer(path, layer.disable_adapters()))
     }
 
     /// Turns the active adapters back on in every layer.
@@ -128,9 +118,9 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     fn delete_adapter(&mut self, name: &str) -> Result<usize, LoraError> {
         require_in_model(self, &[name])?;
         let mut count = 0;
-        self.try_visit_lora_mut(|_, layer| {
+        self.try_visit_lora_mut(|path, layer| {
             if layer.adapter(name).is_some() {
-                layer.delete_adapter(name)?;
+                in_layer(path, layer.delete_adapter(name))?;
                 count += 1;
             }
             Ok(())
@@ -147,9 +137,9 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     fn rename_adapter(&mut self, from: &str, to: &str) -> Result<usize, LoraError> {
         require_in_model(self, &[from])?;
         let mut count = 0;
-        self.try_visit_lora_mut(|_, layer| {
+        self.try_visit_lora_mut(|path, layer| {
             if layer.adapter(from).is_some() {
-                layer.rename_adapter(from, to)?;
+                in_layer(path, layer.rename_adapter(from, to))?;
                 count += 1;
             }
             Ok(())
@@ -199,7 +189,7 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
         }
         require_in_model(self, adapters)?;
         let mut count = 0;
-        self.try_visit_lora_mut(|_, layer| {
+        self.try_visit_lora_mut(|path, layer| {
             let (present, present_weights): (Vec<&str>, Vec<f64>) = adapters
                 .iter()
                 .zip(weights)
@@ -209,7 +199,10 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
             if present.is_empty() {
                 return Ok(());
             }
-            layer.add_weighted_adapter(&present, &present_weights, name, combination)?;
+            in_layer(
+                path,
+                layer.add_weighted_adapter(&present, &present_weights, name, combination),
+            )?;
             count += 1;
             Ok(())
         })?;
@@ -218,6 +211,21 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
 }
 
 impl<B: Backend, M: LoraModule<B> + ?Sized> LoraModelOps<B> for M {}
+
+/// A layer operation's error as [`LoraError::InLayer`], naming the layer at `path`.
+///
+/// ```
+/// use lora_core::{in_layer, LoraError};
+///
+/// let err = in_layer::<()>("encoder.q", Err(LoraError::InvalidRank { r: 0 })).unwrap_err();
+/// assert_eq!(err.to_string(), "encoder.q: invalid LoRA config: `r` must be at least 1, got 0");
+/// ```
+pub fn in_layer<T>(path: &str, result: Result<T, LoraError>) -> Result<T, LoraError> {
+    result.map_err(|source| LoraError::InLayer {
+        path: path.to_string(),
+        source: Box::new(source),
+    })
+}
 
 /// Fails with [`LoraError::UnknownAdapter`] for the first of `names` that no layer has.
 fn require_in_model<B: Backend, M: LoraModule<B> + ?Sized, S: AsRef<str>>(
@@ -243,11 +251,11 @@ fn unload_each<B: Backend, M: LoraModule<B> + ?Sized>(
     take: fn(LoraLinear<B>) -> Result<burn::nn::Linear<B>, LoraError>,
 ) -> Result<usize, LoraError> {
     let mut count = 0;
-    model.try_visit_lora_mut(|_, layer| {
+    model.try_visit_lora_mut(|path, layer| {
         if layer.adapters.is_empty() {
             return Ok(());
         }
-        *layer = LoraLinear::new(take(layer.clone())?);
+        *layer = LoraLinear::new(in_layer(path, take(layer.clone()))?);
         count += 1;
         Ok(())
     })?;

@@ -8,7 +8,7 @@ use burn::tensor::quantization::{
 };
 use burn::tensor::DType;
 
-use crate::{LoraError, LoraLinear, LoraModelOps, LoraModule};
+use crate::{in_layer, LoraError, LoraLinear, LoraModelOps, LoraModule};
 
 /// Burn's symmetric int8 quantizer with min-max calibration: one scale per tensor
 /// (`block_size: None`) or one per run of `block_size` consecutive weights along the output
@@ -115,8 +115,8 @@ pub fn quantize_base_weights<B: Backend, M: LoraModule<B> + ?Sized>(
     quantizer: &mut Quantizer,
 ) -> Result<usize, LoraError> {
     let mut count = 0;
-    module.try_visit_lora_mut(|_, layer| {
-        layer.quantize_base(quantizer)?;
+    module.try_visit_lora_mut(|path, layer| {
+        in_layer(path, layer.quantize_base(quantizer))?;
         count += 1;
         Ok(())
     })?;

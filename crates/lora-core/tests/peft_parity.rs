@@ -133,28 +133,36 @@ fn assert_close<const D: usize>(got: Tensor<Cpu, D>, expected: Tensor<Cpu, D>, w
 }
 
 #[test]
-fn forward_and_merge_match_peft_for_lora_and_rslora() {
+fn forward_and_merge_match_peft_for_lora() {
+    forward_and_merge_match_peft("default");
+}
+
+#[test]
+fn forward_and_merge_match_peft_for_rslora() {
+    forward_and_merge_match_peft("rslora");
+}
+
+fn forward_and_merge_match_peft(case: &str) {
     let f = fixtures();
-    for case in ["default", "rslora"] {
-        let mut layer = f.layer(case);
-        let x = f.tensor::<3>(&format!("{case}.x"));
-        assert_close(
-            layer.forward(x.clone()),
-            f.tensor(&format!("{case}.y")),
-            case,
-        );
-        layer.merge(&["default"]).unwrap();
-        assert_close(
-            layer.base.weight.val(),
-            f.transposed(&format!("{case}.merged_weight")),
-            "merged weight",
-        );
-        assert_close(
-            layer.forward(x),
-            f.tensor(&format!("{case}.y")),
-            "merged forward",
-        );
-    }
+
+    let mut layer = f.layer(case);
+    let x = f.tensor::<3>(&format!("{case}.x"));
+    assert_close(
+        layer.forward(x.clone()),
+        f.tensor(&format!("{case}.y")),
+        case,
+    );
+    layer.merge(&["default"]).unwrap();
+    assert_close(
+        layer.base.weight.val(),
+        f.transposed(&format!("{case}.merged_weight")),
+        "merged weight",
+    );
+    assert_close(
+        layer.forward(x),
+        f.tensor(&format!("{case}.y")),
+        "merged forward",
+    );
 }
 
 #[test]
@@ -226,83 +234,109 @@ fn several_active_adapters_and_mixed_batches_match_peft() {
     }
 }
 
-#[test]
-fn weighted_adapters_match_peft() {
-    let f = fixtures();
-    let mut layer = f.layer("weighted");
+/// The weighted-combination fixture's layer (adapters `a`, `b`, ...) and its weights.
+fn weighted_layer(f: &Fixtures) -> (LoraLinear<Cpu>, Vec<f64>) {
+    let layer = f.layer("weighted");
     let weights: Vec<f64> = f.json["weighted"]["weights"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
+    (layer, weights)
+}
+
+/// `add_weighted_adapter` as PEFT's fixture `case` did it; returns the layer with the result.
+fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
+    let f = fixtures();
+    let (mut layer, weights) = weighted_layer(&f);
     let x = f.tensor::<3>("weighted.x");
-    for case in [
-        "weighted_cat",
-        "weighted_linear",
-        "weighted_svd",
-        "weighted_svd_full",
-    ] {
-        let entry = &f.json[case];
-        let sources: Vec<&str> = entry["sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let method = match entry["combination_type"].as_str().unwrap() {
-            "cat" => WeightedCombination::Cat,
-            "linear" => WeightedCombination::Linear,
-            _ => WeightedCombination::Svd {
-                rank: entry["svd_rank"].as_u64().unwrap() as usize,
-            },
-        };
-        layer
-            .add_weighted_adapter(&sources, &weights, case, method)
-            .unwrap();
-        let adapter = layer.adapter(case).unwrap();
-        assert_eq!(
-            adapter.rank(),
-            entry["r"].as_u64().unwrap() as usize,
-            "{case}"
-        );
-        assert_eq!(
-            adapter.config.lora_alpha,
-            entry["lora_alpha"].as_f64().unwrap()
-        );
-        assert_eq!(adapter.scaling(), entry["scaling"].as_f64().unwrap());
-        if method == WeightedCombination::Cat || method == WeightedCombination::Linear {
-            assert_close(
-                adapter.lora_a.val(),
-                f.transposed(&format!("{case}.lora_A")),
-                case,
-            );
-            assert_close(
-                adapter.lora_b.val(),
-                f.transposed(&format!("{case}.lora_B")),
-                case,
-            );
-        } else {
-            // Singular vectors are defined up to sign: compare the update itself.
-            assert_close(
-                adapter.delta_weight(),
-                f.transposed(&format!("{case}.delta")),
-                case,
-            );
-        }
-        let mut single = layer.clone();
-        single.set_active_adapters(&[case]).unwrap();
+    let entry = &f.json[case];
+    let sources: Vec<&str> = entry["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let method = match entry["combination_type"].as_str().unwrap() {
+        "cat" => WeightedCombination::Cat,
+        "linear" => WeightedCombination::Linear,
+        _ => WeightedCombination::Svd {
+            rank: entry["svd_rank"].as_u64().unwrap() as usize,
+        },
+    };
+    layer
+        .add_weighted_adapter(&sources, &weights, case, method)
+        .unwrap();
+    let adapter = layer.adapter(case).unwrap();
+    assert_eq!(
+        adapter.rank(),
+        entry["r"].as_u64().unwrap() as usize,
+        "{case}"
+    );
+    assert_eq!(
+        adapter.config.lora_alpha,
+        entry["lora_alpha"].as_f64().unwrap()
+    );
+    assert_eq!(adapter.scaling(), entry["scaling"].as_f64().unwrap());
+    if method == WeightedCombination::Cat || method == WeightedCombination::Linear {
         assert_close(
-            single.forward(x.clone()),
-            f.tensor(&format!("{case}.y")),
+            adapter.lora_a.val(),
+            f.transposed(&format!("{case}.lora_A")),
+            case,
+        );
+        assert_close(
+            adapter.lora_b.val(),
+            f.transposed(&format!("{case}.lora_B")),
+            case,
+        );
+    } else {
+        // Singular vectors are defined up to sign: compare the update itself.
+        assert_close(
+            adapter.delta_weight(),
+            f.transposed(&format!("{case}.delta")),
             case,
         );
     }
+    let mut single = layer.clone();
+    single.set_active_adapters(&[case]).unwrap();
+    assert_close(
+        single.forward(x.clone()),
+        f.tensor(&format!("{case}.y")),
+        case,
+    );
+    layer
+}
+
+#[test]
+fn weighted_cat_matches_peft() {
+    weighted_adapter_matches_peft("weighted_cat");
+}
+
+#[test]
+fn weighted_linear_matches_peft() {
+    weighted_adapter_matches_peft("weighted_linear");
+}
+
+#[test]
+fn weighted_svd_matches_peft() {
+    weighted_adapter_matches_peft("weighted_svd");
+}
+
+#[test]
+fn weighted_full_rank_svd_matches_peft_and_is_exact() {
+    let layer = weighted_adapter_matches_peft("weighted_svd_full");
     assert_close(
         layer.adapter("weighted_svd_full").unwrap().delta_weight(),
-        f.transposed("weighted_svd_full.exact"),
+        fixtures().transposed("weighted_svd_full.exact"),
         "full-rank svd is exact",
     );
+}
+
+#[test]
+fn weighted_linear_refuses_unequal_ranks_as_peft() {
+    let f = fixtures();
+    let (mut layer, weights) = weighted_layer(&f);
     let err = layer
         .add_weighted_adapter(&["a", "b"], &weights, "bad", WeightedCombination::Linear)
         .unwrap_err();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModule};
+use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModelOps, LoraModule};
 
 use crate::matching::select_targets;
 use crate::weights::{split_key, TensorRole};
@@ -63,14 +63,13 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
     let defaults = model.default_target_modules();
     let targets = select_targets(config, &lora_layer_paths(model, ""), defaults)?;
     let mut adapters = BTreeMap::new();
-    let mut failure = None;
-    model.visit_lora("", &mut |path, layer| {
-        if failure.is_some() || !targets.iter().any(|t| t == path) {
-            return;
+    model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+        if !targets.iter().any(|t| t == path) {
+            return Ok(());
         }
         let lora = config.lora_config_for(path);
         let device = layer.base.weight.device();
-        match LoraAdapter::new(
+        let adapter = LoraAdapter::new(
             adapter_name,
             layer.d_input(),
             layer.d_output(),
@@ -78,16 +77,10 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
             &device,
         )
         .and_then(|a| check_insertable(layer, &a).map(|_| a))
-        {
-            Ok(adapter) => {
-                adapters.insert(path.to_string(), adapter);
-            }
-            Err(source) => failure = Some(layer_error(path, source)),
-        }
-    });
-    if let Some(err) = failure {
-        return Err(err);
-    }
+        .map_err(|source| layer_error(path, source))?;
+        adapters.insert(path.to_string(), adapter);
+        Ok(())
+    })?;
     insert_all(model, adapters, &BTreeMap::new())?;
     Ok(targets)
 }
@@ -105,20 +98,12 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     options: SaveOptions,
 ) -> Result<PathBuf, PeftIoError> {
     let mut tensors = BTreeMap::new();
-    let mut failure = None;
-    model.visit_lora("", &mut |path, layer| {
-        if failure.is_some() {
-            return;
+    model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+        match layer.adapter(adapter_name) {
+            Some(adapter) => export_layer(path, layer, adapter, config.bias(), &mut tensors),
+            None => Ok(()),
         }
-        if let Some(adapter) = layer.adapter(adapter_name) {
-            if let Err(e) = export_layer(path, layer, adapter, config.bias(), &mut tensors) {
-                failure = Some(e);
-            }
-        }
-    });
-    if let Some(err) = failure {
-        return Err(err);
-    }
+    })?;
     if tensors.is_empty() {
         return Err(PeftIoError::Layer {
             module: "<model>".into(),
@@ -262,25 +247,19 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
     }
     let mut adapters = BTreeMap::new();
     let mut biases = BTreeMap::new();
-    let mut failure = None;
-    model.visit_lora("", &mut |path, layer| {
-        if failure.is_some() || !targets.iter().any(|t| t == path) {
-            return;
+    model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+        if !targets.iter().any(|t| t == path) {
+            return Ok(());
         }
         let roles = modules.get(path);
-        match build_adapter(path, layer, roles, &config, adapter_name, &weights_path) {
-            Ok((adapter, bias)) => {
-                adapters.insert(path.to_string(), adapter);
-                if let Some(bias) = bias {
-                    biases.insert(path.to_string(), bias);
-                }
-            }
-            Err(e) => failure = Some(e),
+        let (adapter, bias) =
+            build_adapter(path, layer, roles, &config, adapter_name, &weights_path)?;
+        adapters.insert(path.to_string(), adapter);
+        if let Some(bias) = bias {
+            biases.insert(path.to_string(), bias);
         }
-    });
-    if let Some(err) = failure {
-        return Err(err);
-    }
+        Ok(())
+    })?;
     insert_all(model, adapters, &biases)?;
     Ok(config)
 }
@@ -404,10 +383,9 @@ fn insert_all<B: Backend, M: LoraModule<B>>(
     mut adapters: BTreeMap<String, LoraAdapter<B>>,
     biases: &BTreeMap<String, Tensor<B, 1>>,
 ) -> Result<(), PeftIoError> {
-    let mut failure = None;
-    model.visit_lora_mut("", &mut |path, layer| {
+    model.try_visit_lora_mut(|path, layer| -> Result<(), PeftIoError> {
         let Some(adapter) = adapters.remove(path) else {
-            return;
+            return Ok(());
         };
         if let (Some(bias), Some(param)) = (biases.get(path), layer.base.bias.take()) {
             let trainable = adapter.config.bias.trains_bias();
@@ -416,11 +394,10 @@ fn insert_all<B: Backend, M: LoraModule<B>>(
                 bias.clone().set_require_grad(trainable),
             ));
         }
-        if let Err(e) = layer.insert_adapter(adapter) {
-            failure.get_or_insert(layer_error(path, e));
-        }
-    });
-    failure.map_or(Ok(()), Err)
+        layer
+            .insert_adapter(adapter)
+            .map_err(|e| layer_error(path, e))
+    })
 }
 
 fn layer_error(path: &str, source: lora_core::LoraError) -> PeftIoError {

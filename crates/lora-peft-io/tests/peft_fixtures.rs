@@ -114,90 +114,139 @@ fn targets(case: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-#[test]
-fn every_peft_fixture_loads_targets_the_same_modules_and_gives_peft_output() {
-    let (x, y_base) = input();
-    let base = base_model();
-    assert!(values(base.forward(x.clone()))
-        .iter()
-        .zip(values(y_base))
-        .all(|(a, b)| (a - b).abs() < 1e-5));
-    for case in CASES {
-        let mut model = base.clone();
-        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let expected = targets(case.name);
-        let mut loaded = Vec::new();
-        model.visit_lora("", &mut |path, layer| {
-            if let Some(adapter) = layer.adapter(case.adapter) {
-                loaded.push(path.to_string());
-                assert_eq!(
-                    adapter.rank() as u64,
-                    expected["r"][path].as_u64().unwrap(),
-                    "{path}"
-                );
-                let scaling = expected["scaling"][path].as_f64().unwrap();
-                assert!(
-                    (adapter.scaling() - scaling).abs() < 1e-12,
-                    "{} {path}",
-                    case.name
-                );
-                assert_eq!(adapter.is_dora(), config.use_dora());
-            }
-        });
-        let wanted: Vec<String> = expected["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        loaded.sort();
-        assert_eq!(loaded, wanted, "{}: targeted modules", case.name);
-        let y = lora_hf::read_safetensors(&fixtures().join(case.name).join("expected.safetensors"))
-            .unwrap();
-        assert_close(model.forward(x.clone()), &y["y"], case.name);
-    }
+/// One test per fixture and check, so a failing case hides no other: `cargo test --test
+/// peft_fixtures dora` runs one fixture's.
+macro_rules! per_case {
+    ($check:ident: $($case:ident => $adapter:literal),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            super::$check(&super::Case { name: stringify!($case), adapter: $adapter });
+        }
+    )*};
+}
+
+/// Each fixture loads, targets the modules PEFT targeted and gives PEFT's output.
+mod loads_and_matches_peft {
+    per_case!(loads_and_matches_peft:
+        list_qv => "default",
+        regex => "default",
+        patterns => "default",
+        rslora_bf16 => "default",
+        fp16 => "default",
+        named => "style",
+        dora => "default",
+        layers => "default",
+        exclude => "default",
+        lm_head_all_linear => "default",
+        minimal => "default",
+        old_peft => "default",
+        unknown_keys => "default",
+    );
+}
+
+/// Each fixture read from safetensors saves back byte for byte (the legacy pickle has its own
+/// test below).
+mod saves_as_peft_did {
+    per_case!(saves_as_peft_did:
+        list_qv => "default",
+        regex => "default",
+        patterns => "default",
+        rslora_bf16 => "default",
+        fp16 => "default",
+        named => "style",
+        dora => "default",
+        layers => "default",
+        exclude => "default",
+        lm_head_all_linear => "default",
+        minimal => "default",
+        unknown_keys => "default",
+    );
 }
 
 #[test]
-fn saving_a_loaded_adapter_reproduces_peft_files_without_loss() {
-    let scratch = scratch_dir("round_trip");
-    for case in CASES {
-        if case.name == "old_peft" {
-            continue; // a .bin source is rewritten as safetensors; compared below by tensors
+fn the_base_model_gives_peft_base_output() {
+    let (x, y_base) = input();
+    assert!(values(base_model().forward(x))
+        .iter()
+        .zip(values(y_base))
+        .all(|(a, b)| (a - b).abs() < 1e-5));
+}
+
+fn loads_and_matches_peft(case: &Case) {
+    let (x, _) = input();
+    let mut model = base_model();
+    let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let expected = targets(case.name);
+    let mut loaded = Vec::new();
+    model.visit_lora("", &mut |path, layer| {
+        if let Some(adapter) = layer.adapter(case.adapter) {
+            loaded.push(path.to_string());
+            assert_eq!(
+                adapter.rank() as u64,
+                expected["r"][path].as_u64().unwrap(),
+                "{path}"
+            );
+            let scaling = expected["scaling"][path].as_f64().unwrap();
+            assert!(
+                (adapter.scaling() - scaling).abs() < 1e-12,
+                "{} {path}",
+                case.name
+            );
+            assert_eq!(adapter.is_dora(), config.use_dora());
         }
-        let mut model = base_model();
-        let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
-        let config = load_adapter(&mut model, &source, case.adapter).unwrap();
-        let dtype = match case.name {
-            "rslora_bf16" => WeightDtype::BF16,
-            "fp16" => WeightDtype::F16,
-            _ => WeightDtype::F32,
-        };
-        let out = scratch.join(case.name);
-        let written =
-            save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
-        assert_eq!(written, lora_peft_io::adapter_dir(&out, case.adapter));
-        let original_config = std::fs::read_to_string(source.join("adapter_config.json")).unwrap();
-        let saved_config = std::fs::read_to_string(written.join("adapter_config.json")).unwrap();
-        if case.name == "minimal" {
-            // Hand-written, not in PEFT's layout: the same keys and values, in PEFT's layout.
-            let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
-            assert_eq!(parse(&saved_config), parse(&original_config));
-        } else {
-            assert_eq!(saved_config, original_config, "{}: config text", case.name);
-        }
-        let original = std::fs::read(source.join("adapter_model.safetensors")).unwrap();
-        let saved = std::fs::read(written.join("adapter_model.safetensors")).unwrap();
-        assert_eq!(
-            lora_hf::parse_safetensors(&saved, "saved".as_ref()).unwrap(),
-            lora_hf::parse_safetensors(&original, "original".as_ref()).unwrap(),
-            "{}: tensors",
-            case.name
-        );
-        assert_eq!(saved, original, "{}: bytes", case.name);
+    });
+    let wanted: Vec<String> = expected["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    loaded.sort();
+    assert_eq!(loaded, wanted, "{}: targeted modules", case.name);
+    let y = lora_hf::read_safetensors(&fixtures().join(case.name).join("expected.safetensors"))
+        .unwrap();
+    assert_close(model.forward(x.clone()), &y["y"], case.name);
+}
+
+fn saves_as_peft_did(case: &Case) {
+    let scratch = scratch_dir(&format!("round_trip_{}", case.name));
+    let mut model = base_model();
+    let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
+    let config = load_adapter(&mut model, &source, case.adapter).unwrap();
+    let dtype = match case.name {
+        "rslora_bf16" => WeightDtype::BF16,
+        "fp16" => WeightDtype::F16,
+        _ => WeightDtype::F32,
+    };
+    let out = scratch.join(case.name);
+    let written = save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
+    assert_eq!(written, lora_peft_io::adapter_dir(&out, case.adapter));
+    let original_config = std::fs::read_to_string(source.join("adapter_config.json")).unwrap();
+    let saved_config = std::fs::read_to_string(written.join("adapter_config.json")).unwrap();
+    if case.name == "minimal" {
+        // Hand-written, not in PEFT's layout: the same keys and values, in PEFT's layout.
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        assert_eq!(parse(&saved_config), parse(&original_config));
+    } else {
+        assert_eq!(saved_config, original_config, "{}: config text", case.name);
     }
+    let original = std::fs::read(source.join("adapter_model.safetensors")).unwrap();
+    let saved = std::fs::read(written.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(
+        lora_hf::parse_safetensors(&saved, "saved".as_ref()).unwrap(),
+        lora_hf::parse_safetensors(&original, "original".as_ref()).unwrap(),
+        "{}: tensors",
+        case.name
+    );
+    assert_eq!(saved, original, "{}: bytes", case.name);
+    std::fs::remove_dir_all(scratch).unwrap();
+}
+
+#[test]
+fn a_legacy_pickle_adapter_saves_as_the_same_tensors_in_safetensors() {
     // The legacy pickle holds the same tensors as list_qv's safetensors file.
+    let scratch = scratch_dir("round_trip_old_peft");
     let mut model = base_model();
     let config = load_adapter(&mut model, &fixtures().join("old_peft"), "default").unwrap();
     assert_eq!(

@@ -5,7 +5,6 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use lora_core::Dropout;
-use lora_core::{join_module_path, LoraLinear, LoraModule};
 
 use crate::attention::{KeyValue, T5Attention};
 use crate::{T5Config, T5FeedForward, T5LayerNorm};
@@ -98,71 +97,5 @@ impl<B: Backend> T5Block<B> {
             .dense
             .forward(layer.layer_norm.forward(hidden.clone()));
         (hidden + layer.dropout.forward(transformed), key_value)
-    }
-}
-
-impl<B: Backend> LoraModule<B> for T5Block<B> {
-    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
-        let layer = |i: usize, name: &str| join_module_path(prefix, &format!("layer.{i}.{name}"));
-        visit_attention(
-            &self.self_attention.attention,
-            &layer(0, "SelfAttention"),
-            visit,
-        );
-        let ff_index = match &self.cross_attention {
-            Some(cross) => {
-                visit_attention(&cross.attention, &layer(1, "EncDecAttention"), visit);
-                2
-            }
-            None => 1,
-        };
-        self.feed_forward
-            .dense
-            .visit_lora(&layer(ff_index, "DenseReluDense"), visit);
-    }
-
-    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
-        let layer = |i: usize, name: &str| join_module_path(prefix, &format!("layer.{i}.{name}"));
-        visit_attention_mut(
-            &mut self.self_attention.attention,
-            &layer(0, "SelfAttention"),
-            visit,
-        );
-        let ff_index = match &mut self.cross_attention {
-            Some(cross) => {
-                visit_attention_mut(&mut cross.attention, &layer(1, "EncDecAttention"), visit);
-                2
-            }
-            None => 1,
-        };
-        self.feed_forward
-            .dense
-            .visit_lora_mut(&layer(ff_index, "DenseReluDense"), visit);
-    }
-}
-
-fn visit_attention<B: Backend>(
-    attention: &T5Attention<B>,
-    prefix: &str,
-    visit: &mut dyn FnMut(&str, &LoraLinear<B>),
-) {
-    for (name, layer) in [
-        ("q", &attention.q),
-        ("k", &attention.k),
-        ("v", &attention.v),
-        ("o", &attention.o),
-    ] {
-        visit(&join_module_path(prefix, name), layer);
-    }
-}
-
-fn visit_attention_mut<B: Backend>(
-    attention: &mut T5Attention<B>,
-    prefix: &str,
-    visit: &mut dyn FnMut(&str, &mut LoraLinear<B>),
-) {
-    let T5Attention { q, k, v, o, .. } = attention;
-    for (name, layer) in [("q", q), ("k", k), ("v", v), ("o", o)] {
-        visit(&join_module_path(prefix, name), layer);
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use lora_core::Dropout;
-use lora_core::{lora_module, LoraLinear};
+use lora_core::LoraLinear;
 
 use crate::{Activation, FeedForwardKind, T5Config};
 
@@ -27,8 +27,6 @@ pub struct T5FeedForward<B: Backend> {
     #[module(skip)]
     pub kind: FeedForwardKind,
 }
-
-lora_module!(T5FeedForward { wi, wi_0, wi_1, wo });
 
 impl<B: Backend> T5FeedForward<B> {
     /// A randomly initialised block (weights are normally loaded from a checkpoint).

@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod feed_forward;
 mod generation;
+mod hf_layout;
 mod layer_norm;
 mod loading;
 mod model;

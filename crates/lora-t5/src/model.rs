@@ -4,10 +4,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
-use lora_core::{
-    few_rows_times_transposed, join_module_path, linear_cross_entropy, HeadLayout, LoraLinear,
-    LoraModule,
-};
+use lora_core::{few_rows_times_transposed, linear_cross_entropy, HeadLayout, LoraLinear};
 
 use crate::{DecoderState, T5Config, T5Error, T5Stack};
 
@@ -55,30 +52,6 @@ pub struct T5ForConditionalGeneration<B: Backend> {
 /// assert_eq!(lora_t5::T5_DEFAULT_TARGET_MODULES, ["q", "v"]);
 /// ```
 pub const T5_DEFAULT_TARGET_MODULES: &[&str] = &["q", "v"];
-
-impl<B: Backend> LoraModule<B> for T5ForConditionalGeneration<B> {
-    fn default_target_modules(&self) -> Option<&'static [&'static str]> {
-        Some(T5_DEFAULT_TARGET_MODULES)
-    }
-
-    fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
-        self.encoder
-            .visit_lora(&join_module_path(prefix, "encoder"), visit);
-        self.decoder
-            .visit_lora(&join_module_path(prefix, "decoder"), visit);
-        self.lm_head
-            .visit_lora(&join_module_path(prefix, "lm_head"), visit);
-    }
-
-    fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
-        self.encoder
-            .visit_lora_mut(&join_module_path(prefix, "encoder"), visit);
-        self.decoder
-            .visit_lora_mut(&join_module_path(prefix, "decoder"), visit);
-        self.lm_head
-            .visit_lora_mut(&join_module_path(prefix, "lm_head"), visit);
-    }
-}
 
 /// The loss and logits of a forward pass with labels.
 #[derive(Debug, Clone)]

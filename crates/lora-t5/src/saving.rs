@@ -5,12 +5,11 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use lora_core::LoraLinear;
 use lora_hf::{commit, serialize_safetensors, stage, HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
-use crate::attention::T5Attention;
-use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration, T5LayerNorm, T5Stack};
+use crate::hf_layout::HfTensor;
+use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration};
 
 impl T5Config {
     /// The `config.json` transformers writes for this configuration.
@@ -68,11 +67,27 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             source,
         })?;
         let mut tensors = BTreeMap::new();
-        put(&mut tensors, "shared.weight", self.shared.weight.val())?;
-        stack(&mut tensors, "encoder", &self.encoder)?;
-        stack(&mut tensors, "decoder", &self.decoder)?;
-        if let Some(head) = &self.lm_head {
-            linear(&mut tensors, "lm_head", head)?;
+        let mut failure = None;
+        self.visit_hf("", &mut |key, tensor| {
+            if failure.is_some() {
+                return;
+            }
+            let written = match tensor {
+                // An int8 base weight (`quantize_base`) is written as the f32 values it stands
+                // for, dequantized before the transpose (its block scales follow the stored
+                // layout); PyTorch's layout is [out, in].
+                HfTensor::Linear(layer) => put(
+                    &mut tensors,
+                    &format!("{key}.weight"),
+                    layer.base.weight.val().dequantize().transpose(),
+                ),
+                HfTensor::Vector(param) => put(&mut tensors, key, param.val()),
+                HfTensor::Matrix(param) => put(&mut tensors, key, param.val()),
+            };
+            failure = written.err();
+        });
+        if let Some(error) = failure {
+            return Err(error);
         }
         let bytes = serialize_safetensors(&tensors, WeightDtype::F32)?;
         let mut config = self.config.to_hf_json();
@@ -100,98 +115,4 @@ fn put<B: Backend, const D: usize>(
         })?;
     out.insert(key.to_string(), HostTensor { values, shape });
     Ok(())
-}
-
-fn linear<B: Backend>(
-    out: &mut BTreeMap<String, HostTensor>,
-    path: &str,
-    layer: &LoraLinear<B>,
-) -> Result<(), T5Error> {
-    // An int8 base weight (`quantize_base`) is written as the f32 values it stands for,
-    // dequantized before the transpose (its block scales follow the stored layout).
-    put(
-        out,
-        &format!("{path}.weight"),
-        layer.base.weight.val().dequantize().transpose(),
-    )
-}
-
-fn norm<B: Backend>(
-    out: &mut BTreeMap<String, HostTensor>,
-    path: &str,
-    layer: &T5LayerNorm<B>,
-) -> Result<(), T5Error> {
-    put(out, &format!("{path}.weight"), layer.weight.val())
-}
-
-fn attention<B: Backend>(
-    out: &mut BTreeMap<String, HostTensor>,
-    path: &str,
-    a: &T5Attention<B>,
-) -> Result<(), T5Error> {
-    for (name, layer) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("o", &a.o)] {
-        linear(out, &format!("{path}.{name}"), layer)?;
-    }
-    if let Some(bias) = &a.relative_attention_bias {
-        put(
-            out,
-            &format!("{path}.relative_attention_bias.weight"),
-            bias.weight.val(),
-        )?;
-    }
-    Ok(())
-}
-
-fn stack<B: Backend>(
-    out: &mut BTreeMap<String, HostTensor>,
-    name: &str,
-    s: &T5Stack<B>,
-) -> Result<(), T5Error> {
-    for (i, block) in s.block.iter().enumerate() {
-        let prefix = format!("{name}.block.{i}.layer");
-        attention(
-            out,
-            &format!("{prefix}.0.SelfAttention"),
-            &block.self_attention.attention,
-        )?;
-        norm(
-            out,
-            &format!("{prefix}.0.layer_norm"),
-            &block.self_attention.layer_norm,
-        )?;
-        let ff = match &block.cross_attention {
-            Some(cross) => {
-                attention(
-                    out,
-                    &format!("{prefix}.1.EncDecAttention"),
-                    &cross.attention,
-                )?;
-                norm(out, &format!("{prefix}.1.layer_norm"), &cross.layer_norm)?;
-                2
-            }
-            None => 1,
-        };
-        let dense = &block.feed_forward.dense;
-        let path = format!("{prefix}.{ff}.DenseReluDense");
-        for (layer_name, layer) in [
-            ("wi", &dense.wi),
-            ("wi_0", &dense.wi_0),
-            ("wi_1", &dense.wi_1),
-        ] {
-            if let Some(layer) = layer {
-                linear(out, &format!("{path}.{layer_name}"), layer)?;
-            }
-        }
-        linear(out, &format!("{path}.wo"), &dense.wo)?;
-        norm(
-            out,
-            &format!("{prefix}.{ff}.layer_norm"),
-            &block.feed_forward.layer_norm,
-        )?;
-    }
-    norm(
-        out,
-        &format!("{name}.final_layer_norm"),
-        &s.final_layer_norm,
-    )
 }

@@ -3,7 +3,6 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use lora_core::lora_module;
 use lora_core::Dropout;
 
 use crate::attention::KeyValue;
@@ -19,8 +18,6 @@ pub struct T5Stack<B: Backend> {
     /// Dropout on the embeddings and the output.
     pub dropout: Dropout,
 }
-
-lora_module!(T5Stack { block });
 
 /// What the decoder keeps between generation steps: the self-attention keys and values of
 /// every generated position, the cross-attention keys and values of the encoder output

@@ -105,65 +105,83 @@ fn load<B: Backend>(case: &str) -> T5ForConditionalGeneration<B> {
         .unwrap_or_else(|e| panic!("{case}: {e}"))
 }
 
-const MODEL_CASES: [&str; 8] = [
-    "t5_v1_0",
-    "t5_v1_1",
-    "t5_gated_silu",
-    "t5_gelu",
-    "t5_v1_0_cfg4x",
-    "t5_untied_cfg4x",
-    "t5_bf16",
-    "t5_sharded",
-];
+/// One module per fixture model, each with its own tests, so a failing case hides no other:
+/// `cargo test --test transformers_parity t5_bf16::` runs one.
+macro_rules! model_cases {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            use super::*;
 
-#[test]
-fn logits_encoder_states_and_loss_match_transformers() {
-    logits_encoder_states_and_loss::<Cpu>();
+            #[test]
+            fn logits_encoder_states_and_loss_match_transformers() {
+                logits_encoder_states_and_loss::<Cpu>(stringify!($case));
+            }
+
+            #[test]
+            fn logits_encoder_states_and_loss_match_transformers_on_flex() {
+                logits_encoder_states_and_loss::<Flex>(stringify!($case));
+            }
+
+            #[test]
+            fn greedy_and_beam_search_ids_match_transformers() {
+                greedy_and_beam_search_ids::<Cpu>(stringify!($case));
+            }
+
+            #[test]
+            fn greedy_and_beam_search_ids_match_transformers_on_flex() {
+                greedy_and_beam_search_ids::<Flex>(stringify!($case));
+            }
+        }
+    )*};
 }
 
-#[test]
-fn logits_encoder_states_and_loss_match_transformers_on_flex() {
-    logits_encoder_states_and_loss::<Flex>();
-}
+model_cases!(
+    t5_v1_0,
+    t5_v1_1,
+    t5_gated_silu,
+    t5_gelu,
+    t5_v1_0_cfg4x,
+    t5_untied_cfg4x,
+    t5_bf16,
+    t5_sharded,
+);
 
-fn logits_encoder_states_and_loss<B: Backend>() {
-    for case in MODEL_CASES {
-        let model = load::<B>(case);
-        let expected = Expected::read(case);
-        let (ids, mask) = (
-            expected.int_tensor("input_ids"),
-            expected.int_tensor("attention_mask"),
-        );
-        let encoded = model.encode(ids.clone(), mask.clone()).unwrap();
-        assert_close(
-            floats(encoded),
-            expected.floats("encoder_last_hidden_state"),
-            case,
-        );
-        let logits = model
-            .forward(
-                ids.clone(),
-                mask.clone(),
-                expected.int_tensor("decoder_input_ids"),
-            )
-            .unwrap();
-        assert_close(floats(logits), expected.floats("logits"), case);
-        let labels = expected.int_tensor("labels");
-        let out = model
-            .forward_with_labels(ids.clone(), mask.clone(), labels.clone())
-            .unwrap();
-        assert_close(
-            floats(out.loss),
-            expected.floats("loss"),
-            &format!("{case} loss"),
-        );
-        // Without the logits: on flex, the head and the cross-entropy fused.
-        assert_close(
-            floats(model.loss(ids, mask, labels).unwrap()),
-            expected.floats("loss"),
-            &format!("{case} loss without logits"),
-        );
-    }
+fn logits_encoder_states_and_loss<B: Backend>(case: &str) {
+    let model = load::<B>(case);
+    let expected = Expected::read(case);
+    let (ids, mask) = (
+        expected.int_tensor("input_ids"),
+        expected.int_tensor("attention_mask"),
+    );
+    let encoded = model.encode(ids.clone(), mask.clone()).unwrap();
+    assert_close(
+        floats(encoded),
+        expected.floats("encoder_last_hidden_state"),
+        case,
+    );
+    let logits = model
+        .forward(
+            ids.clone(),
+            mask.clone(),
+            expected.int_tensor("decoder_input_ids"),
+        )
+        .unwrap();
+    assert_close(floats(logits), expected.floats("logits"), case);
+    let labels = expected.int_tensor("labels");
+    let out = model
+        .forward_with_labels(ids.clone(), mask.clone(), labels.clone())
+        .unwrap();
+    assert_close(
+        floats(out.loss),
+        expected.floats("loss"),
+        &format!("{case} loss"),
+    );
+    // Without the logits: on flex, the head and the cross-entropy fused.
+    assert_close(
+        floats(model.loss(ids, mask, labels).unwrap()),
+        expected.floats("loss"),
+        &format!("{case} loss without logits"),
+    );
 }
 
 fn generation_config(kwargs: &Value) -> GenerationConfig {
@@ -182,30 +200,18 @@ fn generation_config(kwargs: &Value) -> GenerationConfig {
     }
 }
 
-#[test]
-fn greedy_and_beam_search_ids_match_transformers() {
-    greedy_and_beam_search_ids::<Cpu>();
-}
-
-#[test]
-fn greedy_and_beam_search_ids_match_transformers_on_flex() {
-    greedy_and_beam_search_ids::<Flex>();
-}
-
-fn greedy_and_beam_search_ids<B: Backend>() {
-    for case in MODEL_CASES {
-        let model = load::<B>(case);
-        let expected = Expected::read(case);
-        let (ids, mask) = (
-            expected.int_tensor("input_ids"),
-            expected.int_tensor("attention_mask"),
-        );
-        let runs = expected.json["generation"].as_object().unwrap();
-        for (name, run) in runs {
-            let config = generation_config(&run["kwargs"]);
-            let got = model.generate(ids.clone(), mask.clone(), &config).unwrap();
-            assert_eq!(got, expected.rows(name), "{case} {name} {config:?}");
-        }
+fn greedy_and_beam_search_ids<B: Backend>(case: &str) {
+    let model = load::<B>(case);
+    let expected = Expected::read(case);
+    let (ids, mask) = (
+        expected.int_tensor("input_ids"),
+        expected.int_tensor("attention_mask"),
+    );
+    let runs = expected.json["generation"].as_object().unwrap();
+    for (name, run) in runs {
+        let config = generation_config(&run["kwargs"]);
+        let got = model.generate(ids.clone(), mask.clone(), &config).unwrap();
+        assert_eq!(got, expected.rows(name), "{case} {name} {config:?}");
     }
 }
 
@@ -237,31 +243,40 @@ fn peft_adapter_logits<B: Backend>() {
         expected.floats("logits"),
         "with adapter",
     );
-    lora_core::LoraModule::visit_lora_mut(&mut model, "", &mut |_, layer| {
-        if !layer.adapters.is_empty() {
-            layer.merge(&["default"]).unwrap();
+    lora_core::LoraModelOps::try_visit_lora_mut(&mut model, |_, layer| {
+        if layer.adapters.is_empty() {
+            return Ok(());
         }
-    });
+        layer.merge(&["default"])
+    })
+    .unwrap();
     let merged = model.forward(ids, mask, decoder).unwrap();
     assert_close(floats(merged), expected.floats("logits_merged"), "merged");
 }
 
 #[test]
-fn save_pretrained_writes_a_checkpoint_that_loads_back_identically() {
-    for case in ["t5_v1_0", "t5_v1_1"] {
-        let model = load::<Cpu>(case);
-        let dir = std::env::temp_dir().join(format!("lora-t5-save-{case}-{}", std::process::id()));
-        model.save_pretrained(&dir).unwrap();
-        let again =
-            T5ForConditionalGeneration::<Cpu>::from_pretrained(&dir, &Default::default()).unwrap();
-        let expected = Expected::read(case);
-        let (ids, mask) = (
-            expected.int_tensor("input_ids"),
-            expected.int_tensor("attention_mask"),
-        );
-        let decoder = expected.int_tensor("decoder_input_ids");
-        let logits = again.forward(ids, mask, decoder).unwrap();
-        assert_close(floats(logits), expected.floats("logits"), case);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
+fn save_pretrained_writes_a_v1_0_checkpoint_that_loads_back_identically() {
+    save_pretrained_round_trip("t5_v1_0");
+}
+
+#[test]
+fn save_pretrained_writes_a_v1_1_checkpoint_that_loads_back_identically() {
+    save_pretrained_round_trip("t5_v1_1");
+}
+
+fn save_pretrained_round_trip(case: &str) {
+    let model = load::<Cpu>(case);
+    let dir = std::env::temp_dir().join(format!("lora-t5-save-{case}-{}", std::process::id()));
+    model.save_pretrained(&dir).unwrap();
+    let again =
+        T5ForConditionalGeneration::<Cpu>::from_pretrained(&dir, &Default::default()).unwrap();
+    let expected = Expected::read(case);
+    let (ids, mask) = (
+        expected.int_tensor("input_ids"),
+        expected.int_tensor("attention_mask"),
+    );
+    let decoder = expected.int_tensor("decoder_input_ids");
+    let logits = again.forward(ids, mask, decoder).unwrap();
+    assert_close(floats(logits), expected.floats("logits"), case);
+    std::fs::remove_dir_all(dir).unwrap();
 }
