@@ -51,6 +51,10 @@ impl<B: Backend> LoraAdapter<B> {
     ///
     /// A DoRA magnitude is not created here: [`LoraLinear`](crate::LoraLinear) sets it from the
     /// base weight when the adapter is added.
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidRank`], [`LoraError::InvalidAlpha`] or [`LoraError::InvalidDropout`]
+    /// for a `config` that [`LoraConfig::validate`](crate::LoraConfig::validate) refuses.
     pub fn new(
         name: &str,
         d_input: usize,
@@ -102,6 +106,11 @@ impl<B: Backend> LoraAdapter<B> {
     /// let adapter = LoraAdapter::from_weights("x", &LoraConfig::new(2, 2.0), a, b, None).unwrap();
     /// assert_eq!(adapter.d_output(), 5);
     /// ```
+    ///
+    /// # Errors
+    /// An invalid `config` (as [`LoraConfig::validate`](crate::LoraConfig::validate)), and
+    /// [`LoraError::ShapeMismatch`] when `A`, `B` or the magnitude disagree with `config.r` or with
+    /// each other.
     pub fn from_weights(
         name: &str,
         config: &LoraConfig,

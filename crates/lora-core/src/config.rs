@@ -103,6 +103,10 @@ impl LoraConfig {
     /// let err = LoraConfig::new(4, 8.0).with_lora_dropout(1.0).validate().unwrap_err();
     /// assert!(matches!(err, LoraError::InvalidDropout { .. }));
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidRank`] for `r == 0`, [`LoraError::InvalidAlpha`] for a non-finite or
+    /// non-positive `lora_alpha`, [`LoraError::InvalidDropout`] for a dropout outside `[0, 1)`.
     pub fn validate(&self) -> Result<(), LoraError> {
         if self.r == 0 {
             return Err(LoraError::InvalidRank { r: self.r });

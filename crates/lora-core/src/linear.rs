@@ -77,6 +77,9 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Wraps `base` and adds one adapter named [`DEFAULT_ADAPTER_NAME`], as PEFT's
     /// `get_peft_model` does.
+    ///
+    /// # Errors
+    /// An invalid `config` (as [`LoraConfig::validate`](crate::LoraConfig::validate)).
     pub fn from_linear(base: Linear<B>, config: &LoraConfig) -> Result<Self, LoraError> {
         let mut layer = Self::new(base);
         layer.add_adapter(DEFAULT_ADAPTER_NAME, config)?;
@@ -96,6 +99,9 @@ impl<B: Backend> LoraLinear<B> {
     /// Adds a freshly initialised adapter. The first adapter becomes active; later ones are
     /// added inactive (and frozen) until [`set_active_adapters`](Self::set_active_adapters)
     /// selects them, as in PEFT.
+    ///
+    /// # Errors
+    /// An invalid `config`, and the refusals of [`insert_adapter`](Self::insert_adapter).
     pub fn add_adapter(&mut self, name: &str, config: &LoraConfig) -> Result<(), LoraError> {
         let device = self.base.weight.device();
         let adapter = LoraAdapter::new(name, self.d_input(), self.d_output(), config, &device)?;
@@ -104,6 +110,11 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Adds an adapter built elsewhere (for example read from a file). Its shapes must match the
     /// layer; a DoRA adapter without a magnitude gets PEFT's initial one, `‖W + s·A·B‖`.
+    ///
+    /// # Errors
+    /// [`LoraError::ReservedAdapterName`], [`LoraError::DuplicateAdapter`],
+    /// [`LoraError::ShapeMismatch`] for an adapter of another layer's size, and
+    /// [`LoraError::MultipleBiasAdapters`] for a second adapter that trains the bias.
     pub fn insert_adapter(&mut self, adapter: LoraAdapter<B>) -> Result<(), LoraError> {
         let name = adapter.name.clone();
         if name == BASE_ONLY {
@@ -164,6 +175,9 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Makes exactly these adapters active and trainable; all others are frozen.
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`] for a name the layer does not have (nothing changes).
     pub fn set_active_adapters<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
         for name in names {
             self.require_adapter(name.as_ref())?;
@@ -182,6 +196,9 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Turns every adapter off: the layer computes its base alone. Merged adapters are unmerged
     /// first, as PEFT does.
+    ///
+    /// # Errors
+    /// A merged adapter that cannot be unmerged (see [`unmerge`](Self::unmerge)).
     pub fn disable_adapters(&mut self) -> Result<(), LoraError> {
         if !self.state.merged.is_empty() {
             self.unmerge()?;
@@ -201,6 +218,9 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Removes an adapter and returns it. Refused while it is merged.
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`], or [`LoraError::AdapterMerged`] while it is merged.
     pub fn delete_adapter(&mut self, name: &str) -> Result<LoraAdapter<B>, LoraError> {
         let index = self.require_adapter(name)?;
         if self.state.merged.iter().any(|m| m == name) {
@@ -229,6 +249,10 @@ impl<B: Backend> LoraLinear<B> {
     /// assert_eq!(layer.active_adapters(), ["style"]);
     /// assert!(layer.rename_adapter("default", "x").is_err());
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`] for `from`, [`LoraError::ReservedAdapterName`] or
+    /// [`LoraError::DuplicateAdapter`] for `to`.
     pub fn rename_adapter(&mut self, from: &str, to: &str) -> Result<(), LoraError> {
         let index = self.require_adapter(from)?;
         if from == to {

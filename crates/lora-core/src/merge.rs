@@ -27,6 +27,11 @@ impl<B: Backend> LoraLinear<B> {
     /// layer.unmerge().unwrap();
     /// assert!(layer.merged_adapters().is_empty());
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`] (nothing is merged then), [`LoraError::QuantizedBase`] for
+    /// an int8 base weight, and [`LoraError::TensorData`] when a DoRA factor cannot be read
+    /// back. Adapters merged already are skipped.
     pub fn merge<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
         self.merge_checked(names, false)
     }
@@ -34,11 +39,18 @@ impl<B: Backend> LoraLinear<B> {
     /// Like [`merge`](Self::merge), but first checks that every merged weight is finite; on a
     /// non-finite value it refuses with [`LoraError::NonFiniteMerge`] and leaves the weight as
     /// it was.
+    ///
+    /// # Errors
+    /// As [`merge`](Self::merge), and [`LoraError::NonFiniteMerge`] when the merged weight would
+    /// hold NaN or infinite values.
     pub fn safe_merge<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
         self.merge_checked(names, true)
     }
 
     /// Merges the active adapters.
+    ///
+    /// # Errors
+    /// As [`merge`](Self::merge) for the active adapters.
     pub fn merge_active(&mut self) -> Result<(), LoraError> {
         let active = self.state.active.clone();
         self.merge(&active)
@@ -87,6 +99,10 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Takes every merged adapter out of the base weight again, in reverse merge order.
+    ///
+    /// # Errors
+    /// None in practice: a merged adapter cannot be deleted, so its weights are there to take
+    /// out ([`LoraError::UnknownAdapter`] otherwise).
     pub fn unmerge(&mut self) -> Result<(), LoraError> {
         while let Some(name) = self.state.merged.pop() {
             let index = self.require_adapter(&name)?;
@@ -135,6 +151,10 @@ impl<B: Backend> LoraLinear<B> {
     /// let plain: burn::nn::Linear<NdArray> = layer.merge_and_unload().unwrap();
     /// assert_eq!(plain.weight.dims(), [4, 3]);
     /// ```
+    ///
+    /// # Errors
+    /// The refusals of [`safe_merge`](Self::safe_merge) for the active adapters (a non-finite
+    /// result, a quantized base).
     pub fn merge_and_unload(mut self) -> Result<Linear<B>, LoraError> {
         if !self.state.disabled {
             let active = self.state.active.clone();
@@ -144,6 +164,9 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Returns the base layer with every adapter taken out (merged ones unmerged first).
+    ///
+    /// # Errors
+    /// A merged adapter that cannot be unmerged (see [`unmerge`](Self::unmerge)).
     pub fn unload(mut self) -> Result<Linear<B>, LoraError> {
         self.unmerge()?;
         Ok(self.base)

@@ -27,6 +27,11 @@ impl<B: Backend> LoraLinear<B> {
     /// let y = layer.forward_mixed(x, &["default", BASE_ONLY]).unwrap();
     /// assert_eq!(y.dims(), [2, 5, 3]);
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::BatchSizeMismatch`] when the names do not match the batch,
+    /// [`LoraError::UnknownAdapter`], [`LoraError::MergedLayer`] while adapters are merged, and
+    /// [`LoraError::DoraUnsupported`] for a DoRA adapter.
     pub fn forward_mixed<const D: usize, S: AsRef<str>>(
         &self,
         x: Tensor<B, D>,

@@ -220,6 +220,9 @@ impl<B: Backend, M: LoraModule<B> + ?Sized> LoraModelOps<B> for M {}
 /// let err = in_layer::<()>("encoder.q", Err(LoraError::InvalidRank { r: 0 })).unwrap_err();
 /// assert_eq!(err.to_string(), "encoder.q: invalid LoRA config: `r` must be at least 1, got 0");
 /// ```
+///
+/// # Errors
+/// `result`'s error, wrapped in [`LoraError::InLayer`].
 pub fn in_layer<T>(path: &str, result: Result<T, LoraError>) -> Result<T, LoraError> {
     result.map_err(|source| LoraError::InLayer {
         path: path.to_string(),

@@ -61,6 +61,11 @@ impl<B: Backend> LoraLinear<B> {
     /// assert!(layer.is_base_quantized());
     /// assert!(layer.merge_active().is_err());
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::QuantizedTraining`] on an autodiff backend, [`LoraError::MergedLayer`] while
+    /// adapters are merged, and [`LoraError::QuantizationBlock`] for a block size that does not
+    /// divide the output dimension.
     pub fn quantize_base(&mut self, quantizer: &mut Quantizer) -> Result<(), LoraError> {
         if self.is_merged() {
             return Err(LoraError::MergedLayer {
@@ -110,6 +115,10 @@ impl<B: Backend> LoraLinear<B> {
 /// let quantized = quantize_base_weights(&mut layers, &mut int8_quantizer::<NdArray>(None));
 /// assert_eq!(quantized, Ok(3));
 /// ```
+///
+/// # Errors
+/// The first layer that [`LoraLinear::quantize_base`] refuses, as [`LoraError::InLayer`]
+/// naming it; the layers before it stay quantized.
 pub fn quantize_base_weights<B: Backend, M: LoraModule<B> + ?Sized>(
     module: &mut M,
     quantizer: &mut Quantizer,

@@ -50,6 +50,12 @@ impl<B: Backend> LoraLinear<B> {
     ///     .unwrap();
     /// assert_eq!(layer.adapter("mix").unwrap().rank(), 5);
     /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::InvalidWeightedAdapter`] for no sources, mismatched lengths, non-finite
+    /// weights or sources the combination cannot join (unequal ranks for `linear`),
+    /// [`LoraError::UnknownAdapter`], [`LoraError::DuplicateAdapter`] for `name`, and
+    /// [`LoraError::DoraUnsupported`] for a DoRA source.
     pub fn add_weighted_adapter<S: AsRef<str>>(
         &mut self,
         adapters: &[S],

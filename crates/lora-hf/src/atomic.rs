@@ -15,6 +15,10 @@ use crate::HfFileError;
 /// assert_eq!(std::fs::read(&path).unwrap(), b"new");
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
+///
+/// # Errors
+/// [`HfFileError::Io`] naming the file when the temporary file cannot be written or renamed;
+/// the file at `path` is then unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HfFileError> {
     let staged = stage(path, bytes)?;
     // One rename over the old file: unlike `commit`, no moment without a file at `path`.
@@ -55,6 +59,9 @@ pub struct PendingFile {
 /// assert!(dir.join("config.json").exists() && dir.join("weights.bin").exists());
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
+///
+/// # Errors
+/// [`HfFileError::Io`] naming the temporary file when it cannot be created or written.
 pub fn stage(path: &Path, bytes: &[u8]) -> Result<PendingFile, HfFileError> {
     let io = |source| HfFileError::Io {
         path: path.to_path_buf(),
@@ -84,6 +91,10 @@ pub fn stage(path: &Path, bytes: &[u8]) -> Result<PendingFile, HfFileError> {
 /// file or the new one, never a partial one), and if any rename fails, the files already
 /// replaced are put back, so the directory keeps its previous contents. See [`stage`] for an
 /// example.
+///
+/// # Errors
+/// [`HfFileError::Io`] naming the file that could not be renamed into place; the files
+/// already replaced are put back.
 pub fn commit(files: Vec<PendingFile>) -> Result<(), HfFileError> {
     let mut backups: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     for file in &files {

@@ -36,6 +36,10 @@ pub struct HostTensor {
 /// assert_eq!(read_safetensors(&path).unwrap(), tensors);
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
+///
+/// # Errors
+/// [`HfFileError::Io`] when the file cannot be read, and every error of
+/// [`parse_safetensors`].
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, HfFileError> {
     let bytes = std::fs::read(path).map_err(|source| HfFileError::Io {
         path: path.to_path_buf(),
@@ -50,6 +54,12 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, HfF
 /// let err = lora_hf::parse_safetensors(b"tiny", "x.safetensors".as_ref()).unwrap_err();
 /// assert!(matches!(err, lora_hf::HfFileError::Safetensors { .. }));
 /// ```
+///
+/// # Errors
+/// [`HfFileError::Safetensors`] for a malformed header or data section (every offset, shape
+/// and length is checked), [`HfFileError::UnsupportedDtype`] for a dtype other than F32, F16 or
+/// BF16, and [`HfFileError::NonFinite`] for a tensor holding NaN or infinity, naming `path`
+/// and the tensor.
 pub fn parse_safetensors(
     bytes: &[u8],
     path: &Path,
@@ -226,6 +236,9 @@ fn to_f32(key: &str, view: &TensorView<'_>, path: &Path) -> Result<HostTensor, H
 /// let bytes = serialize_safetensors(&tensors, WeightDtype::F16).unwrap();
 /// assert_eq!(parse_safetensors(&bytes, "b.safetensors".as_ref()).unwrap(), tensors);
 /// ```
+///
+/// # Errors
+/// [`HfFileError::Safetensors`] for a tensor whose values do not match its shape.
 pub fn serialize_safetensors(
     tensors: &BTreeMap<String, HostTensor>,
     dtype: WeightDtype,

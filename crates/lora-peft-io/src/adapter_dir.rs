@@ -54,6 +54,11 @@ pub fn adapter_dir(dir: &Path, adapter_name: &str) -> PathBuf {
 /// `get_peft_model`). A `null` `target_modules` targets the model's
 /// [`default_target_modules`](LoraModule::default_target_modules). Returns the targeted paths.
 /// On error, the model is unchanged.
+///
+/// # Errors
+/// [`PeftIoError::Unsupported`] for a PEFT feature this crate does not apply,
+/// [`PeftIoError::TargetNotFound`] for a target that matches no layer, and
+/// [`PeftIoError::Layer`] when a layer refuses the adapter (an existing name, a bad config).
 pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
     model: &mut M,
     config: &AdapterConfig,
@@ -90,6 +95,11 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
 /// [`adapter_dir`]`(dir, adapter_name)`. Both files are written to temporary files first and
 /// renamed into place, so an error or a crash never leaves a half-written file and keeps any
 /// previous adapter there intact. Returns the directory.
+///
+/// # Errors
+/// [`PeftIoError::Layer`] when no layer has the adapter or one cannot export it, a value that
+/// does not fit `options.dtype`, and [`PeftIoError::Io`] naming the file that could not be
+/// written (the directory keeps its previous files).
 pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     model: &M,
     dir: &Path,
@@ -183,6 +193,12 @@ fn host<B: Backend, const D: usize>(
 /// `model` (a `null` `target_modules` meaning the model's
 /// [`default_target_modules`](LoraModule::default_target_modules)). Everything is checked
 /// before the model is touched: on error it is unchanged. Returns the adapter's config.
+///
+/// # Errors
+/// Every problem of the directory, naming file and key: unreadable or invalid
+/// `adapter_config.json` or weights, unsupported PEFT features ([`PeftIoError::Unsupported`]),
+/// tensors that are missing, unexpected or of the wrong shape, targets that match no layer
+/// ([`PeftIoError::TargetNotFound`]), and a layer's refusal ([`PeftIoError::Layer`]).
 pub fn load_adapter<B: Backend, M: LoraModule<B>>(
     model: &mut M,
     dir: &Path,

@@ -75,6 +75,10 @@ const PEFT_DEFAULTS: &str = include_str!("peft_config_defaults.json");
 
 impl AdapterConfig {
     /// Reads `adapter_config.json`.
+    ///
+    /// # Errors
+    /// [`PeftIoError::Io`] when the file cannot be read, and every error of
+    /// [`from_json_str`](Self::from_json_str).
     pub fn read(path: &Path) -> Result<Self, PeftIoError> {
         let text = std::fs::read_to_string(path).map_err(|source| PeftIoError::Io {
             path: path.to_path_buf(),
@@ -84,6 +88,11 @@ impl AdapterConfig {
     }
 
     /// Parses the text of an `adapter_config.json`; `path` names the file in errors.
+    ///
+    /// # Errors
+    /// [`PeftIoError::Json`] with line and column for invalid JSON,
+    /// [`PeftIoError::MissingConfigKey`], [`PeftIoError::InvalidConfigValue`] naming the key and
+    /// the expected value, and [`PeftIoError::InvalidPattern`] for a regex that does not compile.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PeftIoError> {
         let json_error =
             |e: serde_json::Error| PeftIoError::from(lora_hf::HfFileError::json(path, &e));
@@ -120,6 +129,10 @@ impl AdapterConfig {
     /// assert_eq!(config.r(), 16);
     /// assert!(config.to_json_string().contains("\"lora_alpha\": 32"));
     /// ```
+    ///
+    /// # Errors
+    /// [`PeftIoError::InvalidConfigValue`] for a `config` value PEFT would refuse, and
+    /// [`PeftIoError::InvalidPattern`] for a `target_modules` regex that does not compile.
     pub fn from_lora_config(
         config: &LoraConfig,
         target_modules: ModuleSelector,
@@ -172,6 +185,9 @@ impl AdapterConfig {
     /// Sets a key that does not change how the adapter is applied (e.g.
     /// `base_model_name_or_path`, `task_type`, `revision`). Keys that do are refused with
     /// [`PeftIoError::InvalidConfigValue`]; build a new config for those.
+    ///
+    /// # Errors
+    /// [`PeftIoError::InvalidConfigValue`] for a key that changes how the adapter is applied.
     pub fn set_metadata(&mut self, key: &str, value: Value) -> Result<(), PeftIoError> {
         let mut values = self.values.clone();
         values.insert(key.to_string(), value);

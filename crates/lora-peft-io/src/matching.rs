@@ -129,6 +129,10 @@ fn is_output_layer(path: &str) -> bool {
 /// The paths among `layer_paths` that the adapter targets. Every entry of a `target_modules`
 /// list, and a `target_modules` regex, must match at least one layer: otherwise
 /// [`PeftIoError::TargetNotFound`] names it.
+///
+/// # Errors
+/// [`PeftIoError::TargetNotFound`] for a `target_modules` entry or regex that matches no layer,
+/// or a `null` `target_modules` on a model without default targets.
 pub fn select_targets(
     config: &AdapterConfig,
     layer_paths: &[String],

@@ -25,6 +25,10 @@ pub(crate) fn read_torch_file(path: &Path) -> Result<BTreeMap<String, HostTensor
 }
 
 /// Parses the bytes of a `torch.save` zip archive into named tensors.
+///
+/// # Errors
+/// A message saying what is malformed or unsupported (the zip directory, the pickle opcodes,
+/// a storage type, a tensor's extent); [`PeftIoError::Pickle`] adds the file to it.
 pub fn parse_torch_bytes(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String> {
     let entries = zip_entries(bytes)?;
     let (pickle_name, pickle) = entries

@@ -152,6 +152,10 @@ impl Default for T5Config {
 
 impl T5Config {
     /// Reads `config.json`.
+    ///
+    /// # Errors
+    /// [`T5Error::Io`] when the file cannot be read, and every error of
+    /// [`from_json_str`](Self::from_json_str).
     pub fn read(path: &Path) -> Result<Self, T5Error> {
         let text = std::fs::read_to_string(path).map_err(|source| T5Error::Io {
             path: path.to_path_buf(),
@@ -161,6 +165,10 @@ impl T5Config {
     }
 
     /// Parses the text of a `config.json`; `path` names the file in errors.
+    ///
+    /// # Errors
+    /// [`T5Error::Json`] with line and column for invalid JSON, and [`T5Error::InvalidConfig`]
+    /// naming the key, the expected value and the value found.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, T5Error> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| lora_hf::HfFileError::json(path, &e))?;

@@ -138,6 +138,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// assert_eq!(out[0][0], 0);
     /// assert!(out[0].len() <= 5);
     /// ```
+    ///
+    /// # Errors
+    /// [`T5Error::InvalidInput`] for a `generation` config that cannot run (no new tokens, zero
+    /// beams, beam sampling, a non-positive temperature, `top_p` outside (0, 1], a non-finite
+    /// length penalty), and the input checks of [`encode`](Self::encode).
     pub fn generate(
         &self,
         input_ids: Tensor<B, 2, Int>,

@@ -79,6 +79,12 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// the shared embedding, as transformers resolves it; the embedding falls back to
     /// `encoder.embed_tokens.weight` and `decoder.embed_tokens.weight`. Every parameter is
     /// frozen: add LoRA adapters to train.
+    ///
+    /// # Errors
+    /// An unreadable or invalid `config.json` ([`T5Error::InvalidConfig`] names the key), no
+    /// weights file ([`T5Error::NoWeights`]), an invalid safetensors file or shard index, and a
+    /// tensor that is missing, of the wrong shape, of an unsupported dtype or not finite, naming
+    /// the file and key.
     pub fn from_pretrained(dir: &Path, device: &B::Device) -> Result<Self, T5Error> {
         let mut config = T5Config::read(&dir.join("config.json"))?;
         let weights = lora_hf::read_model_weights(dir)?;

@@ -85,6 +85,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
 
     /// Encodes `input_ids` (`[batch, source_len]`) with `attention_mask` (1 for tokens, 0 for
     /// padding), giving `[batch, source_len, d_model]`.
+    ///
+    /// # Errors
+    /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
+    /// whose shape differs from `input_ids`.
     pub fn encode(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -169,6 +173,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     }
 
     /// Logits `[batch, target_len, vocab]` for `decoder_input_ids` given the source.
+    ///
+    /// # Errors
+    /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
+    /// whose shape differs from `input_ids`.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -205,6 +213,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
 
     /// The loss for `labels` (`[batch, target_len]`, [`IGNORE_INDEX`] where no loss is wanted),
     /// decoding the labels shifted right as transformers does.
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and [`T5Error::InvalidInput`] for labels outside the
+    /// vocabulary that are not [`IGNORE_INDEX`].
     pub fn forward_with_labels(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -243,6 +255,9 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// let with_logits = model.forward_with_labels(input, mask, labels).unwrap();
     /// assert!((loss.into_scalar() - with_logits.loss.into_scalar()).abs() < 1e-5);
     /// ```
+    ///
+    /// # Errors
+    /// As [`forward_with_labels`](Self::forward_with_labels).
     pub fn loss(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -360,6 +375,10 @@ pub(crate) fn mask_bias<B: Backend>(attention_mask: Tensor<B, 2, Int>) -> Tensor
 }
 
 /// Mean cross-entropy of `logits` against `labels`, skipping [`IGNORE_INDEX`] labels.
+///
+/// # Errors
+/// [`T5Error::InvalidInput`] when the logits and labels disagree in shape, or a label is
+/// outside the vocabulary and not [`IGNORE_INDEX`].
 pub fn cross_entropy_ignoring<B: Backend>(
     logits: Tensor<B, 3>,
     labels: Tensor<B, 2, Int>,

@@ -61,6 +61,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// names) into `dir`. Only base weights are written: merge adapters first
     /// (`LoraLinear::merge_active`) to include them; int8 base weights are written dequantized.
     /// Files are written to temporary names and renamed into place.
+    ///
+    /// # Errors
+    /// [`T5Error::Io`] naming the directory or file that could not be written (the directory keeps
+    /// its previous files), and [`T5Error::InvalidInput`] when a weight cannot be read back from
+    /// the device.
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
         std::fs::create_dir_all(dir).map_err(|source| T5Error::Io {
             path: dir.to_path_buf(),

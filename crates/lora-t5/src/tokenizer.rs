@@ -14,6 +14,9 @@ pub struct T5Tokenizer {
 
 impl T5Tokenizer {
     /// Reads `tokenizer.json`.
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] naming the file when it cannot be read or is not a tokenizer.
     pub fn from_file(path: &Path) -> Result<Self, T5Error> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| T5Error::Tokenizer {
             path: path.to_path_buf(),
@@ -46,6 +49,10 @@ impl T5Tokenizer {
     /// assert_eq!(ids.last(), Some(&1));
     /// assert_eq!(tokenizer.decode(&ids).unwrap(), "顶部搜索");
     /// ```
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] when there are no texts, the vocabulary is too small for the
+    /// special tokens, or the trainer fails.
     pub fn train_unigram(texts: &[String], vocab_size: usize) -> Result<Self, T5Error> {
         use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
         use tokenizers::models::unigram::{Unigram, UnigramTrainer};
@@ -101,6 +108,9 @@ impl T5Tokenizer {
     }
 
     /// Token ids of `text`, with the special tokens the post-processor adds (`</s>`).
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] when the tokenizer fails on `text`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, T5Error> {
         self.inner
             .encode(text, true)
@@ -109,11 +119,17 @@ impl T5Tokenizer {
     }
 
     /// Text of `ids`, skipping special tokens.
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] when the tokenizer fails on `ids` (an id outside its vocabulary).
     pub fn decode(&self, ids: &[u32]) -> Result<String, T5Error> {
         self.inner.decode(ids, true).map_err(|e| self.error(e))
     }
 
     /// Writes the tokenizer as `tokenizer.json`.
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] naming the file when it cannot be written.
     pub fn save(&self, path: &Path) -> Result<(), T5Error> {
         self.inner.save(path, false).map_err(|e| self.error(e))
     }

@@ -52,6 +52,9 @@ pub fn json_tokens(text: &str) -> Vec<&str> {
 /// use lora_train::metrics::exact_match;
 /// assert_eq!(exact_match(&["{}", "[1]"], &["{}", "[2]"]).unwrap(), 0.5);
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidInput`] for empty or differently long slices.
 pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
@@ -77,6 +80,9 @@ pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
 /// assert_eq!(bleu(&[reference], &[reference]).unwrap(), 1.0);
 /// assert_eq!(bleu(&["[1]"], &[reference]).unwrap(), 0.0);
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidInput`] for empty or differently long slices.
 pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
@@ -126,6 +132,9 @@ pub fn bleu<P: AsRef<str>, R: AsRef<str>>(
 /// let f = rouge_l(&["a c d"], &["a b c d"]).unwrap();
 /// assert!((f - 6.0 / 7.0).abs() < 1e-12);
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidInput`] for empty or differently long slices.
 pub fn rouge_l<P: AsRef<str>, R: AsRef<str>>(
     predictions: &[P],
     references: &[R],
@@ -161,6 +170,9 @@ pub fn rouge_l<P: AsRef<str>, R: AsRef<str>>(
 /// ```
 /// assert_eq!(lora_train::metrics::json_valid_rate(&["{}", "{", "[1]", "x"]).unwrap(), 0.5);
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidInput`] for no predictions.
 pub fn json_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, TrainError> {
     rate(predictions, |p| {
         serde_json::from_str::<serde_json::Value>(p).is_ok()
@@ -174,6 +186,9 @@ pub fn json_valid_rate<P: AsRef<str>>(predictions: &[P]) -> Result<f64, TrainErr
 /// let rate = lora_train::metrics::schema_valid_rate(&[r#"{"page":1}"#, "{}"], has_page);
 /// assert_eq!(rate.unwrap(), 0.5);
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidInput`] for no predictions.
 pub fn schema_valid_rate<P: AsRef<str>>(
     predictions: &[P],
     is_valid: impl Fn(&serde_json::Value) -> bool,
@@ -216,6 +231,9 @@ pub struct EvalReport {
 
 impl EvalReport {
     /// Computes every metric; fails when the slices are empty or differ in length.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidInput`] for empty or differently long slices.
     pub fn compute<P: AsRef<str>, R: AsRef<str>>(
         predictions: &[P],
         references: &[R],
@@ -231,6 +249,9 @@ impl EvalReport {
     }
 
     /// The same report with [`schema_valid_rate`] of the same `predictions` under `is_valid`.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidInput`] when `predictions` is not the report's set (another length).
     pub fn with_schema<P: AsRef<str>>(
         self,
         predictions: &[P],

@@ -50,6 +50,10 @@ pub struct TrainerState {
 
 impl TrainerState {
     /// Reads `trainer_state.json`.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] when the file cannot be read, and [`TrainError::File`] for invalid
+    /// JSON or a value of the wrong type, with line and column.
     pub fn read(path: &Path) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
             path: path.to_path_buf(),
@@ -59,6 +63,9 @@ impl TrainerState {
     }
 
     /// Writes `trainer_state.json` atomically.
+    ///
+    /// # Errors
+    /// [`TrainError::File`] naming the file when it cannot be written (the previous one stays).
     pub fn write(&self, path: &Path) -> Result<(), TrainError> {
         let text = serde_json::to_string_pretty(self).expect("the trainer state serialises");
         Ok(lora_hf::write_atomic(path, text.as_bytes())?)

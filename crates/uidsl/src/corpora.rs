@@ -90,6 +90,10 @@ impl StandardCorpora {
     /// Generates the five corpora in the order base_train, base_valid, heldout_train,
     /// heldout_valid, heldout_test. No instruction appears twice across them: each corpus
     /// avoids the instructions of those before it.
+    ///
+    /// # Errors
+    /// [`UiDslError::InvalidConfig`] when a corpus's generator configuration cannot produce its
+    /// records.
     pub fn generate(&self) -> Result<Vec<NamedCorpus>, UiDslError> {
         let plan = [
             ("base_train", &self.base_train),
@@ -109,6 +113,10 @@ impl StandardCorpora {
     }
 
     /// Generates the corpora and writes each as `<dir>/<name>.jsonl` (atomically per file).
+    ///
+    /// # Errors
+    /// As [`generate`](Self::generate), and [`UiDslError::File`] naming a file that could not be
+    /// written.
     pub fn write_to(&self, dir: &Path) -> Result<Vec<NamedCorpus>, UiDslError> {
         let corpora = self.generate()?;
         for corpus in &corpora {

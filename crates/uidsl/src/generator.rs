@@ -138,6 +138,11 @@ impl GeneratorConfig {
 ///     assert!(validate_uidsl(&value).is_ok());
 /// }
 /// ```
+///
+/// # Errors
+/// [`UiDslError::InvalidConfig`] for a configuration without a theme, with too few section
+/// types, with a focus theme or section type it does not include, or that cannot yield
+/// `count` distinct instructions.
 pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, UiDslError> {
     generate_avoiding(config, &HashSet::new())
 }
@@ -154,6 +159,9 @@ pub fn generate(config: &GeneratorConfig) -> Result<Vec<Record>, UiDslError> {
 /// let valid = generate_avoiding(&GeneratorConfig::all(1, 20), &seen).unwrap();
 /// assert!(valid.iter().all(|r| !seen.contains(&r.instruction)));
 /// ```
+///
+/// # Errors
+/// As [`generate`]; the instructions to avoid count against the distinct ones it can draw.
 pub fn generate_avoiding(
     config: &GeneratorConfig,
     avoid: &HashSet<String>,
@@ -220,6 +228,9 @@ pub fn to_jsonl(records: &[Record]) -> String {
 /// assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
+///
+/// # Errors
+/// [`UiDslError::File`] naming the file when it cannot be written (a previous file stays).
 pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), UiDslError> {
     Ok(lora_hf::write_atomic(path, to_jsonl(records).as_bytes())?)
 }

@@ -422,6 +422,10 @@ impl UiDsl {
     }
 
     /// Reads a document after checking it with [`validate_uidsl`]; the errors name JSON paths.
+    ///
+    /// # Errors
+    /// Every schema violation, one message per problem with its JSON path (as
+    /// [`validate_uidsl`](crate::validate_uidsl)).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, Vec<String>> {
         validate_uidsl(value)?;
         serde_json::from_value(value.clone()).map_err(|e| vec![format!("$: {e}")])

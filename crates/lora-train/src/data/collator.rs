@@ -77,6 +77,10 @@ pub struct Seq2SeqBatch<B: Backend> {
 impl Seq2SeqCollator {
     /// Pads and truncates `examples` into a batch on `device`. Fails on an empty batch, an
     /// empty sequence or a maximum length of 0.
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidDataConfig`] for a maximum length of 0, and
+    /// [`TrainError::InvalidInput`] for an empty batch or an empty source or target.
     pub fn collate<B: Backend>(
         &self,
         examples: &[TokenizedExample],

@@ -206,6 +206,9 @@ pub struct JsonlData {
 /// assert!(read_jsonl(&path, &JsonlOptions::default()).is_err());
 /// std::fs::remove_file(&path).unwrap();
 /// ```
+///
+/// # Errors
+/// [`TrainError::Io`] when the file cannot be read, and every error of [`parse_jsonl`].
 pub fn read_jsonl(path: &Path, options: &JsonlOptions) -> Result<JsonlData, TrainError> {
     let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
@@ -223,6 +226,11 @@ pub fn read_jsonl(path: &Path, options: &JsonlOptions) -> Result<JsonlData, Trai
 /// let data = parse_jsonl(text, "mem.jsonl".as_ref(), &JsonlOptions::default()).unwrap();
 /// assert_eq!(data.examples[0].target, "[1]");
 /// ```
+///
+/// # Errors
+/// [`TrainError::BadRecord`] with the file and line of the first unusable record under
+/// [`BadRecordPolicy::Fail`] (under `Skip` such records are reported in
+/// [`JsonlData::skipped`] instead).
 pub fn parse_jsonl(
     bytes: &[u8],
     path: &Path,

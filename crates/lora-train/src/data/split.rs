@@ -18,6 +18,9 @@ use crate::TrainError;
 /// assert_eq!(train_valid_split((0..10).collect(), 0.2, 7).unwrap().1, valid);
 /// assert!(train_valid_split(vec![1], 1.5, 7).is_err());
 /// ```
+///
+/// # Errors
+/// [`TrainError::InvalidDataConfig`] for a `valid_ratio` outside `[0, 1]`.
 pub fn train_valid_split<T>(
     items: Vec<T>,
     valid_ratio: f64,

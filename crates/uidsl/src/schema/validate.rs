@@ -31,6 +31,9 @@ use super::{
 /// assert!(errors[0].starts_with("$.page.name:"));
 /// assert!(errors[1].starts_with("$.page.sections[0].columns:"));
 /// ```
+///
+/// # Errors
+/// Every problem at once, one message per problem with its JSON path.
 pub fn validate_uidsl(value: &Value) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     if let Some(root) = object(value, "$", &mut errors) {
