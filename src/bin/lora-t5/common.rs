@@ -159,13 +159,13 @@ pub fn train_with_display<B: AutodiffBackend>(
             }
         })?;
     match plot_error {
-        Some(error) => Err(error.into()),
+        Some(error) => Err(error),
         None => Ok(outcome),
     }
 }
 
 /// The training loss (red) and validation loss (blue) by step.
-fn plot_losses(path: &Path, history: &[LogEntry]) -> Result<(), lora_burn::lora_hf::HfFileError> {
+fn plot_losses(path: &Path, history: &[LogEntry]) -> CliResult {
     let train = Curve {
         points: history.iter().map(|e| (e.step as f64, e.loss)).collect(),
         rgb: [200, 40, 40],

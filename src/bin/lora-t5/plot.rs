@@ -1,5 +1,5 @@
-//! A loss-curve picture as PNG for `train`, `demo` and `pretrain`, drawn and encoded without
-//! extra dependencies.
+//! A loss-curve picture as PNG for `train`, `demo` and `pretrain`: drawn here, encoded by the
+//! `png` crate.
 
 use std::path::Path;
 
@@ -19,7 +19,7 @@ pub fn write_curves_png(
     curves: &[Curve],
     width: usize,
     height: usize,
-) -> Result<(), lora_burn::lora_hf::HfFileError> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let (width, height) = (width.max(32), height.max(32));
     let mut pixels = vec![255u8; width * height * 3];
     let margin = 24usize;
@@ -76,78 +76,24 @@ pub fn write_curves_png(
             }
         }
     }
-    lora_burn::lora_hf::write_atomic(path, &encode_png(&pixels, width, height))
+    let bytes = encode_png(&pixels, width, height)?;
+    Ok(lora_burn::lora_hf::write_atomic(path, &bytes)?)
 }
 
-/// An RGB8 PNG with stored (uncompressed) deflate blocks.
-fn encode_png(rgb: &[u8], width: usize, height: usize) -> Vec<u8> {
-    let mut raw = Vec::with_capacity((width * 3 + 1) * height);
-    for row in rgb.chunks(width * 3) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut zlib = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        zlib.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        zlib.extend_from_slice(&len.to_le_bytes());
-        zlib.extend_from_slice(&(!len).to_le_bytes());
-        zlib.extend_from_slice(block);
-    }
-    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = Vec::new();
-    header.extend_from_slice(&(width as u32).to_be_bytes());
-    header.extend_from_slice(&(height as u32).to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &header);
-    chunk(&mut png, b"IDAT", &zlib);
-    chunk(&mut png, b"IEND", &[]);
-    png
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for byte in bytes {
-        crc ^= *byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn adler32(bytes: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for byte in bytes {
-        a = (a + *byte as u32) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    (b << 16) | a
+/// An RGB8 PNG of `rgb` (rows top to bottom), encoded by the `png` crate.
+fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, png::EncodingError> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn checksums_match_known_values() {
-        assert_eq!(super::crc32(b"IEND"), 0xae42_6082);
-        assert_eq!(super::adler32(b"Wikipedia"), 0x11e6_0398);
-    }
-
     #[test]
     fn writes_a_png_file() {
         use super::{write_curves_png, Curve};
@@ -157,7 +103,11 @@ mod tests {
             rgb: [200, 40, 40],
         };
         write_curves_png(&path, &[train], 320, 200).unwrap();
-        assert!(std::fs::read(&path).unwrap().starts_with(b"\x89PNG"));
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (320, 200));
+        assert_eq!(info.color_type, png::ColorType::Rgb);
         std::fs::remove_file(path).unwrap();
     }
 }
