@@ -286,6 +286,10 @@ impl<B: Backend> LoraLinear<B> {
     /// many tokens, where adding `s·A·B` to the weight once costs fewer operations than the two
     /// thin products per token ([`forward_materialized`](Self::forward_materialized)); both give
     /// the same result.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]` (any number of leading dimensions)
+    /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
             return self.base_forward(x);
@@ -304,6 +308,10 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// The forward pass computing each active update as `s · (x·A)·B`, never forming `A·B`.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]` (any number of leading dimensions)
+    /// - output: `[..., d_output]`
     pub fn forward_factored<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
             return self.base_forward(x);
@@ -359,6 +367,10 @@ impl<B: Backend> LoraLinear<B> {
     /// The forward pass with the active updates added to the weight first:
     /// `x · (W + Σ s·A·B) + b`. Without dropout; DoRA adapters fall back to
     /// [`forward_factored`](Self::forward_factored).
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_input]` (any number of leading dimensions)
+    /// - output: `[..., d_output]`
     pub fn forward_materialized<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if self.runs_base_only() {
             return self.base_forward(x);

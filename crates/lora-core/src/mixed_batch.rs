@@ -32,6 +32,10 @@ impl<B: Backend> LoraLinear<B> {
     /// [`LoraError::BatchSizeMismatch`] when the names do not match the batch,
     /// [`LoraError::UnknownAdapter`], [`LoraError::MergedLayer`] while adapters are merged, and
     /// [`LoraError::DoraUnsupported`] for a DoRA adapter.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, ..., d_input]`, with `batch == adapter_names.len()`
+    /// - output: `[batch, ..., d_output]`
     pub fn forward_mixed<const D: usize, S: AsRef<str>>(
         &self,
         x: Tensor<B, D>,

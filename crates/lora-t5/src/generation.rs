@@ -139,6 +139,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// assert!(out[0].len() <= 5);
     /// ```
     ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - output: `batch` sequences of token ids, each starting with the decoder start token
+    ///
     /// # Errors
     /// [`T5Error::InvalidInput`] for a `generation` config that cannot run (no new tokens, zero
     /// beams, beam sampling, a non-positive temperature, `top_p` outside (0, 1], a non-finite

@@ -86,6 +86,10 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// Encodes `input_ids` (`[batch, source_len]`) with `attention_mask` (1 for tokens, 0 for
     /// padding), giving `[batch, source_len, d_model]`.
     ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - output: `[batch, source_len, d_model]`
+    ///
     /// # Errors
     /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
     /// whose shape differs from `input_ids`.
@@ -174,6 +178,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
 
     /// Logits `[batch, target_len, vocab]` for `decoder_input_ids` given the source.
     ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - `decoder_input_ids`: `[batch, target_len]`
+    /// - output: `[batch, target_len, vocab_size]`
+    ///
     /// # Errors
     /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
     /// whose shape differs from `input_ids`.
@@ -213,6 +222,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
 
     /// The loss for `labels` (`[batch, target_len]`, [`IGNORE_INDEX`] where no loss is wanted),
     /// decoding the labels shifted right as transformers does.
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - `labels`: `[batch, target_len]`
+    /// - output: logits `[batch, target_len, vocab_size]` and the mean loss `[1]`
     ///
     /// # Errors
     /// As [`forward`](Self::forward), and [`T5Error::InvalidInput`] for labels outside the
@@ -255,6 +269,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// let with_logits = model.forward_with_labels(input, mask, labels).unwrap();
     /// assert!((loss.into_scalar() - with_logits.loss.into_scalar()).abs() < 1e-5);
     /// ```
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - `labels`: `[batch, target_len]`
+    /// - output: the mean loss, `[1]`
     ///
     /// # Errors
     /// As [`forward_with_labels`](Self::forward_with_labels).

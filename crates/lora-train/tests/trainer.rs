@@ -8,7 +8,7 @@ use lora_core::{LoraConfig, LoraModule};
 use lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
 use lora_t5::{FeedForwardKind, T5Config, T5ForConditionalGeneration};
 use lora_train::data::{Seq2SeqCollator, TokenizedExample};
-use lora_train::{DecayKind, TrainEvent, Trainer, TrainerConfig, TrainingMode};
+use lora_train::{DecayKind, TrainEvent, Trainer, TrainerConfig, TrainerState, TrainingMode};
 
 type Train = Autodiff<NdArray<f32>>;
 
@@ -164,21 +164,7 @@ fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
         &resumed.output_dir.join("checkpoint-8"),
     );
     let outcome_resumed = resumed.train(with_adapter(), &train, &valid, true).unwrap();
-    let a: Vec<(usize, f64)> = history.iter().map(|e| (e.step, e.loss)).collect();
-    let b: Vec<(usize, f64)> = outcome_resumed
-        .state
-        .history
-        .iter()
-        .map(|e| (e.step, e.loss))
-        .collect();
-    assert_eq!(a.len(), b.len());
-    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
-        assert_eq!(sa, sb);
-        assert!(
-            (la - lb).abs() < 1e-5,
-            "step {sa}: {la} uninterrupted, {lb} resumed"
-        );
-    }
+    assert_same_losses(&outcome.state, &outcome_resumed.state);
 
     // The saved final adapter loads back into a fresh model and gives the same outputs; the
     // merged model agrees with the unmerged one.
@@ -245,6 +231,24 @@ fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
     }
 }
 
+/// The resumed run logged the same steps with the same losses (within 1e-5) as the
+/// uninterrupted one.
+#[track_caller]
+fn assert_same_losses(uninterrupted: &TrainerState, resumed: &TrainerState) {
+    let losses = |state: &TrainerState| -> Vec<(usize, f64)> {
+        state.history.iter().map(|e| (e.step, e.loss)).collect()
+    };
+    let (a, b) = (losses(uninterrupted), losses(resumed));
+    assert_eq!(a.len(), b.len());
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+        assert_eq!(sa, sb);
+        assert!(
+            (la - lb).abs() < 1e-5,
+            "step {sa}: {la} uninterrupted, {lb} resumed"
+        );
+    }
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -295,18 +299,7 @@ fn full_training_updates_every_weight_and_resumes_exactly() {
         &resumed.output_dir.join("checkpoint-4"),
     );
     let outcome_resumed = resumed.train(model(), &train, &valid, true).unwrap();
-    let losses = |state: &lora_train::TrainerState| -> Vec<(usize, f64)> {
-        state.history.iter().map(|e| (e.step, e.loss)).collect()
-    };
-    let (a, b) = (losses(&outcome.state), losses(&outcome_resumed.state));
-    assert_eq!(a.len(), b.len());
-    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
-        assert_eq!(sa, sb);
-        assert!(
-            (la - lb).abs() < 1e-5,
-            "step {sa}: {la} uninterrupted, {lb} resumed"
-        );
-    }
+    assert_same_losses(&outcome.state, &outcome_resumed.state);
     let (x, y) = (
         base_values(&outcome.model),
         base_values(&outcome_resumed.model),
