@@ -36,12 +36,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
         data.examples
             .iter()
-            .map(|e| {
-                Ok(TokenizedExample {
-                    source: tokenizer.encode(&e.source)?,
-                    target: tokenizer.encode(&e.target)?,
-                })
-            })
+            .map(|e| Ok(TokenizedExample::encode(&tokenizer, &e.source, &e.target)?))
             .collect()
     };
     let (train, valid) = (read("heldout_train.jsonl")?, read("heldout_valid.jsonl")?);

@@ -359,7 +359,7 @@ impl Trainer {
                 if let Some(entry) = entry {
                     self.append_log(&entry)?;
                     state.history.push(entry);
-                    if let Some((entry, _)) = state.history.split_last() {
+                    if let Some(entry) = state.history.last() {
                         observer(&TrainEvent::Logged {
                             entry,
                             history: &state.history,

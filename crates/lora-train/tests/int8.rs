@@ -65,10 +65,7 @@ fn int8_logits_stay_close_to_f32_on_the_embedded_model() {
         .examples
         .iter()
         .take(8)
-        .map(|r| TokenizedExample {
-            source: tokenizer.encode(&r.source).unwrap(),
-            target: tokenizer.encode(&r.target).unwrap(),
-        })
+        .map(|r| TokenizedExample::encode(&tokenizer, &r.source, &r.target).unwrap())
         .collect();
 
     let float = T5ForConditionalGeneration::<Cpu>::from_pretrained(&dir, &device).unwrap();

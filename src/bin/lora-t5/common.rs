@@ -111,12 +111,7 @@ pub fn tokenize(
 ) -> CliResult<Vec<TokenizedExample>> {
     pairs
         .iter()
-        .map(|(source, target)| {
-            Ok(TokenizedExample {
-                source: tokenizer.encode(source)?,
-                target: tokenizer.encode(target)?,
-            })
-        })
+        .map(|(source, target)| Ok(TokenizedExample::encode(tokenizer, source, target)?))
         .collect()
 }
 

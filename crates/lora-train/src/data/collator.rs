@@ -21,6 +21,24 @@ pub struct TokenizedExample {
     pub target: Vec<u32>,
 }
 
+#[cfg(feature = "t5")]
+impl TokenizedExample {
+    /// Encodes `source` and `target` with a T5 tokenizer (each gets its `</s>`).
+    ///
+    /// # Errors
+    /// The tokenizer's failure on either text, as [`TrainError::Model`].
+    pub fn encode(
+        tokenizer: &lora_t5::T5Tokenizer,
+        source: &str,
+        target: &str,
+    ) -> Result<Self, TrainError> {
+        Ok(Self {
+            source: tokenizer.encode(source)?,
+            target: tokenizer.encode(target)?,
+        })
+    }
+}
+
 /// Turns [`TokenizedExample`]s into a padded batch.
 ///
 /// Padding is dynamic: every batch is as long as its longest (truncated) sequence. Sequences
