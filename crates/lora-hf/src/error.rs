@@ -93,4 +93,41 @@ impl HfFileError {
             message: error.to_string(),
         }
     }
+
+    /// The error for `path` that the operating system reported.
+    ///
+    /// ```
+    /// let source = std::fs::read("/nonexistent-file").unwrap_err();
+    /// let err = lora_hf::HfFileError::io("/nonexistent-file".as_ref(), source);
+    /// assert!(err.to_string().starts_with("/nonexistent-file: "));
+    /// ```
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The error for a value of the wrong kind under `key` of the JSON file `path`: what the key
+    /// must hold and the JSON text of what it holds.
+    ///
+    /// ```
+    /// let found = serde_json::json!(-1);
+    /// let err = lora_hf::HfFileError::invalid_value(
+    ///     "config.json".as_ref(), "d_model", "a positive integer", &found);
+    /// assert_eq!(err.to_string(), "config.json: key `d_model`: expected a positive integer, found -1");
+    /// ```
+    pub fn invalid_value(
+        path: &std::path::Path,
+        key: &str,
+        expected: &str,
+        found: &serde_json::Value,
+    ) -> Self {
+        Self::InvalidValue {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModelOp
 use crate::matching::select_targets;
 use crate::weights::{split_key, TensorRole};
 use crate::{AdapterConfig, InitLoraWeights, PeftIoError, WeightDtype, PEFT_KEY_PREFIX};
-use lora_hf::{commit, read_safetensors, serialize_safetensors, stage, HostTensor};
+use lora_hf::{commit, read_safetensors, serialize_safetensors, stage, HfFileError, HostTensor};
 
 /// The config file of an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -98,7 +98,7 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
 ///
 /// # Errors
 /// [`PeftIoError::Layer`] when no layer has the adapter or one cannot export it, a value that
-/// does not fit `options.dtype`, and [`PeftIoError::Io`] naming the file that could not be
+/// does not fit `options.dtype`, and [`HfFileError::Io`] naming the file that could not be
 /// written (the directory keeps its previous files).
 pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     model: &M,
@@ -124,10 +124,7 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
         });
     }
     let target = adapter_dir(dir, adapter_name);
-    std::fs::create_dir_all(&target).map_err(|source| PeftIoError::Io {
-        path: target.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&target).map_err(|source| HfFileError::io(&target, source))?;
     let weights = stage(
         &target.join(WEIGHTS_FILE),
         &serialize_safetensors(&tensors, options.dtype)?,

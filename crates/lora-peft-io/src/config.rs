@@ -8,6 +8,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use lora_hf::HfFileError;
+
 use crate::PeftIoError;
 
 /// `target_modules` / `exclude_modules`: a list of names, or one regular expression that must
@@ -77,25 +79,21 @@ impl AdapterConfig {
     /// Reads `adapter_config.json`.
     ///
     /// # Errors
-    /// [`PeftIoError::Io`] when the file cannot be read, and every error of
+    /// [`HfFileError::Io`] (in [`PeftIoError::File`]) when the file cannot be read, and every error of
     /// [`from_json_str`](Self::from_json_str).
     pub fn read(path: &Path) -> Result<Self, PeftIoError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PeftIoError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| HfFileError::io(path, source))?;
         Self::from_json_str(&text, path)
     }
 
     /// Parses the text of an `adapter_config.json`; `path` names the file in errors.
     ///
     /// # Errors
-    /// [`PeftIoError::Json`] with line and column for invalid JSON,
-    /// [`PeftIoError::MissingConfigKey`], [`PeftIoError::InvalidConfigValue`] naming the key and
-    /// the expected value, and [`PeftIoError::InvalidPattern`] for a regex that does not compile.
+    /// [`PeftIoError::File`] holding [`HfFileError::Json`] with line and column for invalid JSON
+    /// or [`HfFileError::InvalidValue`] naming the key and the expected value,
+    /// [`PeftIoError::MissingConfigKey`], and [`PeftIoError::InvalidPattern`] for a regex that does not compile.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PeftIoError> {
-        let json_error =
-            |e: serde_json::Error| PeftIoError::from(lora_hf::HfFileError::json(path, &e));
+        let json_error = |e: serde_json::Error| PeftIoError::from(HfFileError::json(path, &e));
         let value: Value = serde_json::from_str(text).map_err(json_error)?;
         let Value::Object(values) = value else {
             return Err(invalid(path, "<root>", "a JSON object", &value));
@@ -131,7 +129,7 @@ impl AdapterConfig {
     /// ```
     ///
     /// # Errors
-    /// [`PeftIoError::InvalidConfigValue`] for a `config` value PEFT would refuse, and
+    /// [`HfFileError::InvalidValue`] for a `config` value PEFT would refuse, and
     /// [`PeftIoError::InvalidPattern`] for a `target_modules` regex that does not compile.
     pub fn from_lora_config(
         config: &LoraConfig,
@@ -184,22 +182,23 @@ impl AdapterConfig {
 
     /// Sets a key that does not change how the adapter is applied (e.g.
     /// `base_model_name_or_path`, `task_type`, `revision`). Keys that do are refused with
-    /// [`PeftIoError::InvalidConfigValue`]; build a new config for those.
+    /// [`HfFileError::InvalidValue`]; build a new config for those.
     ///
     /// # Errors
-    /// [`PeftIoError::InvalidConfigValue`] for a key that changes how the adapter is applied.
+    /// [`HfFileError::InvalidValue`] for a key that changes how the adapter is applied.
     pub fn set_metadata(&mut self, key: &str, value: Value) -> Result<(), PeftIoError> {
         let mut values = self.values.clone();
         values.insert(key.to_string(), value);
         let path = Path::new("<set_metadata>");
         let settings = Settings::parse(&values, self.ordered_patterns(), path)?;
         if settings != self.settings {
-            return Err(PeftIoError::InvalidConfigValue {
+            return Err(HfFileError::InvalidValue {
                 path: path.to_path_buf(),
                 key: key.to_string(),
                 expected: "a key that leaves the adapter's behaviour unchanged".into(),
                 found: "a key that changes it".into(),
-            });
+            }
+            .into());
         }
         self.values = values;
         Ok(())
@@ -347,12 +346,13 @@ fn describe(value: &Value) -> String {
 }
 
 fn invalid(path: &Path, key: &str, expected: &str, found: &Value) -> PeftIoError {
-    PeftIoError::InvalidConfigValue {
+    HfFileError::InvalidValue {
         path: path.to_path_buf(),
         key: key.to_string(),
         expected: expected.to_string(),
         found: describe(found),
     }
+    .into()
 }
 
 /// Reads one optional key, treating `null` as absent.

@@ -3,90 +3,24 @@
 use std::path::PathBuf;
 
 use lora_core::LoraError;
-
-impl From<lora_hf::HfFileError> for PeftIoError {
-    /// The file-level error as this crate's variant of the same name; a JSON value error as an
-    /// invalid config value, a directory without weights as a file not found.
-    fn from(error: lora_hf::HfFileError) -> Self {
-        use lora_hf::HfFileError as E;
-        match error {
-            E::Io { path, source } => Self::Io { path, source },
-            E::Json {
-                path,
-                line,
-                column,
-                message,
-            } => Self::Json {
-                path,
-                line,
-                column,
-                message,
-            },
-            E::InvalidValue {
-                path,
-                key,
-                expected,
-                found,
-            } => Self::InvalidConfigValue {
-                path,
-                key,
-                expected,
-                found,
-            },
-            E::Safetensors { path, message } => Self::Safetensors { path, message },
-            E::UnsupportedDtype { path, key, dtype } => Self::UnsupportedDtype { path, key, dtype },
-            E::NonFinite { path, key } => Self::NonFinite { path, key },
-            E::NoWeights { dir } => Self::Io {
-                path: dir,
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            },
-        }
-    }
-}
+use lora_hf::HfFileError;
 
 /// Everything that can go wrong reading, writing or applying a PEFT adapter. Each variant names
 /// the file (and key) involved and what was expected.
 ///
 /// ```
+/// use lora_hf::HfFileError;
 /// use lora_peft_io::{AdapterConfig, PeftIoError};
 ///
 /// let err = AdapterConfig::from_json_str("{\"r\": 8,}", "adapter_config.json".as_ref()).unwrap_err();
-/// assert!(matches!(err, PeftIoError::Json { line: 1, .. }));
+/// assert!(matches!(err, PeftIoError::File(HfFileError::Json { line: 1, .. })));
 /// ```
 #[derive(Debug, thiserror::Error)]
 pub enum PeftIoError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// A JSON file is not valid JSON.
-    #[error("{path}: invalid JSON at line {line}, column {column}: {message}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the error.
-        line: usize,
-        /// 1-based column of the error.
-        column: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// A config key holds a value of the wrong kind.
-    #[error("{path}: key `{key}`: expected {expected}, found {found}")]
-    InvalidConfigValue {
-        /// The file.
-        path: PathBuf,
-        /// The key.
-        key: String,
-        /// What the key must hold.
-        expected: String,
-        /// What it holds.
-        found: String,
-    },
+    /// A file-level error: an unreadable or unwritable file, invalid JSON, a config value of the
+    /// wrong kind, a malformed safetensors file, a tensor dtype or non-finite values.
+    #[error(transparent)]
+    File(#[from] HfFileError),
     /// A required config key is missing.
     #[error("{path}: missing required key `{key}`")]
     MissingConfigKey {
@@ -107,14 +41,6 @@ pub enum PeftIoError {
         /// The regex engine's message.
         message: String,
     },
-    /// The safetensors file is malformed (header, sizes, offsets).
-    #[error("{path}: invalid safetensors file: {message}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
     /// The legacy PyTorch `adapter_model.bin` could not be read.
     #[error("{path}: invalid PyTorch checkpoint: {message}")]
     Pickle {
@@ -122,24 +48,6 @@ pub enum PeftIoError {
         path: PathBuf,
         /// What is wrong.
         message: String,
-    },
-    /// A tensor has a dtype the reader does not convert.
-    #[error("{path}: tensor `{key}` has dtype {dtype}; expected F32, F16 or BF16")]
-    UnsupportedDtype {
-        /// The file.
-        path: PathBuf,
-        /// The tensor key.
-        key: String,
-        /// Its dtype.
-        dtype: String,
-    },
-    /// A tensor contains NaN or infinite values.
-    #[error("{path}: tensor `{key}` contains non-finite values")]
-    NonFinite {
-        /// The file.
-        path: PathBuf,
-        /// The tensor key.
-        key: String,
     },
     /// A tensor has the wrong shape.
     #[error("{path}: tensor `{key}`: expected shape {expected:?}, found {found:?}")]

@@ -57,4 +57,4 @@ pub use weights::{split_key, TensorRole, PEFT_KEY_PREFIX};
 
 /// The file-level types of this crate's API, from [`lora_hf`]: the tensors adapter files hold
 /// and the element type [`SaveOptions`] writes.
-pub use lora_hf::{HostTensor, WeightDtype};
+pub use lora_hf::{HfFileError, HostTensor, WeightDtype};

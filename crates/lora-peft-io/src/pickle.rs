@@ -14,10 +14,7 @@ use lora_hf::{bf16_to_f32, f16_to_f32, HostTensor};
 
 /// Reads a PyTorch checkpoint holding a flat state dict of float tensors.
 pub(crate) fn read_torch_file(path: &Path) -> Result<BTreeMap<String, HostTensor>, PeftIoError> {
-    let bytes = std::fs::read(path).map_err(|source| PeftIoError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| lora_hf::HfFileError::io(path, source))?;
     parse_torch_bytes(&bytes).map_err(|message| PeftIoError::Pickle {
         path: path.to_path_buf(),
         message,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use common::{base_model, copy_dir, fixtures, scratch_dir, write_tensors};
 use lora_core::LoraModule;
 use lora_peft_io::{
-    inject_adapter, load_adapter, parse_torch_bytes, save_adapter, AdapterConfig, HostTensor,
-    PeftIoError, SaveOptions, CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
+    inject_adapter, load_adapter, parse_torch_bytes, save_adapter, AdapterConfig, HfFileError,
+    HostTensor, PeftIoError, SaveOptions, CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
 };
 use serde_json::{json, Map, Value};
 
@@ -109,7 +109,7 @@ fn a_directory_without_config_is_an_io_error_naming_the_config_file() {
     let dir = scratch.copy("list_qv", "adapter");
     std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();
     let err = load_error(&dir);
-    let PeftIoError::Io { path, source } = &err else {
+    let PeftIoError::File(HfFileError::Io { path, source }) = &err else {
         panic!("expected Io, got {err}");
     };
     assert_eq!(path, &dir.join(CONFIG_FILE));
@@ -125,7 +125,7 @@ fn a_config_that_cannot_be_read_is_an_io_error() {
     std::fs::create_dir(dir.join(CONFIG_FILE)).unwrap();
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Io { path, .. } if path == &dir.join(CONFIG_FILE)),
+        matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &dir.join(CONFIG_FILE)),
         "{err}"
     );
     // Not UTF-8.
@@ -133,7 +133,7 @@ fn a_config_that_cannot_be_read_is_an_io_error() {
     std::fs::write(dir.join(CONFIG_FILE), b"{\"peft_type\": \"\xff\"}").unwrap();
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Io { path, .. } if path == &dir.join(CONFIG_FILE)),
+        matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &dir.join(CONFIG_FILE)),
         "{err}"
     );
 }
@@ -160,7 +160,7 @@ fn a_weights_file_that_cannot_be_read_is_an_io_error_naming_it() {
         std::fs::create_dir(dir.join(file)).unwrap();
         let err = load_error(&dir);
         assert!(
-            matches!(&err, PeftIoError::Io { path, .. } if path == &dir.join(file)),
+            matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &dir.join(file)),
             "{case}: {err}"
         );
     }
@@ -184,12 +184,12 @@ fn one_tensor(key: &str, dtype: &str, shape: &[u64], data: &[u8]) -> Vec<u8> {
     safetensors_file(&header.to_string(), data)
 }
 
-/// The message of the [`PeftIoError::Safetensors`] error that `bytes` give.
+/// The message of the [`HfFileError::Safetensors`] error that `bytes` give.
 #[track_caller]
 fn safetensors_message(bytes: &[u8]) -> String {
     let path = Path::new("dir/adapter_model.safetensors");
     match parse_safetensors(bytes, path) {
-        Err(PeftIoError::Safetensors { path: p, message }) => {
+        Err(PeftIoError::File(HfFileError::Safetensors { path: p, message })) => {
             assert_eq!(p, path);
             message
         }
@@ -224,13 +224,16 @@ fn a_truncated_safetensors_file_is_reported_not_read() {
     std::fs::write(dir.join(WEIGHTS_FILE), &bytes[..bytes.len() - 10]).unwrap();
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Safetensors { path, .. } if path == &dir.join(WEIGHTS_FILE)),
+        matches!(&err, PeftIoError::File(HfFileError::Safetensors { path, .. }) if path == &dir.join(WEIGHTS_FILE)),
         "{err}"
     );
     assert_mentions(&err, &[WEIGHTS_FILE]);
     // Empty file.
     std::fs::write(dir.join(WEIGHTS_FILE), b"").unwrap();
-    assert!(matches!(load_error(&dir), PeftIoError::Safetensors { .. }));
+    assert!(matches!(
+        load_error(&dir),
+        PeftIoError::File(HfFileError::Safetensors { .. })
+    ));
 }
 
 #[test]
@@ -340,7 +343,7 @@ fn integer_f64_and_unknown_dtypes_are_unsupported() {
         let err =
             parse_safetensors(&one_tensor("w", dtype, &[1], data), "f".as_ref()).expect_err(dtype);
         assert!(
-            matches!(&err, PeftIoError::UnsupportedDtype { key, dtype: d, .. } if key == "w" && d == dtype),
+            matches!(&err, PeftIoError::File(HfFileError::UnsupportedDtype { key, dtype: d, .. }) if key == "w" && d == dtype),
             "{err}"
         );
         assert_mentions(&err, &["`w`", dtype, "F32, F16 or BF16"]);
@@ -348,7 +351,7 @@ fn integer_f64_and_unknown_dtypes_are_unsupported() {
     // A dtype newer than the safetensors format the reader knows.
     let err = parse_safetensors(&one_tensor("w", "F4", &[2], &[0; 1]), "f".as_ref()).unwrap_err();
     assert!(
-        matches!(&err, PeftIoError::UnsupportedDtype { key, dtype, .. } if key == "w" && dtype == "F4"),
+        matches!(&err, PeftIoError::File(HfFileError::UnsupportedDtype { key, dtype, .. }) if key == "w" && dtype == "F4"),
         "{err}"
     );
     // Through a directory: an I32 lora_A of a targeted module.
@@ -362,7 +365,7 @@ fn integer_f64_and_unknown_dtypes_are_unsupported() {
     .unwrap();
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::UnsupportedDtype { path, key, dtype } if path == &dir.join(WEIGHTS_FILE) && key == &a && dtype == "I32"),
+        matches!(&err, PeftIoError::File(HfFileError::UnsupportedDtype { path, key, dtype }) if path == &dir.join(WEIGHTS_FILE) && key == &a && dtype == "I32"),
         "{err}"
     );
 }
@@ -382,7 +385,7 @@ fn nan_and_infinite_values_are_rejected_with_the_tensor() {
         let err = parse_safetensors(&one_tensor("w", dtype, &[2, 2], &data), "f".as_ref())
             .expect_err(dtype);
         assert!(
-            matches!(&err, PeftIoError::NonFinite { key, .. } if key == "w"),
+            matches!(&err, PeftIoError::File(HfFileError::NonFinite { key, .. }) if key == "w"),
             "{dtype}: {err}"
         );
         assert_mentions(&err, &["`w`", "non-finite"]);
@@ -395,7 +398,7 @@ fn nan_and_infinite_values_are_rejected_with_the_tensor() {
     write_tensors(&dir, &tensors);
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::NonFinite { path, key } if path == &dir.join(WEIGHTS_FILE) && key == &b),
+        matches!(&err, PeftIoError::File(HfFileError::NonFinite { path, key }) if path == &dir.join(WEIGHTS_FILE) && key == &b),
         "{err}"
     );
 }
@@ -427,7 +430,7 @@ fn invalid_json_reports_the_line_and_column() {
     for (text, line, column) in cases {
         let err = config_error(text);
         assert!(
-            matches!(&err, PeftIoError::Json { line: l, column: c, .. } if (*l, *c) == (line, column)),
+            matches!(&err, PeftIoError::File(HfFileError::Json { line: l, column: c, .. }) if (*l, *c) == (line, column)),
             "{text:?}: {err}"
         );
         assert_mentions(
@@ -451,7 +454,7 @@ fn invalid_json_reports_the_line_and_column() {
     .unwrap();
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Json { path, line: l, column: 3, .. } if path == &dir.join(CONFIG_FILE) && *l == line + 2),
+        matches!(&err, PeftIoError::File(HfFileError::Json { path, line: l, column: 3, .. }) if path == &dir.join(CONFIG_FILE) && *l == line + 2),
         "{err}"
     );
 }
@@ -593,7 +596,7 @@ fn config_values_of_the_wrong_kind_name_the_key_and_what_was_expected() {
         let text = config_with(key, value);
         let err = config_error(&text);
         assert!(
-            matches!(&err, PeftIoError::InvalidConfigValue { path, key: k, expected: e, found: f }
+            matches!(&err, PeftIoError::File(HfFileError::InvalidValue { path, key: k, expected: e, found: f })
                 if path == Path::new(CONFIG_FILE) && k == reported && e.contains(expected) && f == found),
             "{text}: {err}"
         );
@@ -602,7 +605,7 @@ fn config_values_of_the_wrong_kind_name_the_key_and_what_was_expected() {
     // A root that is not an object.
     let err = config_error("[1, 2]");
     assert!(
-        matches!(&err, PeftIoError::InvalidConfigValue { key, .. } if key == "<root>"),
+        matches!(&err, PeftIoError::File(HfFileError::InvalidValue { key, .. }) if key == "<root>"),
         "{err}"
     );
     // Through a directory: `"r": "eight"` in PEFT's own file.
@@ -613,7 +616,7 @@ fn config_values_of_the_wrong_kind_name_the_key_and_what_was_expected() {
     });
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::InvalidConfigValue { path, key, .. } if path == &dir.join(CONFIG_FILE) && key == "r"),
+        matches!(&err, PeftIoError::File(HfFileError::InvalidValue { path, key, .. }) if path == &dir.join(CONFIG_FILE) && key == "r"),
         "{err}"
     );
 }
@@ -654,7 +657,7 @@ fn a_missing_peft_type_is_a_missing_key() {
     });
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::InvalidConfigValue { key, found, .. } if key == "peft_type" && found == "\"IA3\""),
+        matches!(&err, PeftIoError::File(HfFileError::InvalidValue { key, found, .. }) if key == "peft_type" && found == "\"IA3\""),
         "{err}"
     );
 }
@@ -1284,7 +1287,7 @@ fn a_save_that_fails_midway_keeps_the_previous_adapter() {
     let err = save_adapter(&model, &target, "default", &config, SaveOptions::default())
         .expect_err("the config cannot replace a directory");
     assert!(
-        matches!(&err, PeftIoError::Io { path, .. } if path == &target.join(CONFIG_FILE)),
+        matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &target.join(CONFIG_FILE)),
         "{err}"
     );
     assert_eq!(
@@ -1308,7 +1311,7 @@ fn a_save_that_fails_midway_keeps_the_previous_adapter() {
     let err = save_adapter(&model, &target, "default", &config, SaveOptions::default())
         .expect_err("the weights cannot replace a directory");
     assert!(
-        matches!(&err, PeftIoError::Io { path, .. } if path == &target.join(WEIGHTS_FILE)),
+        matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &target.join(WEIGHTS_FILE)),
         "{err}"
     );
     assert_eq!(
@@ -1323,7 +1326,7 @@ fn a_save_that_fails_midway_keeps_the_previous_adapter() {
     let err =
         save_adapter(&model, &blocked, "default", &config, SaveOptions::default()).unwrap_err();
     assert!(
-        matches!(&err, PeftIoError::Io { path, .. } if path == &blocked),
+        matches!(&err, PeftIoError::File(HfFileError::Io { path, .. }) if path == &blocked),
         "{err}"
     );
     // An adapter the model does not have.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::T5Error;
+use crate::{HfFileError, T5Error};
 
 /// The activation of the feed-forward block (transformers' `dense_act_fn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,24 +154,20 @@ impl T5Config {
     /// Reads `config.json`.
     ///
     /// # Errors
-    /// [`T5Error::Io`] when the file cannot be read, and every error of
+    /// [`HfFileError::Io`] (in [`T5Error::File`]) when the file cannot be read, and every error of
     /// [`from_json_str`](Self::from_json_str).
     pub fn read(path: &Path) -> Result<Self, T5Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| T5Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| HfFileError::io(path, source))?;
         Self::from_json_str(&text, path)
     }
 
     /// Parses the text of a `config.json`; `path` names the file in errors.
     ///
     /// # Errors
-    /// [`T5Error::Json`] with line and column for invalid JSON, and [`T5Error::InvalidConfig`]
-    /// naming the key, the expected value and the value found.
+    /// [`T5Error::File`] holding [`HfFileError::Json`] with line and column for invalid JSON, or
+    /// [`HfFileError::InvalidValue`] naming the key, the expected value and the value found.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, T5Error> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| lora_hf::HfFileError::json(path, &e))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| HfFileError::json(path, &e))?;
         let Value::Object(map) = value else {
             return Err(invalid(path, "<root>", "a JSON object", &value));
         };
@@ -337,10 +333,5 @@ impl Reader<'_> {
 }
 
 fn invalid(path: &Path, key: &str, expected: &str, found: &Value) -> T5Error {
-    T5Error::InvalidConfig {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        expected: expected.to_string(),
-        found: found.to_string(),
-    }
+    HfFileError::invalid_value(path, key, expected, found).into()
 }

@@ -31,6 +31,8 @@ pub use error::T5Error;
 pub use feed_forward::T5FeedForward;
 pub use generation::{generated_tokens, EarlyStopping, GenerationConfig};
 pub use layer_norm::T5LayerNorm;
+/// The file-level errors inside [`T5Error::File`].
+pub use lora_hf::HfFileError;
 pub use model::{
     cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneration, IGNORE_INDEX,
     T5_DEFAULT_TARGET_MODULES,

@@ -81,8 +81,8 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// frozen: add LoRA adapters to train.
     ///
     /// # Errors
-    /// An unreadable or invalid `config.json` ([`T5Error::InvalidConfig`] names the key), no
-    /// weights file ([`T5Error::NoWeights`]), an invalid safetensors file or shard index, and a
+    /// An unreadable or invalid `config.json` ([`HfFileError::InvalidValue`](crate::HfFileError::InvalidValue) names the key), no
+    /// weights file ([`HfFileError::NoWeights`](crate::HfFileError::NoWeights)), an invalid safetensors file or shard index, and a
     /// tensor that is missing, of the wrong shape, of an unsupported dtype or not finite, naming
     /// the file and key.
     pub fn from_pretrained(dir: &Path, device: &B::Device) -> Result<Self, T5Error> {

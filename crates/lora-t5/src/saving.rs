@@ -9,7 +9,7 @@ use lora_hf::{commit, serialize_safetensors, stage, HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
 use crate::hf_layout::HfTensor;
-use crate::{Activation, T5Config, T5Error, T5ForConditionalGeneration};
+use crate::{Activation, HfFileError, T5Config, T5Error, T5ForConditionalGeneration};
 
 impl T5Config {
     /// The `config.json` transformers writes for this configuration.
@@ -63,14 +63,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// Files are written to temporary names and renamed into place.
     ///
     /// # Errors
-    /// [`T5Error::Io`] naming the directory or file that could not be written (the directory keeps
+    /// [`HfFileError::Io`] (in [`T5Error::File`]) naming the directory or file that could not be written (the directory keeps
     /// its previous files), and [`T5Error::InvalidInput`] when a weight cannot be read back from
     /// the device.
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
-        std::fs::create_dir_all(dir).map_err(|source| T5Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| HfFileError::io(dir, source))?;
         let mut tensors = BTreeMap::new();
         let mut failure = None;
         self.visit_hf("", &mut |key, tensor| {

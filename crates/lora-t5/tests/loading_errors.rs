@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use lora_hf::{read_safetensors, serialize_safetensors, write_atomic, WeightDtype};
-use lora_t5::{T5Error, T5ForConditionalGeneration};
+use lora_t5::{HfFileError, T5Error, T5ForConditionalGeneration};
 
 type Cpu = NdArray<f32>;
 
@@ -38,7 +38,7 @@ fn a_directory_without_weights_is_no_weights() {
     let dir = scratch("none");
     let err = load(&dir).map(|_| ()).unwrap_err();
     assert!(
-        matches!(&err, T5Error::NoWeights { dir: d } if *d == dir),
+        matches!(&err, T5Error::File(HfFileError::NoWeights { dir: d }) if *d == dir),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -53,7 +53,7 @@ fn a_non_finite_weight_is_non_finite_with_its_key() {
     write_atomic(&dir.join("model.safetensors"), &bytes).unwrap();
     let err = load(&dir).map(|_| ()).unwrap_err();
     assert!(
-        matches!(&err, T5Error::NonFinite { key, .. } if key == "shared.weight"),
+        matches!(&err, T5Error::File(HfFileError::NonFinite { key, .. }) if key == "shared.weight"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -66,7 +66,7 @@ fn an_index_naming_a_file_outside_the_directory_is_an_invalid_config() {
     write_atomic(&dir.join("model.safetensors.index.json"), index.as_bytes()).unwrap();
     let err = load(&dir).map(|_| ()).unwrap_err();
     assert!(
-        matches!(&err, T5Error::InvalidConfig { key, .. } if key == "weight_map.shared.weight"),
+        matches!(&err, T5Error::File(HfFileError::InvalidValue { key, .. }) if key == "weight_map.shared.weight"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -77,7 +77,10 @@ fn a_config_that_is_not_json_is_a_json_error_with_its_line() {
     let dir = scratch("json");
     std::fs::write(dir.join("config.json"), "{\n  \"d_model\": 8,\n}").unwrap();
     let err = load(&dir).map(|_| ()).unwrap_err();
-    assert!(matches!(&err, T5Error::Json { line: 3, .. }), "{err}");
+    assert!(
+        matches!(&err, T5Error::File(HfFileError::Json { line: 3, .. })),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
