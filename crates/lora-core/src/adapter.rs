@@ -6,7 +6,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use crate::tensor_util::linear_flat;
 use crate::Dropout;
-use crate::{LoraConfig, LoraError, LoraInit};
+use crate::{Dora, LoraConfig, LoraError, LoraInit, LoraVariant};
 
 /// One named adapter of a [`LoraLinear`](crate::LoraLinear): `ΔW = s · A · B`.
 ///
@@ -41,9 +41,9 @@ pub struct LoraAdapter<B: Backend> {
     /// The configuration the adapter was made with.
     #[module(skip)]
     pub config: LoraConfig,
-    /// DoRA's per-output factor `m / ‖W + ΔW‖` used by the last merge, kept to unmerge exactly.
+    /// What the variant's last merge kept to unmerge exactly (DoRA: `m / ‖W + ΔW‖`).
     #[module(skip)]
-    pub(crate) dora_merge_factor: Option<Vec<f32>>,
+    pub(crate) merge_cache: Option<Vec<f32>>,
 }
 
 impl<B: Backend> LoraAdapter<B> {
@@ -110,7 +110,7 @@ impl<B: Backend> LoraAdapter<B> {
     /// # Errors
     /// An invalid `config` (as [`LoraConfig::validate`](crate::LoraConfig::validate)), and
     /// [`LoraError::ShapeMismatch`] when `A`, `B` or the magnitude disagree with `config.r` or with
-    /// each other.
+    /// each other, and [`LoraError::UnexpectedMagnitude`] for a magnitude without `use_dora`.
     pub fn from_weights(
         name: &str,
         config: &LoraConfig,
@@ -137,6 +137,11 @@ impl<B: Backend> LoraAdapter<B> {
                 &[r_b, d_output],
             ));
         }
+        if magnitude.is_some() && !config.use_dora {
+            return Err(LoraError::UnexpectedMagnitude {
+                name: name.to_string(),
+            });
+        }
         if let Some(m) = &magnitude {
             let [len] = m.dims();
             if len != d_output {
@@ -150,7 +155,7 @@ impl<B: Backend> LoraAdapter<B> {
             dropout: Dropout::new(config.lora_dropout),
             name: name.to_string(),
             config: config.clone(),
-            dora_merge_factor: None,
+            merge_cache: None,
         })
     }
 
@@ -174,9 +179,19 @@ impl<B: Backend> LoraAdapter<B> {
         self.config.scaling()
     }
 
-    /// Whether this is a DoRA adapter.
+    /// Whether this is a DoRA adapter (its config has `use_dora`).
     pub fn is_dora(&self) -> bool {
-        self.magnitude.is_some()
+        self.config.use_dora
+    }
+
+    /// The variant this adapter follows, chosen by its config (`use_dora`: [`Dora`]); `None`
+    /// for plain LoRA.
+    pub fn variant(&self) -> Option<&'static dyn LoraVariant<B>> {
+        if self.config.use_dora {
+            Some(&Dora)
+        } else {
+            None
+        }
     }
 
     /// The update `s · A · B` in Burn's layout, `[d_input, d_output]`.

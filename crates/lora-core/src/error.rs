@@ -88,12 +88,20 @@ pub enum LoraError {
         /// The merged adapters.
         merged: Vec<String>,
     },
-    /// The operation is not supported for DoRA adapters.
-    #[error("{operation} is not supported for the DoRA adapter `{name}`")]
-    DoraUnsupported {
+    /// The operation is not supported for adapters of a variant (such as DoRA).
+    #[error("{operation} is not supported for the {variant} adapter `{name}`")]
+    UnsupportedVariant {
         /// What was attempted.
         operation: &'static str,
-        /// The DoRA adapter.
+        /// The variant's name.
+        variant: &'static str,
+        /// The adapter.
+        name: String,
+    },
+    /// An adapter was given a DoRA magnitude although its config does not have `use_dora`.
+    #[error("adapter `{name}` has a DoRA magnitude but its config has `use_dora: false`")]
+    UnexpectedMagnitude {
+        /// The adapter.
         name: String,
     },
     /// The weighted combination was given no adapters, or weights that do not match them.

@@ -57,10 +57,12 @@ mod tensor_util;
 #[cfg(all(test, feature = "flex"))]
 mod test_util;
 mod trainable;
+mod variant;
 mod weighted;
 
 pub use adapter::LoraAdapter;
 pub use config::{LoraBias, LoraConfig, LoraInit};
+pub use dora::Dora;
 pub use dropout::Dropout;
 pub use error::LoraError;
 pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
@@ -74,4 +76,5 @@ pub use rms_norm::rms_norm;
 pub use softmax::{softmax_last_dim, softmax_last_dim_with_bias};
 pub use swap_middle_dims::swap_middle_dims;
 pub use trainable::{mark_all_as_trainable, mark_only_lora_as_trainable};
+pub use variant::{BaseTerms, LoraVariant, VariantMerge};
 pub use weighted::WeightedCombination;

@@ -5,9 +5,8 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::dora::dora_column_scale;
-use crate::tensor_util::{broadcast_last, linear_flat};
-use crate::{LoraAdapter, LoraConfig, LoraError};
+use crate::tensor_util::linear_flat;
+use crate::{BaseTerms, LoraAdapter, LoraConfig, LoraError};
 
 /// The name PEFT gives the first adapter.
 pub const DEFAULT_ADAPTER_NAME: &str = "default";
@@ -109,7 +108,9 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Adds an adapter built elsewhere (for example read from a file). Its shapes must match the
-    /// layer; a DoRA adapter without a magnitude gets PEFT's initial one, `‖W + s·A·B‖`.
+    /// layer; an adapter with a variant is completed by its
+    /// [`init`](crate::LoraVariant::init) hook (a DoRA adapter without a magnitude gets PEFT's
+    /// initial one, `‖W + s·A·B‖`).
     ///
     /// # Errors
     /// [`LoraError::ReservedAdapterName`], [`LoraError::DuplicateAdapter`],
@@ -146,10 +147,8 @@ impl<B: Backend> LoraLinear<B> {
             self.base.bias = self.base.bias.take().map(|b| b.set_require_grad(true));
         }
         let mut adapter = adapter;
-        if adapter.config.use_dora && adapter.magnitude.is_none() {
-            let weight = self.base.weight.val().dequantize();
-            let norm = crate::dora::column_norm(weight + adapter.delta_weight());
-            adapter.magnitude = Some(burn::module::Param::from_tensor(norm.detach()));
+        if let Some(variant) = adapter.variant() {
+            variant.init(&mut adapter, self.base.weight.val().dequantize());
         }
         let first = self.adapters.is_empty();
         self.adapters.push(adapter.set_trainable(first));
@@ -297,7 +296,7 @@ impl<B: Backend> LoraLinear<B> {
         let tokens = x.shape().num_elements() / self.d_input().max(1);
         let inference = !B::ad_enabled(&x.device());
         if inference
-            && !self.has_active_dora()
+            && !self.has_active_variant()
             && !self.is_base_quantized()
             && self.materializing_pays_off(tokens)
         {
@@ -316,7 +315,7 @@ impl<B: Backend> LoraLinear<B> {
         if self.runs_base_only() {
             return self.base_forward(x);
         }
-        if !self.has_active_dora() {
+        if !self.has_active_variant() {
             let mut output = self.base_forward(x.clone());
             #[cfg(feature = "flex")]
             let inference = !B::ad_enabled(&x.device());
@@ -336,36 +335,32 @@ impl<B: Backend> LoraLinear<B> {
             }
             return output;
         }
+        // A variant (DoRA) reuses the base weight and the product without bias: computed
+        // once, over the input flattened to `[tokens, d_input]`.
+        let mut dims = x.dims();
+        let tokens = x.shape().num_elements() / self.d_input().max(1);
+        let x = x.reshape([tokens, self.d_input()]);
         let weight = self.base.weight.val().dequantize();
-        // DoRA rescales the product without bias, so it is kept apart.
-        let base_product = linear_flat(x.clone(), weight.clone(), None);
+        let base = BaseTerms {
+            product: linear_flat(x.clone(), weight.clone(), None),
+            weight,
+        };
         let mut output = match &self.base.bias {
-            Some(bias) => base_product.clone() + broadcast_last::<B, D>(bias.val()),
-            None => base_product.clone(),
+            Some(bias) => base.product.clone() + bias.val().unsqueeze_dim(0),
+            None => base.product.clone(),
         };
         for adapter in self.active_adapter_iter() {
-            let training = B::ad_enabled(&x.device()) && adapter.dropout.prob > 0.0;
-            let dropped = adapter.dropout.forward(x.clone());
-            let branch = adapter.branch(dropped.clone());
-            output = match &adapter.magnitude {
-                None => output + branch,
-                Some(magnitude) => {
-                    let scale = dora_column_scale(weight.clone(), adapter, magnitude.val());
-                    let scale = broadcast_last::<B, D>(scale);
-                    let base_term = if training {
-                        linear_flat(dropped, weight.clone(), None)
-                    } else {
-                        base_product.clone()
-                    };
-                    output + (scale.clone() - 1.0) * base_term + scale * branch
-                }
+            output = match adapter.variant() {
+                None => output + adapter.branch(adapter.dropout.forward(x.clone())),
+                Some(variant) => variant.forward(adapter, &base, x.clone(), output),
             };
         }
-        output
+        dims[D - 1] = self.d_output();
+        output.reshape(dims)
     }
 
     /// The forward pass with the active updates added to the weight first:
-    /// `x · (W + Σ s·A·B) + b`. Without dropout; DoRA adapters fall back to
+    /// `x · (W + Σ s·A·B) + b`. Without dropout; adapters with a variant (DoRA) fall back to
     /// [`forward_factored`](Self::forward_factored).
     ///
     /// # Shapes
@@ -375,7 +370,7 @@ impl<B: Backend> LoraLinear<B> {
         if self.runs_base_only() {
             return self.base_forward(x);
         }
-        if self.has_active_dora() {
+        if self.has_active_variant() {
             return self.forward_factored(x);
         }
         let bias = self.base.bias.as_ref().map(|b| b.val());
@@ -436,8 +431,8 @@ impl<B: Backend> LoraLinear<B> {
         self.state.disabled || !self.state.merged.is_empty() || self.state.active.is_empty()
     }
 
-    fn has_active_dora(&self) -> bool {
-        self.active_adapter_iter().any(|a| a.is_dora())
+    fn has_active_variant(&self) -> bool {
+        self.active_adapter_iter().any(|a| a.variant().is_some())
     }
 
     pub(crate) fn active_adapter_iter(&self) -> impl Iterator<Item = &LoraAdapter<B>> {

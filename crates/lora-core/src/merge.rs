@@ -3,13 +3,13 @@
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
-use crate::dora::column_norm;
 use crate::{LoraError, LoraLinear};
 
 impl<B: Backend> LoraLinear<B> {
-    /// Folds `s · A · B` of each named adapter into the base weight (DoRA adapters: PEFT's
+    /// Folds `s · A · B` of each named adapter into the base weight (an adapter with a variant
+    /// through its [`merge`](crate::LoraVariant::merge) hook; DoRA: PEFT's
     /// `W' = m / ‖W + ΔW‖ · (W + ΔW)`) and records them as merged. Adapters already merged are
     /// skipped. The forward pass then uses the base weight alone.
     ///
@@ -73,13 +73,11 @@ impl<B: Backend> LoraLinear<B> {
             let index = self.require_adapter(name)?;
             let adapter = &self.adapters[index];
             let weight = self.base.weight.val().detach();
-            let combined = weight + adapter.delta_weight().detach();
-            let (merged, factor) = match &adapter.magnitude {
-                None => (combined, None),
-                Some(magnitude) => {
-                    let factor = magnitude.val().detach() / column_norm(combined.clone());
-                    let merged = combined * factor.clone().unsqueeze_dim::<2>(0);
-                    (merged, Some(factor))
+            let (merged, cache) = match adapter.variant() {
+                None => (weight + adapter.delta_weight().detach(), None),
+                Some(variant) => {
+                    let merge = variant.merge(adapter, weight)?;
+                    (merge.weight, Some(merge.cache))
                 }
             };
             if safe && !all_finite(merged.clone()) {
@@ -87,11 +85,7 @@ impl<B: Backend> LoraLinear<B> {
                     name: name.to_string(),
                 });
             }
-            let factor = match factor {
-                Some(f) => Some(read_f32(f.into_data())?),
-                None => None,
-            };
-            self.adapters[index].dora_merge_factor = factor;
+            self.adapters[index].merge_cache = cache;
             self.set_base_weight(merged);
             self.state.merged.push(name.to_string());
         }
@@ -107,20 +101,12 @@ impl<B: Backend> LoraLinear<B> {
         while let Some(name) = self.state.merged.pop() {
             let index = self.require_adapter(&name)?;
             let adapter = &self.adapters[index];
-            let device = self.base.weight.device();
             let merged = self.base.weight.val().detach();
-            let delta = adapter.delta_weight().detach();
-            let original = match &adapter.dora_merge_factor {
-                None => merged - delta,
-                Some(factor) => {
-                    let factor = Tensor::<B, 1>::from_data(
-                        TensorData::new(factor.clone(), [factor.len()]),
-                        &device,
-                    );
-                    merged / factor.unsqueeze_dim::<2>(0) - delta
-                }
+            let original = match (adapter.variant(), &adapter.merge_cache) {
+                (Some(variant), Some(cache)) => variant.unmerge(adapter, merged, cache),
+                _ => merged - adapter.delta_weight().detach(),
             };
-            self.adapters[index].dora_merge_factor = None;
+            self.adapters[index].merge_cache = None;
             self.set_base_weight(original);
         }
         Ok(())
@@ -181,12 +167,4 @@ impl<B: Backend> LoraLinear<B> {
 fn all_finite<B: Backend>(tensor: Tensor<B, 2>) -> bool {
     let bad = tensor.is_finite().bool_not().any().into_scalar();
     !burn::tensor::ElementConversion::elem::<bool>(bad)
-}
-
-fn read_f32(data: TensorData) -> Result<Vec<f32>, LoraError> {
-    data.convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| LoraError::TensorData {
-            reason: format!("{e:?}"),
-        })
 }

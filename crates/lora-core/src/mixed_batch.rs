@@ -31,7 +31,7 @@ impl<B: Backend> LoraLinear<B> {
     /// # Errors
     /// [`LoraError::BatchSizeMismatch`] when the names do not match the batch,
     /// [`LoraError::UnknownAdapter`], [`LoraError::MergedLayer`] while adapters are merged, and
-    /// [`LoraError::DoraUnsupported`] for a DoRA adapter.
+    /// [`LoraError::UnsupportedVariant`] for a DoRA adapter.
     ///
     /// # Shapes
     /// - `x`: `[batch, ..., d_input]`, with `batch == adapter_names.len()`
@@ -61,9 +61,10 @@ impl<B: Backend> LoraLinear<B> {
                 continue;
             }
             let index = self.require_adapter(name)?;
-            if self.adapters[index].is_dora() {
-                return Err(LoraError::DoraUnsupported {
+            if let Some(variant) = self.adapters[index].variant() {
+                return Err(LoraError::UnsupportedVariant {
                     operation: "a mixed-batch forward",
+                    variant: variant.name(),
                     name: name.to_string(),
                 });
             }

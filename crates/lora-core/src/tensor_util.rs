@@ -6,14 +6,6 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::LoraError;
 
-/// Reshapes a `[n]` vector to `[1, ..., 1, n]` so that it broadcasts over the last dimension.
-pub(crate) fn broadcast_last<B: Backend, const D: usize>(row: Tensor<B, 1>) -> Tensor<B, D> {
-    let [n] = row.dims();
-    let mut dims = [1usize; D];
-    dims[D - 1] = n;
-    row.reshape(dims)
-}
-
 /// Reads a 2-D tensor back as row-major `f64` values.
 pub(crate) fn to_host_f64<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f64>, LoraError> {
     tensor

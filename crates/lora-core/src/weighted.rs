@@ -55,7 +55,7 @@ impl<B: Backend> LoraLinear<B> {
     /// [`LoraError::InvalidWeightedAdapter`] for no sources, mismatched lengths, non-finite
     /// weights or sources the combination cannot join (unequal ranks for `linear`),
     /// [`LoraError::UnknownAdapter`], [`LoraError::DuplicateAdapter`] for `name`, and
-    /// [`LoraError::DoraUnsupported`] for a DoRA source.
+    /// [`LoraError::UnsupportedVariant`] for a DoRA source.
     pub fn add_weighted_adapter<S: AsRef<str>>(
         &mut self,
         adapters: &[S],
@@ -80,9 +80,10 @@ impl<B: Backend> LoraLinear<B> {
         let mut sources = Vec::with_capacity(adapters.len());
         for (adapter, weight) in adapters.iter().zip(weights) {
             let source = &self.adapters[self.require_adapter(adapter.as_ref())?];
-            if source.is_dora() {
-                return Err(LoraError::DoraUnsupported {
+            if let Some(variant) = source.variant() {
+                return Err(LoraError::UnsupportedVariant {
                     operation: "add_weighted_adapter",
+                    variant: variant.name(),
                     name: source.name.clone(),
                 });
             }
