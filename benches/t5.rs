@@ -45,7 +45,7 @@ use lora_burn::lora_core::{
     int8_quantizer, mark_only_lora_as_trainable, quantize_base_weights, LoraBias, LoraConfig,
 };
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::{GenerationConfig, T5Config, T5ForConditionalGeneration};
+use lora_burn::lora_t5::{GenerationConfig, Seq2SeqInput, T5Config, T5ForConditionalGeneration};
 use lora_burn::lora_train::data::{Seq2SeqCollator, TokenizedExample};
 use lora_burn::lora_train::{Trainer, TrainerConfig, TrainingMode};
 
@@ -122,8 +122,11 @@ fn generation(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     let mask = Tensor::<B, 2, Int>::ones([1, PROMPT_LEN], &device);
     // One forward pass initialises the lazily created parameters before anything is timed.
     let _ = model
-        .forward(prompt.clone(), mask.clone(), ids::<B>(1, 4, 2, &device))
-        .expect("forward");
+        .forward(
+            Seq2SeqInput::new(prompt.clone(), ids::<B>(1, 4, 2, &device))
+                .attention_mask(mask.clone()),
+        )
+        .logits;
     B::sync(&device).expect("sync");
 
     let greedy = GenerationConfig {

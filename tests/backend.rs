@@ -6,7 +6,7 @@
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use lora_burn::backend::{Backend, BackendInfo, InferenceBackend};
 use lora_burn::lora_core::{LoraConfig, LoraInit, LoraLinear};
-use lora_burn::lora_t5::T5ForConditionalGeneration;
+use lora_burn::lora_t5::{Seq2SeqInput, T5ForConditionalGeneration};
 
 type B = InferenceBackend;
 
@@ -151,8 +151,8 @@ fn the_same_forward_pass_gives_identical_logits() {
     let (decoder, _) = padded_batch(vocab, 30);
     let run = |model: &T5ForConditionalGeneration<B>| {
         model
-            .forward(ids.clone(), mask.clone(), decoder.clone())
-            .expect("forward")
+            .forward(Seq2SeqInput::new(ids.clone(), decoder.clone()).attention_mask(mask.clone()))
+            .logits
             .into_data()
             .to_vec::<f32>()
             .expect("f32 logits")

@@ -146,7 +146,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// # Errors
     /// [`T5Error::InvalidInput`] for a `generation` config that cannot run (no new tokens, zero
     /// beams, beam sampling, a non-positive temperature, `top_p` outside (0, 1], a non-finite
-    /// length penalty), and the input checks of [`encode`](Self::encode).
+    /// length penalty), and the input checks of [`check_source`](Self::check_source).
     pub fn generate(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -154,7 +154,8 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         generation: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>, T5Error> {
         generation.validate()?;
-        let encoded = self.encode(input_ids, attention_mask.clone())?;
+        self.check_source(&input_ids, &attention_mask)?;
+        let encoded = self.encode(input_ids, attention_mask.clone());
         if generation.num_beams > 1 {
             self.beam_search(encoded, attention_mask, generation)
         } else {

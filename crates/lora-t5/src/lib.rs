@@ -4,7 +4,10 @@
 //! - [`T5Config`] reads Hugging Face `config.json` (transformers 4.x and 5.x conventions).
 //! - [`T5ForConditionalGeneration::from_pretrained`] loads `model.safetensors` (or shards) in
 //!   F32, F16 or BF16.
-//! - `forward`, `forward_with_labels` (loss with `-100` ignored) and generation.
+//! - `forward` on named inputs and outputs ([`Seq2SeqInput`], [`Seq2SeqOutput`]), infallible
+//!   like Burn's modules (ids from outside are checked once, where they enter:
+//!   [`T5ForConditionalGeneration::check_input`]); `forward_with_labels` and `loss` (labels
+//!   checked, `-100` ignored); generation.
 //!
 //! Training lives in `lora-train` (its `Seq2SeqModel` is implemented for this model) and PEFT
 //! adapter directories in `lora-peft-io`; this crate is the model alone.
@@ -21,6 +24,7 @@ mod loading;
 mod model;
 mod position_bias;
 mod saving;
+mod seq2seq_io;
 mod stack;
 mod tokenizer;
 
@@ -34,9 +38,9 @@ pub use layer_norm::T5LayerNorm;
 /// The file-level errors inside [`T5Error::File`].
 pub use lora_hf::HfFileError;
 pub use model::{
-    cross_entropy_ignoring, Seq2SeqOutput, T5ForConditionalGeneration, IGNORE_INDEX,
-    T5_DEFAULT_TARGET_MODULES,
+    cross_entropy_ignoring, T5ForConditionalGeneration, IGNORE_INDEX, T5_DEFAULT_TARGET_MODULES,
 };
 pub use position_bias::relative_position_bucket;
+pub use seq2seq_io::{Seq2SeqInput, Seq2SeqLossOutput, Seq2SeqOutput};
 pub use stack::{DecoderState, T5Stack};
 pub use tokenizer::T5Tokenizer;

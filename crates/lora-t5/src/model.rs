@@ -6,7 +6,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 use lora_core::{few_rows_times_transposed, linear_cross_entropy, HeadLayout, LoraLinear};
 
-use crate::{DecoderState, T5Config, T5Error, T5Stack};
+use crate::{
+    DecoderState, Seq2SeqInput, Seq2SeqLossOutput, Seq2SeqOutput, T5Config, T5Error, T5Stack,
+};
 
 pub use lora_core::IGNORE_INDEX;
 
@@ -17,17 +19,19 @@ pub use lora_core::IGNORE_INDEX;
 /// ```
 /// use burn::backend::NdArray;
 /// use burn::tensor::{Int, Tensor};
-/// use lora_t5::{T5Config, T5ForConditionalGeneration};
+/// use lora_t5::{Seq2SeqInput, T5Config, T5ForConditionalGeneration};
 ///
 /// let config = T5Config { vocab_size: 50, d_model: 16, d_kv: 4, num_heads: 4, d_ff: 32,
 ///     num_layers: 1, num_decoder_layers: 1, ..T5Config::default() };
 /// let device = Default::default();
 /// let model = T5ForConditionalGeneration::<NdArray>::new(&config, &device);
 /// let ids = Tensor::<NdArray, 2, Int>::from_ints([[5, 6, 7, 1]], &device);
-/// let mask = Tensor::<NdArray, 2, Int>::ones([1, 4], &device);
 /// let decoder = Tensor::<NdArray, 2, Int>::from_ints([[0, 9]], &device);
-/// let logits = model.forward(ids, mask, decoder).unwrap();
-/// assert_eq!(logits.dims(), [1, 2, 50]);
+/// let input = Seq2SeqInput::new(ids, decoder);
+/// model.check_input(&input).unwrap(); // where ids come from outside
+/// let output = model.forward(input);
+/// assert_eq!(output.logits.dims(), [1, 2, 50]);
+/// assert_eq!(output.encoder_last_hidden_state.dims(), [1, 4, 16]);
 /// ```
 #[derive(Module, Debug)]
 pub struct T5ForConditionalGeneration<B: Backend> {
@@ -52,15 +56,6 @@ pub struct T5ForConditionalGeneration<B: Backend> {
 /// assert_eq!(lora_t5::T5_DEFAULT_TARGET_MODULES, ["q", "v"]);
 /// ```
 pub const T5_DEFAULT_TARGET_MODULES: &[&str] = &["q", "v"];
-
-/// The loss and logits of a forward pass with labels.
-#[derive(Debug, Clone)]
-pub struct Seq2SeqOutput<B: Backend> {
-    /// Mean cross-entropy over the labels that are not [`IGNORE_INDEX`].
-    pub loss: Tensor<B, 1>,
-    /// `[batch, target_len, vocab]`.
-    pub logits: Tensor<B, 3>,
-}
 
 impl<B: Backend> T5ForConditionalGeneration<B> {
     /// A randomly initialised model (weights normally come from
@@ -90,18 +85,16 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// - `input_ids`, `attention_mask`: `[batch, source_len]`
     /// - output: `[batch, source_len, d_model]`
     ///
-    /// # Errors
-    /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
-    /// whose shape differs from `input_ids`.
+    /// # Panics
+    /// For ids outside the vocabulary or a mask of another shape, as Burn's modules do: check
+    /// ids from outside once with [`check_source`](Self::check_source).
     pub fn encode(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-    ) -> Result<Tensor<B, 3>, T5Error> {
-        self.check_ids(&input_ids, "input_ids")?;
-        check_same_shape(&input_ids, &attention_mask)?;
+    ) -> Tensor<B, 3> {
         let embeddings = self.shared.forward(input_ids);
-        Ok(self.encoder.encode(embeddings, mask_bias(attention_mask)))
+        self.encoder.encode(embeddings, mask_bias(attention_mask))
     }
 
     /// The decoder state for generating from `encoder_output`: cross-attention keys and values
@@ -176,39 +169,59 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         }
     }
 
-    /// Logits `[batch, target_len, vocab]` for `decoder_input_ids` given the source.
+    /// The logits for `input.decoder_input_ids` given the source, and the encoder's output.
+    ///
+    /// Infallible like Burn's modules: ids are not read back here. Check ids that come from
+    /// outside once with [`check_input`](Self::check_input).
     ///
     /// # Shapes
-    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
-    /// - `decoder_input_ids`: `[batch, target_len]`
-    /// - output: `[batch, target_len, vocab_size]`
+    /// - `input.input_ids`, `input.attention_mask`: `[batch, source_len]`
+    /// - `input.decoder_input_ids`: `[batch, target_len]`
+    /// - output: logits `[batch, target_len, vocab_size]`, encoder output
+    ///   `[batch, source_len, d_model]`
+    ///
+    /// # Panics
+    /// For ids outside the vocabulary or a mask of another shape than `input_ids`.
+    pub fn forward(&self, input: Seq2SeqInput<B>) -> Seq2SeqOutput<B> {
+        let (hidden, encoder_last_hidden_state) = self.decoder_output(input);
+        Seq2SeqOutput {
+            logits: self.lm_logits(hidden),
+            encoder_last_hidden_state,
+        }
+    }
+
+    /// The decoder's output `[batch, target_len, d_model]` before the head, and the encoder's.
+    fn decoder_output(&self, input: Seq2SeqInput<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let encoded = self.encode(input.input_ids, input.attention_mask.clone());
+        let mut state = self.start_decoding(encoded.clone(), input.attention_mask);
+        let embeddings = self.shared.forward(input.decoder_input_ids);
+        (self.decoder.decode(embeddings, &mut state), encoded)
+    }
+
+    /// Checks ids that come from outside before [`forward`](Self::forward): none empty, every
+    /// id inside the vocabulary, a mask of the ids' shape. It reads the ids back once; call it
+    /// where ids enter (generation and the trainer do), not on every step.
+    ///
+    /// # Errors
+    /// [`T5Error::InvalidInput`] naming the tensor and what is wrong.
+    pub fn check_input(&self, input: &Seq2SeqInput<B>) -> Result<(), T5Error> {
+        self.check_source(&input.input_ids, &input.attention_mask)?;
+        self.check_ids(&input.decoder_input_ids, "decoder_input_ids")
+    }
+
+    /// Checks source ids and their mask as [`check_input`](Self::check_input) does, before
+    /// [`encode`](Self::encode).
     ///
     /// # Errors
     /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
     /// whose shape differs from `input_ids`.
-    pub fn forward(
+    pub fn check_source(
         &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Int>,
-        decoder_input_ids: Tensor<B, 2, Int>,
-    ) -> Result<Tensor<B, 3>, T5Error> {
-        let hidden = self.decoder_output(input_ids, attention_mask, decoder_input_ids)?;
-        Ok(self.lm_logits(hidden))
-    }
-
-    /// The decoder's output `[batch, target_len, d_model]` before the head.
-    fn decoder_output(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Int>,
-        decoder_input_ids: Tensor<B, 2, Int>,
-    ) -> Result<Tensor<B, 3>, T5Error> {
-        self.check_ids(&decoder_input_ids, "decoder_input_ids")?;
-        let encoded = self.encode(input_ids, attention_mask.clone())?;
-        let mut state = self.start_decoding(encoded, attention_mask);
-        Ok(self
-            .decoder
-            .decode(self.shared.forward(decoder_input_ids), &mut state))
+        input_ids: &Tensor<B, 2, Int>,
+        attention_mask: &Tensor<B, 2, Int>,
+    ) -> Result<(), T5Error> {
+        self.check_ids(input_ids, "input_ids")?;
+        check_same_shape(input_ids, attention_mask)
     }
 
     /// `hidden · d_model^-0.5` when `config.scale_decoder_outputs`, as the tied head wants it.
@@ -229,18 +242,24 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// - output: logits `[batch, target_len, vocab_size]` and the mean loss `[1]`
     ///
     /// # Errors
-    /// As [`forward`](Self::forward), and [`T5Error::InvalidInput`] for labels outside the
-    /// vocabulary that are not [`IGNORE_INDEX`].
+    /// [`T5Error::InvalidInput`] for empty labels, labels outside the vocabulary that are not
+    /// [`IGNORE_INDEX`], or labels that are all ignored. The labels are read back once (the
+    /// mean needs their count); the source ids are not (see [`forward`](Self::forward)).
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward), for source ids outside the vocabulary.
     pub fn forward_with_labels(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
         labels: Tensor<B, 2, Int>,
-    ) -> Result<Seq2SeqOutput<B>, T5Error> {
+    ) -> Result<Seq2SeqLossOutput<B>, T5Error> {
+        let values = self.checked_labels(&labels)?;
         let decoder_input_ids = self.shift_right(labels.clone());
-        let logits = self.forward(input_ids, attention_mask, decoder_input_ids)?;
-        let loss = cross_entropy_ignoring(logits.clone(), labels)?;
-        Ok(Seq2SeqOutput { loss, logits })
+        let input = Seq2SeqInput::new(input_ids, decoder_input_ids).attention_mask(attention_mask);
+        let logits = self.forward(input).logits;
+        let loss = cross_entropy_with_labels(logits.clone(), labels, &values);
+        Ok(Seq2SeqLossOutput { loss, logits })
     }
 
     /// The loss of [`forward_with_labels`](Self::forward_with_labels) without the logits, for
@@ -266,6 +285,8 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// let ids = |v: Vec<i64>| Tensor::<NdArray, 2, Int>::from_data(TensorData::new(v, [1, 3]), &device);
     /// let (input, mask, labels) = (ids(vec![5, 6, 1]), ids(vec![1, 1, 1]), ids(vec![7, 8, 1]));
     /// let loss = model.loss(input.clone(), mask.clone(), labels.clone()).unwrap();
+    /// // Labels are checked (their count is read for the mean anyway): all ignored is refused.
+    /// assert!(model.loss(input.clone(), mask.clone(), ids(vec![-100, -100, -100])).is_err());
     /// let with_logits = model.forward_with_labels(input, mask, labels).unwrap();
     /// assert!((loss.into_scalar() - with_logits.loss.into_scalar()).abs() < 1e-5);
     /// ```
@@ -277,46 +298,57 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     ///
     /// # Errors
     /// As [`forward_with_labels`](Self::forward_with_labels).
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward), for source ids outside the vocabulary.
     pub fn loss(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
         labels: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 1>, T5Error> {
+        let values = self.checked_labels(&labels)?;
         let decoder_input_ids = self.shift_right(labels.clone());
-        let hidden = self.decoder_output(input_ids, attention_mask, decoder_input_ids)?;
-        if let Some(loss) = self.fused_head_loss(&hidden, &labels)? {
+        let input = Seq2SeqInput::new(input_ids, decoder_input_ids).attention_mask(attention_mask);
+        let (hidden, _) = self.decoder_output(input);
+        if let Some(loss) = self.fused_head_loss(&hidden, &values) {
             return Ok(loss);
         }
-        cross_entropy_ignoring(self.lm_logits(hidden), labels)
+        Ok(cross_entropy_with_labels(
+            self.lm_logits(hidden),
+            labels,
+            &values,
+        ))
+    }
+
+    /// The labels read back once, checked: not empty, inside the vocabulary or
+    /// [`IGNORE_INDEX`], and not all ignored.
+    fn checked_labels(&self, labels: &Tensor<B, 2, Int>) -> Result<CheckedLabels, T5Error> {
+        let [batch, length] = labels.dims();
+        if batch == 0 || length == 0 {
+            return Err(T5Error::InvalidInput {
+                reason: format!("labels are empty ({batch}×{length})"),
+            });
+        }
+        CheckedLabels::new(int_values(labels.clone())?, self.config.vocab_size)
     }
 
     /// The head and the loss in one (`lora_core::linear_cross_entropy`), where it applies.
     fn fused_head_loss(
         &self,
         hidden: &Tensor<B, 3>,
-        labels: &Tensor<B, 2, Int>,
-    ) -> Result<Option<Tensor<B, 1>>, T5Error> {
+        labels: &CheckedLabels,
+    ) -> Option<Tensor<B, 1>> {
         let [batch, length, d_model] = hidden.dims();
-        if labels.dims() != [batch, length] {
-            return Ok(None);
-        }
         let (weight, layout) = match &self.lm_head {
             None => (self.shared.weight.val(), HeadLayout::VocabRows),
             Some(head) if head.adapters.is_empty() && head.base.bias.is_none() => {
                 (head.base.weight.val(), HeadLayout::VocabColumns)
             }
-            Some(_) => return Ok(None),
+            Some(_) => return None,
         };
-        let labels = int_values(labels.clone())?;
         let hidden = self.scaled_for_head(hidden.clone().reshape([batch * length, d_model]));
-        Ok(linear_cross_entropy(
-            hidden,
-            &weight,
-            layout,
-            &labels,
-            IGNORE_INDEX,
-        ))
+        linear_cross_entropy(hidden, &weight, layout, &labels.values, IGNORE_INDEX)
     }
 
     /// transformers' `_shift_right`: prepend the decoder start token, drop the last label, and
@@ -412,13 +444,48 @@ pub fn cross_entropy_ignoring<B: Backend>(
             ),
         });
     }
-    let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
-    let count = int_values(keep.clone().int().sum())?[0];
-    if count == 0 {
-        return Err(T5Error::InvalidInput {
-            reason: "every label is ignored (-100): there is nothing to compute a loss on".into(),
-        });
+    let checked = CheckedLabels::new(int_values(labels.clone())?, vocab)?;
+    Ok(cross_entropy_with_labels(logits, labels, &checked))
+}
+
+/// Labels read back to the host and checked: each inside the vocabulary or [`IGNORE_INDEX`],
+/// and `count` of them kept (at least one).
+struct CheckedLabels {
+    values: Vec<i64>,
+    count: usize,
+}
+
+impl CheckedLabels {
+    fn new(values: Vec<i64>, vocab: usize) -> Result<Self, T5Error> {
+        let vocab = vocab as i64;
+        if let Some(bad) = values
+            .iter()
+            .find(|v| **v != IGNORE_INDEX && !(0..vocab).contains(*v))
+        {
+            return Err(T5Error::InvalidInput {
+                reason: format!("labels hold token id {bad}, outside the vocabulary of {vocab}"),
+            });
+        }
+        let count = values.iter().filter(|v| **v != IGNORE_INDEX).count();
+        if count == 0 {
+            return Err(T5Error::InvalidInput {
+                reason: "every label is ignored (-100): there is nothing to compute a loss on"
+                    .into(),
+            });
+        }
+        Ok(Self { values, count })
     }
+}
+
+/// [`cross_entropy_ignoring`] for labels of the logits' shape, already checked.
+fn cross_entropy_with_labels<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+    checked: &CheckedLabels,
+) -> Tensor<B, 1> {
+    let [batch, length, vocab] = logits.dims();
+    let count = checked.count;
+    let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
     let rows = batch * length;
     let safe_labels = labels
         .mask_fill(keep.clone().bool_not(), 0)
@@ -440,7 +507,7 @@ pub fn cross_entropy_ignoring<B: Backend>(
     let value = ((max + sum.clone().log() - picked) * weights.clone()).sum();
     if !B::ad_enabled(&z.device()) {
         // No autodiff backend, no gradient to carry (inference, evaluation): only the value.
-        return Ok(value);
+        return value;
     }
     let gradient = (exp * (weights.clone() / sum)).scatter(
         1,
@@ -449,6 +516,5 @@ pub fn cross_entropy_ignoring<B: Backend>(
         IndexingUpdateOp::Add,
     );
     let surrogate = (z * gradient).sum();
-    let loss = surrogate.clone() - surrogate.detach() + value;
-    Ok(loss)
+    surrogate.clone() - surrogate.detach() + value
 }

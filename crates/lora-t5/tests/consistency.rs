@@ -3,7 +3,9 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use lora_t5::{FeedForwardKind, GenerationConfig, T5Config, T5ForConditionalGeneration};
+use lora_t5::{
+    FeedForwardKind, GenerationConfig, Seq2SeqInput, T5Config, T5ForConditionalGeneration,
+};
 
 type Cpu = NdArray<f32>;
 
@@ -42,11 +44,11 @@ fn cached_step_by_step_decoding_equals_one_full_pass() {
     let decoder_ids = ints(target.clone(), [2, 8]);
     let full = values(
         model
-            .forward(input.clone(), mask.clone(), decoder_ids)
-            .unwrap(),
+            .forward(Seq2SeqInput::new(input.clone(), decoder_ids).attention_mask(mask.clone()))
+            .logits,
     );
 
-    let encoded = model.encode(input, mask.clone()).unwrap();
+    let encoded = model.encode(input, mask.clone());
     let mut state = model.start_decoding(encoded, mask);
     let mut stepped = [Vec::new(), Vec::new()];
     for position in 0..8 {
@@ -72,20 +74,18 @@ fn padding_does_not_change_the_unpadded_sequence() {
     let alone = values(
         model
             .forward(
-                ints(vec![8, 9, 1], [1, 3]),
-                ints(vec![1, 1, 1], [1, 3]),
-                decoder.clone(),
+                Seq2SeqInput::new(ints(vec![8, 9, 1], [1, 3]), decoder.clone())
+                    .attention_mask(ints(vec![1, 1, 1], [1, 3])),
             )
-            .unwrap(),
+            .logits,
     );
     let padded = values(
         model
             .forward(
-                ints(vec![8, 9, 1, 0, 0], [1, 5]),
-                ints(vec![1, 1, 1, 0, 0], [1, 5]),
-                decoder,
+                Seq2SeqInput::new(ints(vec![8, 9, 1, 0, 0], [1, 5]), decoder)
+                    .attention_mask(ints(vec![1, 1, 1, 0, 0], [1, 5])),
             )
-            .unwrap(),
+            .logits,
     );
     let worst = alone
         .iter()
@@ -138,11 +138,10 @@ fn greedy_generation_equals_argmax_of_full_passes_and_beams_return_a_sequence() 
         let logits = values(
             model
                 .forward(
-                    input.clone(),
-                    mask.clone(),
-                    ints(tokens.clone(), [1, tokens.len()]),
+                    Seq2SeqInput::new(input.clone(), ints(tokens.clone(), [1, tokens.len()]))
+                        .attention_mask(mask.clone()),
                 )
-                .unwrap(),
+                .logits,
         );
         let last = &logits[(tokens.len() - 1) * 40..tokens.len() * 40];
         let best = (0..40).fold(0, |b, i| if last[i] > last[b] { i } else { b });

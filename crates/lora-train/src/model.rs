@@ -27,11 +27,16 @@ use crate::TrainError;
 /// let example = TokenizedExample { source: vec![4, 5, 1], target: vec![6, 1] };
 /// let batch = collator.collate(&[example], &model.device()).unwrap();
 /// assert!(model.seq2seq_loss(batch).unwrap().into_scalar() > 0.0);
+/// assert_eq!(model.vocab_size(), 16);
 /// # }
 /// ```
 pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> {
     /// The device the model's parameters live on (where batches are built).
     fn device(&self) -> B::Device;
+
+    /// The number of token ids the model knows: the trainer refuses examples holding an id
+    /// at or above it before the first step, so the loss never sees one.
+    fn vocab_size(&self) -> usize;
 
     /// The mean cross-entropy over the batch's labels that are not
     /// [`IGNORE_INDEX`](lora_core::IGNORE_INDEX).
@@ -41,7 +46,7 @@ pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> {
     /// `[1]`.
     ///
     /// # Errors
-    /// The model's own refusal of the batch (ids out of range, mismatched shapes), as
+    /// The model's own refusal of the batch (labels it cannot score), as
     /// [`TrainError::Model`].
     fn seq2seq_loss(&self, batch: Seq2SeqBatch<B>) -> Result<Tensor<B, 1>, TrainError>;
 }
@@ -50,6 +55,10 @@ pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> {
 impl<B: Backend> Seq2SeqModel<B> for lora_t5::T5ForConditionalGeneration<B> {
     fn device(&self) -> B::Device {
         self.shared.weight.device()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
     }
 
     fn seq2seq_loss(&self, batch: Seq2SeqBatch<B>) -> Result<Tensor<B, 1>, TrainError> {

@@ -197,8 +197,9 @@ impl Trainer {
     /// is set (same data, same config). What trains is set by [`Trainer::mode`].
     ///
     /// # Errors
-    /// A bad configuration or empty data ([`TrainError::InvalidInput`]), the model's refusal
-    /// of a batch, and any failure to write or read back the outputs, naming the file.
+    /// A bad configuration, empty data or a token id outside the model's vocabulary
+    /// ([`TrainError::InvalidInput`]), the model's refusal of a batch, and any failure to write
+    /// or read back the outputs, naming the file.
     pub fn train<B, M>(
         &self,
         model: M,
@@ -232,6 +233,8 @@ impl Trainer {
         M::InnerModule: Seq2SeqModel<B::InnerBackend>,
     {
         self.validate(train)?;
+        check_token_ids(train, model.vocab_size(), "training")?;
+        check_token_ids(valid, model.vocab_size(), "validation")?;
         let c = &self.config;
         std::fs::create_dir_all(&self.output_dir).map_err(|source| TrainError::Io {
             path: self.output_dir.clone(),
@@ -573,13 +576,15 @@ fn adapter_param_ids<B: Backend, M: LoraModule<B>>(
 /// `batch_size`.
 ///
 /// # Errors
-/// A batch the collator or the model refuses.
+/// [`TrainError::InvalidInput`] for a token id outside the model's vocabulary, and a batch the
+/// collator or the model refuses.
 pub fn evaluate_loss<B: Backend, M: Seq2SeqModel<B>>(
     model: &M,
     examples: &[TokenizedExample],
     batch_size: usize,
     collator: &Seq2SeqCollator,
 ) -> Result<f64, TrainError> {
+    check_token_ids(examples, model.vocab_size(), "evaluation")?;
     let device = model.device();
     let (mut total, mut tokens) = (0.0, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
@@ -592,6 +597,28 @@ pub fn evaluate_loss<B: Backend, M: Seq2SeqModel<B>>(
         tokens += count;
     }
     Ok(total / tokens.max(1) as f64)
+}
+
+/// Refuses an example holding a token id the model does not know, before any batch is built
+/// (the model's forward pass does not read ids back).
+fn check_token_ids(
+    examples: &[TokenizedExample],
+    vocab_size: usize,
+    what: &str,
+) -> Result<(), TrainError> {
+    for (index, example) in examples.iter().enumerate() {
+        for (side, ids) in [("source", &example.source), ("target", &example.target)] {
+            if let Some(bad) = ids.iter().find(|id| **id as usize >= vocab_size) {
+                return Err(TrainError::InvalidInput {
+                    reason: format!(
+                        "{what} example {index}: {side} token id {bad} is outside the model's \
+                         vocabulary of {vocab_size}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use lora_core::{int8_quantizer, quantize_base_weights};
-use lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
+use lora_t5::{Seq2SeqInput, T5ForConditionalGeneration, T5Tokenizer};
 use lora_train::data::{read_jsonl, JsonlOptions, Seq2SeqCollator, TokenizedExample};
 
 type Cpu = NdArray<f32>;
@@ -35,8 +35,11 @@ fn logits(model: &T5ForConditionalGeneration<Cpu>, examples: &[TokenizedExample]
     let decoder_ids = model.shift_right(batch.labels.clone());
     values(
         model
-            .forward(batch.input_ids, batch.attention_mask, decoder_ids)
-            .unwrap(),
+            .forward(
+                Seq2SeqInput::new(batch.input_ids, decoder_ids)
+                    .attention_mask(batch.attention_mask),
+            )
+            .logits,
     )
 }
 

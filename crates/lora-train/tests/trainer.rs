@@ -6,9 +6,11 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_core::{LoraConfig, LoraModule};
 use lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
-use lora_t5::{FeedForwardKind, T5Config, T5ForConditionalGeneration};
+use lora_t5::{FeedForwardKind, Seq2SeqInput, T5Config, T5ForConditionalGeneration};
 use lora_train::data::{Seq2SeqCollator, TokenizedExample};
-use lora_train::{DecayKind, TrainEvent, Trainer, TrainerConfig, TrainerState, TrainingMode};
+use lora_train::{
+    DecayKind, TrainError, TrainEvent, Trainer, TrainerConfig, TrainerState, TrainingMode,
+};
 
 type Train = Autodiff<NdArray<f32>>;
 
@@ -182,11 +184,10 @@ fn loss_falls_checkpoints_resume_exactly_and_adapters_round_trip() {
         let inner = m.valid();
         inner
             .forward(
-                ids.clone().inner(),
-                mask.clone().inner(),
-                dec.clone().inner(),
+                Seq2SeqInput::new(ids.clone().inner(), dec.clone().inner())
+                    .attention_mask(mask.clone().inner()),
             )
-            .unwrap()
+            .logits
             .into_data()
             .to_vec::<f32>()
             .unwrap()
@@ -313,4 +314,22 @@ fn full_training_updates_every_weight_and_resumes_exactly() {
     for dir in [full.output_dir, resumed.output_dir] {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[test]
+fn an_example_with_a_token_id_outside_the_vocabulary_is_refused_before_training() {
+    let _rng = rng_lock();
+    let trainer = trainer("out-of-vocab", 4);
+    let mut train = data(8, 0);
+    train[3].target[1] = 32; // the model's vocabulary is 0..32
+    let reason = match trainer.train(with_adapter(), &train, &data(2, 1), false) {
+        Err(TrainError::InvalidInput { reason }) => reason,
+        Err(other) => panic!("expected InvalidInput, got {other:?}"),
+        Ok(_) => panic!("an out-of-vocabulary example trained"),
+    };
+    assert!(
+        reason.contains("training example 3") && reason.contains("target token id 32"),
+        "{reason}"
+    );
+    assert!(!trainer.output_dir.exists(), "nothing is written");
 }

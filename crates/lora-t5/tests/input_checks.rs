@@ -1,0 +1,113 @@
+//! Ids from outside are checked where they enter (`check_input`, `check_source`, `generate`,
+//! the labels of `loss`), with typed errors, so that `forward` can stay infallible.
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use lora_t5::{GenerationConfig, Seq2SeqInput, T5Config, T5Error, T5ForConditionalGeneration};
+
+type Cpu = NdArray<f32>;
+
+const VOCAB: usize = 30;
+
+fn model() -> T5ForConditionalGeneration<Cpu> {
+    let config = T5Config {
+        vocab_size: VOCAB,
+        d_model: 8,
+        d_kv: 4,
+        num_heads: 2,
+        d_ff: 16,
+        num_layers: 1,
+        num_decoder_layers: 1,
+        ..T5Config::default()
+    };
+    T5ForConditionalGeneration::new(&config, &Default::default())
+}
+
+fn ints(values: Vec<i64>, shape: [usize; 2]) -> Tensor<Cpu, 2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn invalid_input_reason(result: Result<impl std::fmt::Debug, T5Error>) -> String {
+    match result {
+        Err(T5Error::InvalidInput { reason }) => reason,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[test]
+fn valid_ids_pass_and_forward_returns_logits_and_encoder_output() {
+    let model = model();
+    let input = Seq2SeqInput::new(ints(vec![5, 6, 1], [1, 3]), ints(vec![0, 7], [1, 2]));
+    model.check_input(&input).unwrap();
+    let encoded = model.encode(input.input_ids.clone(), input.attention_mask.clone());
+    let output = model.forward(input);
+    assert_eq!(output.logits.dims(), [1, 2, VOCAB]);
+    let worst = (output.encoder_last_hidden_state - encoded)
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(worst < 1e-6, "encoder output differs by {worst}");
+}
+
+#[test]
+fn a_source_id_outside_the_vocabulary_is_refused() {
+    let input = Seq2SeqInput::new(ints(vec![5, 30, 1], [1, 3]), ints(vec![0], [1, 1]));
+    let reason = invalid_input_reason(model().check_input(&input));
+    assert!(
+        reason.contains("input_ids") && reason.contains("30"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_negative_decoder_id_is_refused() {
+    let input = Seq2SeqInput::new(ints(vec![5, 1], [1, 2]), ints(vec![0, -3], [1, 2]));
+    let reason = invalid_input_reason(model().check_input(&input));
+    assert!(
+        reason.contains("decoder_input_ids") && reason.contains("-3"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_mask_of_another_shape_is_refused() {
+    let input = Seq2SeqInput::new(ints(vec![5, 6, 1], [1, 3]), ints(vec![0], [1, 1]))
+        .attention_mask(ints(vec![1, 1], [1, 2]));
+    let reason = invalid_input_reason(model().check_input(&input));
+    assert!(reason.contains("attention_mask"), "{reason}");
+}
+
+#[test]
+fn empty_ids_are_refused() {
+    let input = Seq2SeqInput::new(ints(vec![], [1, 0]), ints(vec![0], [1, 1]));
+    let reason = invalid_input_reason(model().check_input(&input));
+    assert!(reason.contains("empty"), "{reason}");
+}
+
+#[test]
+fn generate_refuses_a_source_id_outside_the_vocabulary() {
+    let ids = ints(vec![5, 99, 1], [1, 3]);
+    let mask = ints(vec![1, 1, 1], [1, 3]);
+    let reason = invalid_input_reason(model().generate(ids, mask, &GenerationConfig::default()));
+    assert!(reason.contains("99"), "{reason}");
+}
+
+#[test]
+fn a_label_outside_the_vocabulary_is_refused_by_the_loss() {
+    let model = model();
+    let (ids, mask) = (ints(vec![5, 1], [1, 2]), ints(vec![1, 1], [1, 2]));
+    let reason = invalid_input_reason(model.loss(ids, mask, ints(vec![7, 30], [1, 2])));
+    assert!(
+        reason.contains("labels") && reason.contains("30"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_label_outside_the_vocabulary_is_refused_by_forward_with_labels() {
+    let model = model();
+    let (ids, mask) = (ints(vec![5, 1], [1, 2]), ints(vec![1, 1], [1, 2]));
+    let result = model.forward_with_labels(ids, mask, ints(vec![-5, 1], [1, 2]));
+    let reason = invalid_input_reason(result.map(|out| out.loss));
+    assert!(reason.contains("-5"), "{reason}");
+}
