@@ -33,7 +33,7 @@ pub struct VariantMerge<B: Backend> {
 ///
 /// A [`LoraLinear`](crate::LoraLinear) runs plain LoRA for an adapter without a variant and
 /// calls these hooks for one with a variant ([`LoraAdapter::variant`]); the variant is chosen
-/// by the adapter's config (`use_dora`: [`Dora`]). Shapes are 2-D: the layer flattens the
+/// by the adapter's config (`use_dora`: [`Dora`](crate::Dora)). Shapes are 2-D: the layer flattens the
 /// leading dimensions of its input into `tokens` before it calls a hook.
 ///
 /// ```
