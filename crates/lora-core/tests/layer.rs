@@ -377,3 +377,50 @@ fn materialized_and_factored_forwards_agree() {
         assert!(relative_error(&values(layer.forward(x)), &factored) < 1e-5);
     }
 }
+
+#[test]
+fn a_magnitude_without_use_dora_is_refused() {
+    let device = Default::default();
+    let a = Tensor::<Cpu, 2>::ones([4, 2], &device);
+    let b = Tensor::<Cpu, 2>::ones([2, 3], &device);
+    let magnitude = Tensor::<Cpu, 1>::ones([3], &device);
+    let result =
+        lora_core::LoraAdapter::from_weights("m", &LoraConfig::new(2, 2.0), a, b, Some(magnitude));
+    assert!(
+        matches!(result, Err(LoraError::UnexpectedMagnitude { ref name }) if name == "m"),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_dora_adapter_is_refused_by_the_operations_its_variant_does_not_support() {
+    let device = Default::default();
+    let base = LinearConfig::new(4, 3).init::<Cpu>(&device);
+    let dora = LoraConfig {
+        use_dora: true,
+        ..LoraConfig::new(2, 2.0)
+    };
+    let mut layer = LoraLinear::from_linear(base, &dora).unwrap();
+    let x = Tensor::<Cpu, 2>::ones([1, 4], &device);
+    let mixed = layer.forward_mixed(x, &["default"]);
+    assert!(
+        matches!(mixed, Err(LoraError::UnsupportedVariant { variant: "DoRA", ref name, .. }) if name == "default"),
+        "{mixed:?}"
+    );
+    let weighted = layer.add_weighted_adapter(
+        &["default"],
+        &[1.0],
+        "w",
+        lora_core::WeightedCombination::Linear,
+    );
+    assert!(
+        matches!(
+            weighted,
+            Err(LoraError::UnsupportedVariant {
+                variant: "DoRA",
+                ..
+            })
+        ),
+        "{weighted:?}"
+    );
+}
