@@ -127,7 +127,7 @@ impl HfFileError {
             path: path.to_path_buf(),
             key: key.to_string(),
             expected: expected.to_string(),
-            found: found.to_string(),
+            found: crate::json_config::describe(found),
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   ([`read_model_weights`]);
 //! - writes that never leave a half-written file: one file ([`write_atomic`]) or several
 //!   replaced together ([`stage`], [`commit`]);
+//! - JSON configs read by `serde` derive, each refused value named by its key path
+//!   ([`parse_json_config`], [`checked`]);
 //! - one typed error, [`HfFileError`], naming the file, the key and what was expected.
 //!
 //! ```
@@ -25,12 +27,16 @@
 mod atomic;
 mod dtype;
 mod error;
+mod json_config;
 mod model_weights;
 mod safetensors_file;
 
 pub use atomic::{commit, stage, write_atomic, PendingFile};
 pub use dtype::{bf16_to_f32, f16_to_f32, WeightDtype};
 pub use error::HfFileError;
+pub use json_config::{
+    checked, json_config_from_value, parse_json_config, parse_json_object, ROOT_KEY,
+};
 pub use model_weights::{read_model_weights, ModelWeights, SHARD_INDEX_FILE, SINGLE_WEIGHTS_FILE};
 pub use safetensors_file::{
     parse_safetensors, read_safetensors, serialize_safetensors, HostTensor,

@@ -4,11 +4,11 @@ use std::fmt;
 use std::path::Path;
 
 use lora_core::{LoraBias, LoraConfig, LoraInit};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use lora_hf::HfFileError;
+use lora_hf::{checked, json_config_from_value, parse_json_config, parse_json_object, HfFileError};
 
 use crate::PeftIoError;
 
@@ -93,24 +93,9 @@ impl AdapterConfig {
     /// or [`HfFileError::InvalidValue`] naming the key and the expected value,
     /// [`PeftIoError::MissingConfigKey`], and [`PeftIoError::InvalidPattern`] for a regex that does not compile.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PeftIoError> {
-        let json_error = |e: serde_json::Error| PeftIoError::from(HfFileError::json(path, &e));
-        let value: Value = serde_json::from_str(text).map_err(json_error)?;
-        let Value::Object(values) = value else {
-            return Err(invalid(path, "<root>", "a JSON object", &value));
-        };
-        for key in ["rank_pattern", "alpha_pattern"] {
-            if let Some(v) = optional(&values, key).filter(|v| !v.is_object()) {
-                return Err(invalid(
-                    path,
-                    key,
-                    "an object mapping patterns to values",
-                    v,
-                ));
-            }
-        }
-        // Pattern dictionaries are matched in file order, which a JSON map does not keep.
-        let ordered: OrderedPatterns = serde_json::from_str(text).map_err(json_error)?;
-        let settings = Settings::parse(&values, ordered, path)?;
+        let values = parse_json_object(text, path)?;
+        check_peft_type(&values, path)?;
+        let settings = Settings::from_file(parse_json_config(text, path)?, path)?;
         Ok(Self { values, settings })
     }
 
@@ -165,7 +150,7 @@ impl AdapterConfig {
             },
         );
         let path = Path::new("<generated>");
-        let settings = Settings::parse(&values, OrderedPatterns::default(), path)?;
+        let settings = Settings::from_values(&values, path)?;
         Ok(Self { values, settings })
     }
 
@@ -187,40 +172,34 @@ impl AdapterConfig {
     /// # Errors
     /// [`HfFileError::InvalidValue`] for a key that changes how the adapter is applied.
     pub fn set_metadata(&mut self, key: &str, value: Value) -> Result<(), PeftIoError> {
-        let mut values = self.values.clone();
-        values.insert(key.to_string(), value);
         let path = Path::new("<set_metadata>");
-        let settings = Settings::parse(&values, self.ordered_patterns(), path)?;
-        if settings != self.settings {
-            return Err(HfFileError::InvalidValue {
+        let refuse = || -> PeftIoError {
+            HfFileError::InvalidValue {
                 path: path.to_path_buf(),
                 key: key.to_string(),
                 expected: "a key that leaves the adapter's behaviour unchanged".into(),
                 found: "a key that changes it".into(),
             }
-            .into());
+            .into()
+        };
+        // A `Value` keeps no order of its entries, and pattern order decides which one applies.
+        if ["rank_pattern", "alpha_pattern"].contains(&key) {
+            return Err(refuse());
+        }
+        let mut values = self.values.clone();
+        values.insert(key.to_string(), value);
+        let mut settings = Settings::from_values(&values, path)?;
+        settings
+            .rank_pattern
+            .clone_from(&self.settings.rank_pattern);
+        settings
+            .alpha_pattern
+            .clone_from(&self.settings.alpha_pattern);
+        if settings != self.settings {
+            return Err(refuse());
         }
         self.values = values;
         Ok(())
-    }
-
-    fn ordered_patterns(&self) -> OrderedPatterns {
-        OrderedPatterns {
-            rank_pattern: Some(
-                self.settings
-                    .rank_pattern
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(*v)))
-                    .collect(),
-            ),
-            alpha_pattern: Some(
-                self.settings
-                    .alpha_pattern
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(*v)))
-                    .collect(),
-            ),
-        }
     }
 
     /// `peft_type` (always `"LORA"` once read).
@@ -337,190 +316,154 @@ impl fmt::Display for AdapterConfig {
     }
 }
 
-fn describe(value: &Value) -> String {
-    let text = value.to_string();
-    match text.char_indices().nth(60) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
 fn invalid(path: &Path, key: &str, expected: &str, found: &Value) -> PeftIoError {
-    HfFileError::InvalidValue {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        expected: expected.to_string(),
-        found: describe(found),
-    }
-    .into()
+    HfFileError::invalid_value(path, key, expected, found).into()
 }
 
-/// Reads one optional key, treating `null` as absent.
-fn optional<'a>(values: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    values.get(key).filter(|v| !v.is_null())
+/// `peft_type` must be there and be `"LORA"`.
+fn check_peft_type(values: &Map<String, Value>, path: &Path) -> Result<(), PeftIoError> {
+    match values.get("peft_type") {
+        None => Err(PeftIoError::MissingConfigKey {
+            path: path.to_path_buf(),
+            key: "peft_type".into(),
+        }),
+        Some(v) if v.as_str() == Some("LORA") => Ok(()),
+        Some(v) => Err(invalid(path, "peft_type", "\"LORA\"", v)),
+    }
+}
+
+/// The keys of `adapter_config.json` that decide how the adapter is applied, as written (absent
+/// or `null`: `None`); `rank_pattern` and `alpha_pattern` in file order.
+#[derive(Deserialize)]
+struct SettingsFile {
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    r: Option<usize>,
+    #[serde(default, deserialize_with = "checked::finite_number")]
+    lora_alpha: Option<f64>,
+    #[serde(default, deserialize_with = "checked::dropout_probability")]
+    lora_dropout: Option<f64>,
+    #[serde(default, deserialize_with = "checked::flag")]
+    use_rslora: Option<bool>,
+    #[serde(default, deserialize_with = "checked::flag")]
+    use_dora: Option<bool>,
+    #[serde(default, deserialize_with = "bias")]
+    bias: Option<LoraBias>,
+    #[serde(default, deserialize_with = "init_lora_weights")]
+    init_lora_weights: Option<InitLoraWeights>,
+    #[serde(default, deserialize_with = "module_selector")]
+    target_modules: Option<ModuleSelector>,
+    #[serde(default, deserialize_with = "module_selector")]
+    exclude_modules: Option<ModuleSelector>,
+    #[serde(default, deserialize_with = "layer_indices")]
+    layers_to_transform: Option<Vec<usize>>,
+    #[serde(default, deserialize_with = "checked::one_or_more_strings")]
+    layers_pattern: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "checked::string_list")]
+    modules_to_save: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "ordered_patterns")]
+    rank_pattern: Option<Vec<(String, Rank)>>,
+    #[serde(default, deserialize_with = "ordered_patterns")]
+    alpha_pattern: Option<Vec<(String, Alpha)>>,
+}
+
+fn bias<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LoraBias>, D::Error> {
+    checked::value(d, "\"none\", \"all\" or \"lora_only\"", |v| {
+        Some(match v.as_str()? {
+            "none" => LoraBias::None,
+            "all" => LoraBias::All,
+            "lora_only" => LoraBias::LoraOnly,
+            _ => return None,
+        })
+    })
+}
+
+fn init_lora_weights<'de, D: Deserializer<'de>>(d: D) -> Result<Option<InitLoraWeights>, D::Error> {
+    checked::value(d, "a bool or a string", |v| match v {
+        Value::Bool(b) => Some(InitLoraWeights::Bool(*b)),
+        Value::String(s) => Some(InitLoraWeights::Method(s.clone())),
+        _ => None,
+    })
+}
+
+fn module_selector<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ModuleSelector>, D::Error> {
+    checked::value(d, "a list of strings or a string", |v| match v {
+        Value::String(s) => Some(ModuleSelector::Regex(s.clone())),
+        v => Some(ModuleSelector::Names(
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<_>>()?,
+        )),
+    })
+}
+
+fn layer_indices<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<usize>>, D::Error> {
+    let index = |v: &Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+    checked::value(d, "an integer or a list of integers", |v| match v {
+        Value::Array(items) => items.iter().map(index).collect(),
+        v => index(v).map(|n| vec![n]),
+    })
+}
+
+/// A `rank_pattern` value.
+struct Rank(usize);
+
+impl<'de> Deserialize<'de> for Rank {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::required(d, "a positive integer", |v| {
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| usize::try_from(n).ok())
+        })
+        .map(Rank)
+    }
+}
+
+/// An `alpha_pattern` value.
+struct Alpha(f64);
+
+impl<'de> Deserialize<'de> for Alpha {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked::required(d, "a finite number", |v| {
+            v.as_f64().filter(|n| n.is_finite())
+        })
+        .map(Alpha)
+    }
 }
 
 impl Settings {
-    fn parse(
-        values: &Map<String, Value>,
-        ordered: OrderedPatterns,
-        path: &Path,
-    ) -> Result<Self, PeftIoError> {
-        let peft_type = values
-            .get("peft_type")
-            .ok_or_else(|| PeftIoError::MissingConfigKey {
-                path: path.to_path_buf(),
-                key: "peft_type".into(),
-            })?;
-        if peft_type.as_str() != Some("LORA") {
-            return Err(invalid(path, "peft_type", "\"LORA\"", peft_type));
-        }
-        let count = |key: &str, default: usize| -> Result<usize, PeftIoError> {
-            match optional(values, key) {
-                None => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| *n >= 1)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| invalid(path, key, "a positive integer", v)),
-            }
-        };
-        let number = |key: &str, default: f64| -> Result<f64, PeftIoError> {
-            match optional(values, key) {
-                None => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|n| n.is_finite())
-                    .ok_or_else(|| invalid(path, key, "a finite number", v)),
-            }
-        };
-        let flag = |key: &str| -> Result<bool, PeftIoError> {
-            match optional(values, key) {
-                None => Ok(false),
-                Some(v) => v
-                    .as_bool()
-                    .ok_or_else(|| invalid(path, key, "true or false", v)),
-            }
-        };
-        let lora_dropout = number("lora_dropout", 0.0)?;
-        if !(0.0..1.0).contains(&lora_dropout) {
-            return Err(invalid(
-                path,
-                "lora_dropout",
-                "a number in [0, 1)",
-                &Value::from(lora_dropout),
-            ));
-        }
-        let bias = match optional(values, "bias") {
-            None => LoraBias::None,
-            Some(v) => match v.as_str() {
-                Some("none") => LoraBias::None,
-                Some("all") => LoraBias::All,
-                Some("lora_only") => LoraBias::LoraOnly,
-                _ => {
-                    return Err(invalid(
-                        path,
-                        "bias",
-                        "\"none\", \"all\" or \"lora_only\"",
-                        v,
-                    ))
-                }
-            },
-        };
-        let init_lora_weights = match optional(values, "init_lora_weights") {
-            None => InitLoraWeights::Bool(true),
-            Some(Value::Bool(b)) => InitLoraWeights::Bool(*b),
-            Some(Value::String(s)) => InitLoraWeights::Method(s.clone()),
-            Some(v) => return Err(invalid(path, "init_lora_weights", "a bool or a string", v)),
-        };
-        let selector = |key: &str| -> Result<Option<ModuleSelector>, PeftIoError> {
-            match optional(values, key) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(ModuleSelector::Regex(s.clone()))),
-                Some(v) => string_list(v)
-                    .map(|names| Some(ModuleSelector::Names(names)))
-                    .ok_or_else(|| invalid(path, key, "a list of strings or a string", v)),
-            }
-        };
-        let layers_to_transform = match optional(values, "layers_to_transform") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .map(|n| vec![n as usize])
-                    .or_else(|| {
-                        v.as_array()?
-                            .iter()
-                            .map(|x| x.as_u64().map(|n| n as usize))
-                            .collect()
-                    })
-                    .ok_or_else(|| {
-                        invalid(
-                            path,
-                            "layers_to_transform",
-                            "an integer or a list of integers",
-                            v,
-                        )
-                    })?,
-            ),
-        };
-        let layers_pattern = match optional(values, "layers_pattern") {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(v) => string_list(v).ok_or_else(|| {
-                invalid(path, "layers_pattern", "a string or a list of strings", v)
-            })?,
-        };
-        let modules_to_save = match optional(values, "modules_to_save") {
-            None => Vec::new(),
-            Some(v) => string_list(v)
-                .ok_or_else(|| invalid(path, "modules_to_save", "a list of strings", v))?,
-        };
-        let rank_pattern = ordered
-            .rank_pattern
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| match v.as_u64().filter(|n| *n >= 1) {
-                Some(n) => Ok((k, n as usize)),
-                None => Err(invalid(
-                    path,
-                    &format!("rank_pattern.{k}"),
-                    "a positive integer",
-                    &v,
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let alpha_pattern = ordered
-            .alpha_pattern
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| match v.as_f64().filter(|n| n.is_finite()) {
-                Some(n) => Ok((k, n)),
-                None => Err(invalid(
-                    path,
-                    &format!("alpha_pattern.{k}"),
-                    "a finite number",
-                    &v,
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    fn from_file(file: SettingsFile, path: &Path) -> Result<Self, PeftIoError> {
         let settings = Self {
-            r: count("r", 8)?,
-            lora_alpha: number("lora_alpha", 8.0)?,
-            lora_dropout,
-            use_rslora: flag("use_rslora")?,
-            use_dora: flag("use_dora")?,
-            bias,
-            init_lora_weights,
-            target_modules: selector("target_modules")?,
-            exclude_modules: selector("exclude_modules")?,
-            layers_to_transform,
-            layers_pattern,
-            rank_pattern,
-            alpha_pattern,
-            modules_to_save,
+            r: file.r.unwrap_or(8),
+            lora_alpha: file.lora_alpha.unwrap_or(8.0),
+            lora_dropout: file.lora_dropout.unwrap_or(0.0),
+            use_rslora: file.use_rslora.unwrap_or(false),
+            use_dora: file.use_dora.unwrap_or(false),
+            bias: file.bias.unwrap_or(LoraBias::None),
+            init_lora_weights: file
+                .init_lora_weights
+                .unwrap_or(InitLoraWeights::Bool(true)),
+            target_modules: file.target_modules,
+            exclude_modules: file.exclude_modules,
+            layers_to_transform: file.layers_to_transform,
+            layers_pattern: file.layers_pattern.unwrap_or_default(),
+            rank_pattern: (file.rank_pattern.unwrap_or_default().into_iter())
+                .map(|(k, Rank(r))| (k, r))
+                .collect(),
+            alpha_pattern: (file.alpha_pattern.unwrap_or_default().into_iter())
+                .map(|(k, Alpha(a))| (k, a))
+                .collect(),
+            modules_to_save: file.modules_to_save.unwrap_or_default(),
         };
         settings.check_patterns(path)?;
         Ok(settings)
+    }
+
+    /// The settings of an already parsed file (pattern entries in the map's order).
+    fn from_values(values: &Map<String, Value>, path: &Path) -> Result<Self, PeftIoError> {
+        check_peft_type(values, path)?;
+        let file = json_config_from_value(&Value::Object(values.clone()), path)?;
+        Self::from_file(file, path)
     }
 
     /// Compiles every regular expression once, so that a bad one is reported when the file is
@@ -556,32 +499,48 @@ impl Settings {
     }
 }
 
-fn string_list(value: &Value) -> Option<Vec<String>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect()
-}
-
-/// `rank_pattern` and `alpha_pattern` with their entries in file order.
-#[derive(Debug, Default, Deserialize)]
-struct OrderedPatterns {
-    #[serde(default, deserialize_with = "ordered_map")]
-    rank_pattern: Option<Vec<(String, Value)>>,
-    #[serde(default, deserialize_with = "ordered_map")]
-    alpha_pattern: Option<Vec<(String, Value)>>,
-}
-
-fn ordered_map<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<(String, Value)>>, D::Error> {
-    struct Entries;
-    impl<'de> Visitor<'de> for Entries {
-        type Value = Option<Vec<(String, Value)>>;
+/// `rank_pattern` / `alpha_pattern`: an object whose entries are kept in file order, as PEFT
+/// matches them in that order.
+fn ordered_patterns<'de, D, V>(deserializer: D) -> Result<Option<Vec<(String, V)>>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    const EXPECTED: &str = "an object mapping patterns to values";
+    struct Entries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
+        type Value = Option<Vec<(String, V)>>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object or null")
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(checked::refused(EXPECTED, &Value::from(v)))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(checked::refused(EXPECTED, &Value::from(v)))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(checked::refused(EXPECTED, &Value::from(v)))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(checked::refused(EXPECTED, &Value::from(v)))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Err(checked::refused(EXPECTED, &Value::from(v)))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Value>()? {
+                items.push(item);
+            }
+            Err(checked::refused(EXPECTED, &Value::Array(items)))
         }
 
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
@@ -594,11 +553,98 @@ fn ordered_map<'de, D: Deserializer<'de>>(
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut entries = Vec::new();
-            while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
                 entries.push((key, value));
             }
             Ok(Some(entries))
         }
     }
-    deserializer.deserialize_any(Entries)
+    deserializer.deserialize_any(Entries(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "adapter_config.json";
+
+    fn config(text: &str) -> AdapterConfig {
+        AdapterConfig::from_json_str(text, FILE.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn pattern_entries_keep_their_file_order() {
+        let config = config(
+            r#"{"peft_type": "LORA", "rank_pattern": {"v": 2, "q": 4}, "alpha_pattern": {"z": 1, "a": 3}}"#,
+        );
+        assert_eq!(config.rank_pattern(), [("v".into(), 2), ("q".into(), 4)]);
+        assert_eq!(
+            config.alpha_pattern(),
+            [("z".into(), 1.0), ("a".into(), 3.0)]
+        );
+    }
+
+    #[test]
+    fn a_null_pattern_entry_is_refused_under_its_key() {
+        let err = AdapterConfig::from_json_str(
+            r#"{"peft_type": "LORA", "rank_pattern": {"q": null}}"#,
+            FILE.as_ref(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "adapter_config.json: key `rank_pattern.q`: expected a positive integer, found null"
+        );
+    }
+
+    #[test]
+    fn metadata_keys_can_be_set() {
+        let mut config =
+            config(r#"{"peft_type": "LORA", "r": 4, "rank_pattern": {"v": 2, "q": 4}}"#);
+        config
+            .set_metadata("base_model_name_or_path", Value::from("t5-small"))
+            .unwrap();
+        assert_eq!(
+            config.get("base_model_name_or_path"),
+            Some(&Value::from("t5-small"))
+        );
+        assert_eq!(config.rank_pattern(), [("v".into(), 2), ("q".into(), 4)]);
+    }
+
+    #[test]
+    fn a_key_set_to_the_value_it_has_is_accepted() {
+        let mut config = config(r#"{"peft_type": "LORA", "r": 4}"#);
+        config.set_metadata("r", Value::from(4)).unwrap();
+    }
+
+    #[test]
+    fn a_key_that_changes_the_adapter_is_refused_and_leaves_the_config_unchanged() {
+        let mut config = config(r#"{"peft_type": "LORA", "r": 4}"#);
+        let before = config.clone();
+        let err = config.set_metadata("r", Value::from(8)).unwrap_err();
+        assert!(
+            matches!(&err, PeftIoError::File(HfFileError::InvalidValue { key, .. }) if key == "r"),
+            "{err}"
+        );
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn pattern_keys_cannot_be_set() {
+        let mut config = config(r#"{"peft_type": "LORA", "rank_pattern": {"q": 2}}"#);
+        let pattern = serde_json::json!({"q": 2});
+        assert!(config.set_metadata("rank_pattern", pattern).is_err());
+    }
+
+    #[test]
+    fn an_invalid_metadata_value_for_a_known_key_is_refused() {
+        let mut config = config(r#"{"peft_type": "LORA"}"#);
+        let err = config
+            .set_metadata("use_dora", Value::from("yes"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, PeftIoError::File(HfFileError::InvalidValue { key, .. }) if key == "use_dora"),
+            "{err}"
+        );
+    }
 }

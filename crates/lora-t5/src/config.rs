@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use lora_hf::{checked, parse_json_config};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::{HfFileError, T5Error};
 
@@ -163,114 +165,66 @@ impl T5Config {
 
     /// Parses the text of a `config.json`; `path` names the file in errors.
     ///
+    /// ```
+    /// use lora_t5::{HfFileError, T5Config, T5Error};
+    ///
+    /// let err = T5Config::from_json_str(r#"{"num_heads": 0}"#, "config.json".as_ref()).unwrap_err();
+    /// assert!(matches!(&err, T5Error::File(HfFileError::InvalidValue { key, .. }) if key == "num_heads"));
+    /// assert_eq!(err.to_string(), "config.json: key `num_heads`: expected a positive integer, found 0");
+    /// ```
+    ///
     /// # Errors
     /// [`T5Error::File`] holding [`HfFileError::Json`] with line and column for invalid JSON, or
     /// [`HfFileError::InvalidValue`] naming the key, the expected value and the value found.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, T5Error> {
-        let value: Value = serde_json::from_str(text).map_err(|e| HfFileError::json(path, &e))?;
-        let Value::Object(map) = value else {
-            return Err(invalid(path, "<root>", "a JSON object", &value));
-        };
-        let reader = Reader { map: &map, path };
+        let file: T5ConfigFile = parse_json_config(text, path)?;
         let defaults = Self::default();
-        let num_layers = reader.count("num_layers", defaults.num_layers)?;
-        let tie_word_embeddings = reader.optional_bool("tie_word_embeddings")?;
-        let scale_decoder_outputs = reader
-            .optional_bool("scale_decoder_outputs")?
-            .or(tie_word_embeddings)
-            .unwrap_or(true);
-        let mut feed_forward = match map.get("feed_forward_proj") {
-            None | Some(Value::Null) => FeedForwardKind::RELU,
-            Some(Value::String(s)) => {
-                let (gated, name) = match s.strip_prefix("gated-") {
-                    Some(name) => (true, name),
-                    None => (false, s.as_str()),
-                };
-                // transformers maps `gated-gelu` to the tanh GELU (`gelu_new`).
-                let name = if gated && name == "gelu" {
-                    "gelu_new"
-                } else {
-                    name
-                };
-                let activation = Activation::from_name(name).ok_or_else(|| {
-                    invalid(
-                        path,
-                        "feed_forward_proj",
-                        "relu, gelu, gated-gelu, gated-silu or gated-relu",
-                        &Value::String(s.clone()),
-                    )
-                })?;
-                FeedForwardKind { activation, gated }
-            }
-            Some(v) => return Err(invalid(path, "feed_forward_proj", "a string", v)),
-        };
-        match map.get("dense_act_fn") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(name)) => {
-                feed_forward.activation = Activation::from_name(name).ok_or_else(|| {
-                    invalid(
-                        path,
-                        "dense_act_fn",
-                        "relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu or swish",
-                        &Value::String(name.clone()),
-                    )
-                })?
-            }
-            Some(v) => return Err(invalid(path, "dense_act_fn", "a string", v)),
+        let num_layers = file.num_layers.unwrap_or(defaults.num_layers);
+        let mut feed_forward = file.feed_forward_proj.unwrap_or(FeedForwardKind::RELU);
+        if let Some(activation) = file.dense_act_fn {
+            feed_forward.activation = activation;
         }
-        if let Some(gated) = reader.optional_bool("is_gated_act")? {
+        if let Some(gated) = file.is_gated_act {
             feed_forward.gated = gated;
         }
-        let token = |key: &str, default: u32| -> Result<u32, T5Error> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| invalid(path, key, "a token id", v)),
-            }
-        };
-        let dropout_rate = reader.number("dropout_rate", defaults.dropout_rate)?;
-        if !(0.0..1.0).contains(&dropout_rate) {
-            return Err(invalid(
-                path,
-                "dropout_rate",
-                "a number in [0, 1)",
-                &Value::from(dropout_rate),
-            ));
-        }
         let config = Self {
-            vocab_size: reader.count("vocab_size", defaults.vocab_size)?,
-            d_model: reader.count("d_model", defaults.d_model)?,
-            d_kv: reader.count("d_kv", defaults.d_kv)?,
-            d_ff: reader.count("d_ff", defaults.d_ff)?,
+            vocab_size: file.vocab_size.unwrap_or(defaults.vocab_size),
+            d_model: file.d_model.unwrap_or(defaults.d_model),
+            d_kv: file.d_kv.unwrap_or(defaults.d_kv),
+            d_ff: file.d_ff.unwrap_or(defaults.d_ff),
             num_layers,
-            num_decoder_layers: reader.count("num_decoder_layers", num_layers)?,
-            num_heads: reader.count("num_heads", defaults.num_heads)?,
-            relative_attention_num_buckets: reader.count(
-                "relative_attention_num_buckets",
-                defaults.relative_attention_num_buckets,
-            )?,
-            relative_attention_max_distance: reader.count(
-                "relative_attention_max_distance",
-                defaults.relative_attention_max_distance,
-            )?,
-            dropout_rate,
-            layer_norm_epsilon: reader.number("layer_norm_epsilon", defaults.layer_norm_epsilon)?,
+            num_decoder_layers: file.num_decoder_layers.unwrap_or(num_layers),
+            num_heads: file.num_heads.unwrap_or(defaults.num_heads),
+            relative_attention_num_buckets: file
+                .relative_attention_num_buckets
+                .unwrap_or(defaults.relative_attention_num_buckets),
+            relative_attention_max_distance: file
+                .relative_attention_max_distance
+                .unwrap_or(defaults.relative_attention_max_distance),
+            dropout_rate: file.dropout_rate.unwrap_or(defaults.dropout_rate),
+            layer_norm_epsilon: file
+                .layer_norm_epsilon
+                .unwrap_or(defaults.layer_norm_epsilon),
             feed_forward,
-            scale_decoder_outputs,
-            tie_word_embeddings,
-            pad_token_id: token("pad_token_id", 0)?,
-            eos_token_id: eos_token(&map, path)?,
-            decoder_start_token_id: token("decoder_start_token_id", 0)?,
+            scale_decoder_outputs: file
+                .scale_decoder_outputs
+                .or(file.tie_word_embeddings)
+                .unwrap_or(true),
+            tie_word_embeddings: file.tie_word_embeddings,
+            pad_token_id: file.pad_token_id.unwrap_or(defaults.pad_token_id),
+            eos_token_id: file.eos_token_id.unwrap_or(defaults.eos_token_id),
+            decoder_start_token_id: file
+                .decoder_start_token_id
+                .unwrap_or(defaults.decoder_start_token_id),
         };
         if config.relative_attention_num_buckets < 4 {
-            return Err(invalid(
+            return Err(HfFileError::invalid_value(
                 path,
                 "relative_attention_num_buckets",
                 "at least 4",
                 &Value::from(config.relative_attention_num_buckets),
-            ));
+            )
+            .into());
         }
         Ok(config)
     }
@@ -281,57 +235,247 @@ impl T5Config {
     }
 }
 
-/// `eos_token_id` may be a list in generation-style configs: the first entry is used.
-fn eos_token(map: &Map<String, Value>, path: &Path) -> Result<u32, T5Error> {
-    match map.get("eos_token_id") {
-        None | Some(Value::Null) => Ok(1),
-        Some(Value::Array(items)) if !items.is_empty() => items[0]
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| invalid(path, "eos_token_id", "a token id", &items[0])),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| invalid(path, "eos_token_id", "a token id", v)),
+/// The keys of `config.json` this crate reads, as written (absent or `null`: `None`); every
+/// other key is ignored, as transformers keeps but does not use them for T5.
+#[derive(Deserialize)]
+struct T5ConfigFile {
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    vocab_size: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    d_model: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    d_kv: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    d_ff: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    num_layers: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    num_decoder_layers: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    num_heads: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    relative_attention_num_buckets: Option<usize>,
+    #[serde(default, deserialize_with = "checked::positive_count")]
+    relative_attention_max_distance: Option<usize>,
+    #[serde(default, deserialize_with = "checked::dropout_probability")]
+    dropout_rate: Option<f64>,
+    #[serde(default, deserialize_with = "checked::non_negative_number")]
+    layer_norm_epsilon: Option<f64>,
+    #[serde(default, deserialize_with = "feed_forward_proj")]
+    feed_forward_proj: Option<FeedForwardKind>,
+    #[serde(default, deserialize_with = "dense_act_fn")]
+    dense_act_fn: Option<Activation>,
+    #[serde(default, deserialize_with = "checked::flag")]
+    is_gated_act: Option<bool>,
+    #[serde(default, deserialize_with = "checked::flag")]
+    scale_decoder_outputs: Option<bool>,
+    #[serde(default, deserialize_with = "checked::flag")]
+    tie_word_embeddings: Option<bool>,
+    #[serde(default, deserialize_with = "checked::token_id")]
+    pad_token_id: Option<u32>,
+    #[serde(default, deserialize_with = "checked::first_token_id")]
+    eos_token_id: Option<u32>,
+    #[serde(default, deserialize_with = "checked::token_id")]
+    decoder_start_token_id: Option<u32>,
+}
+
+/// `feed_forward_proj`: `ACT` or `gated-ACT`; transformers maps `gated-gelu` to the tanh GELU.
+fn feed_forward_proj<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FeedForwardKind>, D::Error> {
+    checked::value(d, "relu, gelu, gated-gelu, gated-silu or gated-relu", |v| {
+        let name = v.as_str()?;
+        let (gated, name) = match name.strip_prefix("gated-") {
+            Some("gelu") => (true, "gelu_new"),
+            Some(name) => (true, name),
+            None => (false, name),
+        };
+        let activation = Activation::from_name(name)?;
+        Some(FeedForwardKind { activation, gated })
+    })
+}
+
+/// `dense_act_fn`: an activation name, overriding the one of `feed_forward_proj`.
+fn dense_act_fn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Activation>, D::Error> {
+    checked::value(
+        d,
+        "relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu or swish",
+        |v| Activation::from_name(v.as_str()?),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<T5Config, T5Error> {
+        T5Config::from_json_str(text, "config.json".as_ref())
     }
-}
 
-struct Reader<'a> {
-    map: &'a Map<String, Value>,
-    path: &'a Path,
-}
-
-impl Reader<'_> {
-    fn count(&self, key: &str, default: usize) -> Result<usize, T5Error> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| invalid(self.path, key, "a positive integer", v)),
+    /// The key, expected value and value found of an `InvalidValue` error.
+    fn refusal(text: &str) -> (String, String, String) {
+        match parse(text) {
+            Err(T5Error::File(HfFileError::InvalidValue {
+                path,
+                key,
+                expected,
+                found,
+            })) => {
+                assert_eq!(path, Path::new("config.json"));
+                (key, expected, found)
+            }
+            other => panic!("expected InvalidValue, got {other:?}"),
         }
     }
 
-    fn number(&self, key: &str, default: f64) -> Result<f64, T5Error> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .ok_or_else(|| invalid(self.path, key, "a finite non-negative number", v)),
-        }
+    #[test]
+    fn an_empty_object_gives_transformers_defaults() {
+        assert_eq!(parse("{}").unwrap(), T5Config::default());
     }
 
-    fn optional_bool(&self, key: &str) -> Result<Option<bool>, T5Error> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(invalid(self.path, key, "true or false", v)),
-        }
+    #[test]
+    fn null_values_read_as_absent() {
+        let config = parse(r#"{"d_model": null, "tie_word_embeddings": null}"#).unwrap();
+        assert_eq!(config, T5Config::default());
     }
-}
 
-fn invalid(path: &Path, key: &str, expected: &str, found: &Value) -> T5Error {
-    HfFileError::invalid_value(path, key, expected, found).into()
+    #[test]
+    fn decoder_layers_default_to_the_encoder_layers() {
+        assert_eq!(parse(r#"{"num_layers": 3}"#).unwrap().num_decoder_layers, 3);
+        let config = parse(r#"{"num_layers": 3, "num_decoder_layers": 2}"#).unwrap();
+        assert_eq!(config.num_decoder_layers, 2);
+    }
+
+    #[test]
+    fn scaling_follows_scale_decoder_outputs_then_tie_word_embeddings() {
+        let untied = parse(r#"{"tie_word_embeddings": false}"#).unwrap();
+        assert!(!untied.scale_decoder_outputs);
+        let explicit = parse(r#"{"tie_word_embeddings": false, "scale_decoder_outputs": true}"#);
+        assert!(explicit.unwrap().scale_decoder_outputs);
+    }
+
+    #[test]
+    fn dense_act_fn_and_is_gated_act_override_feed_forward_proj() {
+        let config = parse(
+            r#"{"feed_forward_proj": "gated-gelu", "dense_act_fn": "silu", "is_gated_act": false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.feed_forward,
+            FeedForwardKind {
+                activation: Activation::Silu,
+                gated: false
+            }
+        );
+        assert_eq!(
+            parse(r#"{"feed_forward_proj": "gelu"}"#)
+                .unwrap()
+                .feed_forward,
+            FeedForwardKind::GELU
+        );
+    }
+
+    #[test]
+    fn a_list_of_eos_tokens_uses_the_first() {
+        assert_eq!(
+            parse(r#"{"eos_token_id": [7, 1]}"#).unwrap().eos_token_id,
+            7
+        );
+    }
+
+    #[test]
+    fn a_zero_size_is_refused() {
+        let (key, expected, found) = refusal(r#"{"d_kv": 0}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str(), found.as_str()),
+            ("d_kv", "a positive integer", "0")
+        );
+    }
+
+    #[test]
+    fn a_size_of_the_wrong_kind_is_refused() {
+        let (key, _, found) = refusal(r#"{"vocab_size": "32128"}"#);
+        assert_eq!((key.as_str(), found.as_str()), ("vocab_size", "\"32128\""));
+    }
+
+    #[test]
+    fn an_unknown_feed_forward_proj_is_refused() {
+        let (key, expected, found) = refusal(r#"{"feed_forward_proj": "gated-tanh"}"#);
+        assert_eq!(key, "feed_forward_proj");
+        assert!(expected.contains("gated-gelu"), "{expected}");
+        assert_eq!(found, "\"gated-tanh\"");
+    }
+
+    #[test]
+    fn an_unknown_dense_act_fn_is_refused() {
+        let (key, _, found) = refusal(r#"{"dense_act_fn": "tanh"}"#);
+        assert_eq!((key.as_str(), found.as_str()), ("dense_act_fn", "\"tanh\""));
+    }
+
+    #[test]
+    fn a_dropout_rate_of_one_is_refused() {
+        let (key, expected, _) = refusal(r#"{"dropout_rate": 1.0}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str()),
+            ("dropout_rate", "a number in [0, 1)")
+        );
+    }
+
+    #[test]
+    fn a_negative_layer_norm_epsilon_is_refused() {
+        let (key, _, found) = refusal(r#"{"layer_norm_epsilon": -1e-6}"#);
+        assert_eq!(
+            (key.as_str(), found.as_str()),
+            ("layer_norm_epsilon", "-1e-6")
+        );
+    }
+
+    #[test]
+    fn a_flag_of_the_wrong_kind_is_refused() {
+        let (key, expected, _) = refusal(r#"{"tie_word_embeddings": 0}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str()),
+            ("tie_word_embeddings", "true or false")
+        );
+    }
+
+    #[test]
+    fn a_token_id_beyond_u32_is_refused() {
+        let (key, expected, _) = refusal(r#"{"decoder_start_token_id": 4294967296}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str()),
+            ("decoder_start_token_id", "a token id")
+        );
+    }
+
+    #[test]
+    fn an_empty_eos_list_is_refused() {
+        let (key, _, found) = refusal(r#"{"eos_token_id": []}"#);
+        assert_eq!((key.as_str(), found.as_str()), ("eos_token_id", "[]"));
+    }
+
+    #[test]
+    fn fewer_than_four_buckets_are_refused() {
+        let (key, expected, found) = refusal(r#"{"relative_attention_num_buckets": 3}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str(), found.as_str()),
+            ("relative_attention_num_buckets", "at least 4", "3")
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_refused() {
+        let (key, expected, _) = refusal("[]");
+        assert_eq!(
+            (key.as_str(), expected.as_str()),
+            ("<root>", "a JSON object")
+        );
+    }
+
+    #[test]
+    fn invalid_json_names_line_and_column() {
+        let err = parse("{\n  \"d_model\": 8,\n}").unwrap_err();
+        assert!(
+            matches!(err, T5Error::File(HfFileError::Json { line: 3, .. })),
+            "{err}"
+        );
+    }
 }
