@@ -56,10 +56,11 @@ impl T5Tokenizer {
     pub fn train_unigram(texts: &[String], vocab_size: usize) -> Result<Self, T5Error> {
         use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
         use tokenizers::models::unigram::{Unigram, UnigramTrainer};
-        use tokenizers::models::TrainerWrapper;
         use tokenizers::pre_tokenizers::metaspace::Metaspace;
         use tokenizers::processors::template::TemplateProcessing;
-        use tokenizers::AddedToken;
+        use tokenizers::{
+            AddedToken, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+        };
 
         let path = PathBuf::from("<trained unigram tokenizer>");
         let error = |message: String| T5Error::Tokenizer {
@@ -67,7 +68,7 @@ impl T5Tokenizer {
             message,
         };
         let specials = ["<pad>", "</s>", "<unk>"];
-        let mut trainer: TrainerWrapper = UnigramTrainer::builder()
+        let trainer = UnigramTrainer::builder()
             .vocab_size(vocab_size as u32)
             .special_tokens(
                 specials
@@ -78,14 +79,38 @@ impl T5Tokenizer {
             .unk_token(Some("<unk>".to_string()))
             .show_progress(false)
             .build()
-            .map_err(|e| error(e.to_string()))?
-            .into();
-        let mut inner = tokenizers::Tokenizer::new(Unigram::default());
-        inner.with_pre_tokenizer(Some(Metaspace::default()));
-        inner.with_decoder(Some(MetaspaceDecoder::default()));
-        inner
-            .train(&mut trainer, texts.iter())
             .map_err(|e| error(e.to_string()))?;
+        // `Tokenizer::train` counts the words in a hash map, whose order changes from process to
+        // process, and sums the E-step over as many chunks as there are threads, so the learnt
+        // scores (and the pieces kept on a tie) differ between runs. Here the words are counted
+        // in sorted order and the trainer runs on one thread: the same texts give the same
+        // tokenizer on every run and every machine.
+        let pre_tokenizer = Metaspace::default();
+        let mut counts = std::collections::BTreeMap::<String, u32>::new();
+        for text in texts {
+            let mut words = PreTokenizedString::from(text.as_str());
+            pre_tokenizer
+                .pre_tokenize(&mut words)
+                .map_err(|e| error(e.to_string()))?;
+            for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *counts.entry(word.to_owned()).or_default() += 1;
+            }
+        }
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| error(e.to_string()))?;
+        let mut trained = Unigram::default();
+        let trained_specials = one_thread
+            .install(|| trainer.do_train(counts.into_iter().collect(), &mut trained))
+            .map_err(|e| error(e.to_string()))?;
+        let vocabulary = canonical_vocabulary(&trained, specials.len());
+        let model = Unigram::from(vocabulary, Some(2), trained.byte_fallback())
+            .map_err(|e| error(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(MetaspaceDecoder::default()));
+        inner.add_special_tokens(&trained_specials);
         let eos = inner
             .token_to_id("</s>")
             .ok_or_else(|| error("the trained vocabulary has no </s>".into()))?;
@@ -144,5 +169,79 @@ impl T5Tokenizer {
             path: self.path.clone(),
             message: e.to_string(),
         }
+    }
+}
+
+/// The vocabulary of a trained Unigram model with what the trainer leaves to its hash sets'
+/// order made fixed: the characters every word needs but the trained model lost get the scores
+/// `lowest + k·1e-4` in set order (tokenizers' `UnigramTrainer::finalize`), and pieces of equal
+/// score keep their insertion order. Here those characters take the same scores in character
+/// order, and the pieces are sorted by score, then by text. The first `specials` entries stay.
+fn canonical_vocabulary(
+    trained: &tokenizers::models::unigram::Unigram,
+    specials: usize,
+) -> Vec<(String, f64)> {
+    const PENALTY_STEP: f64 = 0.0001;
+    let mut vocabulary: Vec<(String, f64)> = trained.iter().cloned().collect();
+    let mut pieces = vocabulary.split_off(specials.min(vocabulary.len()));
+    let lowest = pieces.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+    // The trainer's scores for lost characters, summed step by step as it does.
+    let mut ladder = Vec::with_capacity(pieces.len());
+    let mut penalty = 0.0;
+    for _ in 0..pieces.len() {
+        ladder.push(lowest + penalty);
+        penalty += PENALTY_STEP;
+    }
+    let on_ladder = |score: f64| {
+        let step = ((score - lowest) / PENALTY_STEP).round();
+        step >= 0.0 && ladder.get(step as usize) == Some(&score)
+    };
+    let mut lost: Vec<usize> = (0..pieces.len())
+        .filter(|&i| pieces[i].0.chars().count() == 1 && on_ladder(pieces[i].1))
+        .collect();
+    let mut scores: Vec<f64> = lost.iter().map(|&i| pieces[i].1).collect();
+    scores.sort_by(f64::total_cmp);
+    lost.sort_by(|&a, &b| pieces[a].0.cmp(&pieces[b].0));
+    for (i, score) in lost.into_iter().zip(scores) {
+        pieces[i].1 = score;
+    }
+    pieces.sort_by(|(a, x), (b, y)| y.total_cmp(x).then_with(|| a.cmp(b)));
+    vocabulary.extend(pieces);
+    vocabulary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<String> {
+        (0..200)
+            .map(|i| {
+                format!(
+                    "页面 {} 顶部搜索栏，{} 列商品卡，底部导航 {}",
+                    i % 7,
+                    i % 3 + 1,
+                    i % 11
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn training_twice_on_the_same_texts_gives_the_same_tokenizer() {
+        let first = T5Tokenizer::train_unigram(&corpus(), 80).unwrap();
+        let second = T5Tokenizer::train_unigram(&corpus(), 80).unwrap();
+        let json = |t: &T5Tokenizer| t.inner().to_string(false).unwrap();
+        assert_eq!(json(&first), json(&second));
+    }
+
+    #[test]
+    fn a_trained_tokenizer_has_t5s_special_ids() {
+        let tokenizer = T5Tokenizer::train_unigram(&corpus(), 80).unwrap();
+        let ids: Vec<_> = ["<pad>", "</s>", "<unk>"]
+            .iter()
+            .map(|t| tokenizer.inner().token_to_id(t))
+            .collect();
+        assert_eq!(ids, [Some(0), Some(1), Some(2)]);
     }
 }
