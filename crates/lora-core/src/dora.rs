@@ -56,13 +56,7 @@ impl<B: Backend> LoraVariant<B> for Dora {
         };
         let factor = magnitude.val().detach() / column_norm(combined.clone());
         let merged = combined * factor.clone().unsqueeze_dim::<2>(0);
-        let cache = factor
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| LoraError::TensorData {
-                reason: format!("{e:?}"),
-            })?;
+        let cache = crate::tensor_util::to_host_f32(factor)?;
         Ok(VariantMerge {
             weight: merged,
             cache,

@@ -293,7 +293,7 @@ impl<B: Backend> LoraLinear<B> {
         if self.runs_base_only() {
             return self.base_forward(x);
         }
-        let tokens = x.shape().num_elements() / self.d_input().max(1);
+        let tokens = x.dims()[..D - 1].iter().product::<usize>();
         let inference = !B::ad_enabled(&x.device());
         if inference
             && !self.has_active_variant()
@@ -338,7 +338,7 @@ impl<B: Backend> LoraLinear<B> {
         // A variant (DoRA) reuses the base weight and the product without bias: computed
         // once, over the input flattened to `[tokens, d_input]`.
         let mut dims = x.dims();
-        let tokens = x.shape().num_elements() / self.d_input().max(1);
+        let tokens = dims[..D - 1].iter().product::<usize>();
         let x = x.reshape([tokens, self.d_input()]);
         let weight = self.base.weight.val().dequantize();
         let base = BaseTerms {

@@ -102,9 +102,12 @@ impl<B: Backend> LoraLinear<B> {
             let index = self.require_adapter(&name)?;
             let adapter = &self.adapters[index];
             let merged = self.base.weight.val().detach();
-            let original = match (adapter.variant(), &adapter.merge_cache) {
-                (Some(variant), Some(cache)) => variant.unmerge(adapter, merged, cache),
-                _ => merged - adapter.delta_weight().detach(),
+            let original = match adapter.variant() {
+                Some(variant) => {
+                    let cache = adapter.merge_cache.as_deref().unwrap_or_default();
+                    variant.unmerge(adapter, merged, cache)
+                }
+                None => merged - adapter.delta_weight().detach(),
             };
             self.adapters[index].merge_cache = None;
             self.set_base_weight(original);

@@ -17,6 +17,19 @@ pub(crate) fn to_host_f64<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f64>, 
         })
 }
 
+/// Reads a tensor of any rank back as row-major `f32` values.
+pub(crate) fn to_host_f32<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<Vec<f32>, LoraError> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| LoraError::TensorData {
+            reason: format!("{e:?}"),
+        })
+}
+
 /// Builds a 2-D tensor from row-major `f64` values.
 pub(crate) fn from_host_f64<B: Backend>(
     values: Vec<f64>,

@@ -111,3 +111,12 @@ fn a_label_outside_the_vocabulary_is_refused_by_forward_with_labels() {
     let reason = invalid_input_reason(result.map(|out| out.loss));
     assert!(reason.contains("-5"), "{reason}");
 }
+
+/// The documented `# Panics` of the infallible forward: an unchecked id outside the vocabulary
+/// stops the program (on ndarray, at the embedding's gather) rather than giving logits.
+#[test]
+#[should_panic]
+fn forward_on_an_unchecked_id_outside_the_vocabulary_panics() {
+    let input = Seq2SeqInput::new(ints(vec![5, 30, 1], [1, 3]), ints(vec![0], [1, 1]));
+    let _ = model().forward(input);
+}
