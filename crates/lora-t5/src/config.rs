@@ -217,19 +217,164 @@ impl T5Config {
                 .decoder_start_token_id
                 .unwrap_or(defaults.decoder_start_token_id),
         };
-        if config.relative_attention_num_buckets < 4 {
-            return Err(HfFileError::invalid_value(
-                path,
-                "relative_attention_num_buckets",
-                "at least 4",
-                &Value::from(config.relative_attention_num_buckets),
-            )
-            .into());
-        }
+        config.check(path)?;
         Ok(config)
     }
 
-    /// `num_heads · d_kv`, the width of the attention projections.
+    /// Checks what no single key shows: the relations between keys, and that every tensor the
+    /// config shapes fits in memory. [`from_json_str`](Self::from_json_str) calls it; call it on
+    /// a config built in code before [`T5ForConditionalGeneration::new`](crate::T5ForConditionalGeneration::new).
+    /// `path` names the file (or the source of the values) in errors.
+    ///
+    /// The rules: `relative_attention_num_buckets` ≥ 4; `relative_attention_max_distance` >
+    /// `relative_attention_num_buckets / 2` (the decoder's exact range, below which the
+    /// logarithmic buckets of [`relative_position_bucket`](crate::relative_position_bucket)
+    /// would run backwards); `pad_token_id`, `eos_token_id` and `decoder_start_token_id` below
+    /// `vocab_size`; every size positive; the parameter count, in f32 bytes, at most
+    /// `isize::MAX` (Rust's limit on one allocation), with each product computed without
+    /// overflow.
+    ///
+    /// ```
+    /// use lora_t5::{HfFileError, T5Config, T5Error};
+    ///
+    /// let config = T5Config { vocab_size: 100, eos_token_id: 100, ..T5Config::default() };
+    /// let err = config.check("config.json".as_ref()).unwrap_err();
+    /// assert!(matches!(&err, T5Error::File(HfFileError::InvalidValue { key, .. }) if key == "eos_token_id"));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "config.json: key `eos_token_id`: expected a token id below vocab_size (100), found 100"
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    /// [`HfFileError::InvalidValue`] (in [`T5Error::File`]) naming the key (for a product, the
+    /// keys joined by ` × `), what it must hold and what it holds.
+    pub fn check(&self, path: &Path) -> Result<(), T5Error> {
+        let refuse = |key: &str, expected: String, found: Value| -> Result<(), T5Error> {
+            Err(HfFileError::invalid_value(path, key, &expected, &found).into())
+        };
+        for (key, size) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("d_kv", self.d_kv),
+            ("d_ff", self.d_ff),
+            ("num_layers", self.num_layers),
+            ("num_decoder_layers", self.num_decoder_layers),
+            ("num_heads", self.num_heads),
+        ] {
+            if size == 0 {
+                return refuse(key, "a positive integer".into(), Value::from(0));
+            }
+        }
+        let buckets = self.relative_attention_num_buckets;
+        if buckets < 4 {
+            return refuse(
+                "relative_attention_num_buckets",
+                "at least 4".into(),
+                Value::from(buckets),
+            );
+        }
+        if self.relative_attention_max_distance <= buckets / 2 {
+            return refuse(
+                "relative_attention_max_distance",
+                format!(
+                    "a distance greater than relative_attention_num_buckets / 2 ({})",
+                    buckets / 2
+                ),
+                Value::from(self.relative_attention_max_distance),
+            );
+        }
+        for (key, id) in [
+            ("pad_token_id", self.pad_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("decoder_start_token_id", self.decoder_start_token_id),
+        ] {
+            if id as usize >= self.vocab_size {
+                return refuse(
+                    key,
+                    format!("a token id below vocab_size ({})", self.vocab_size),
+                    Value::from(id),
+                );
+            }
+        }
+        let limit = isize::MAX as usize / std::mem::size_of::<f32>();
+        for (keys, a, b) in [
+            (["num_heads", "d_kv"], self.num_heads, self.d_kv),
+            (["vocab_size", "d_model"], self.vocab_size, self.d_model),
+            (["d_model", "d_ff"], self.d_model, self.d_ff),
+            (
+                ["relative_attention_num_buckets", "num_heads"],
+                buckets,
+                self.num_heads,
+            ),
+        ] {
+            if a.checked_mul(b).is_none_or(|n| n > limit) {
+                return refuse(
+                    &keys.join(" × "),
+                    format!("a product of at most {limit} values (f32 bytes within isize::MAX)"),
+                    Value::from(format!("{a} × {b}")),
+                );
+            }
+        }
+        if self.parameter_count().is_none_or(|n| n > limit) {
+            return refuse(
+                "<root>",
+                format!("a model of at most {limit} parameters (f32 bytes within isize::MAX)"),
+                Value::from(match self.parameter_count() {
+                    Some(n) => format!("{n} parameters"),
+                    None => "more than usize::MAX parameters".to_string(),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// The number of parameters of the model this config describes (embedding, both stacks,
+    /// and the head when untied), as `T5ForConditionalGeneration::new` builds it, or `None`
+    /// when it overflows `usize`.
+    ///
+    /// ```
+    /// use lora_t5::T5Config;
+    ///
+    /// // t5-small: 60.5M parameters.
+    /// assert_eq!(T5Config::default().parameter_count(), Some(60_506_624));
+    /// ```
+    pub fn parameter_count(&self) -> Option<usize> {
+        let d = self.d_model;
+        let attention = self
+            .num_heads
+            .checked_mul(self.d_kv)?
+            .checked_mul(d)?
+            .checked_mul(4)?;
+        let projections = if self.feed_forward.is_gated() { 3 } else { 2 };
+        let feed_forward = d.checked_mul(self.d_ff)?.checked_mul(projections)?;
+        let position_bias = self
+            .relative_attention_num_buckets
+            .checked_mul(self.num_heads)?;
+        // Encoder block: self-attention, feed-forward and two norms; decoder block: also
+        // cross-attention and a third norm. Each stack: a bias table and a final norm.
+        let encoder_block = attention.checked_add(feed_forward)?.checked_add(2 * d)?;
+        let decoder_block = encoder_block.checked_add(attention)?.checked_add(d)?;
+        let stack = |block: usize, layers: usize| {
+            block
+                .checked_mul(layers)?
+                .checked_add(position_bias)?
+                .checked_add(d)
+        };
+        let embedding = self.vocab_size.checked_mul(d)?;
+        let heads = if self.tie_word_embeddings == Some(false) {
+            2
+        } else {
+            1
+        };
+        embedding
+            .checked_mul(heads)?
+            .checked_add(stack(encoder_block, self.num_layers)?)?
+            .checked_add(stack(decoder_block, self.num_decoder_layers)?)
+    }
+
+    /// `num_heads · d_kv`, the width of the attention projections ([`check`](Self::check)
+    /// guarantees the product does not overflow).
     pub fn inner_dim(&self) -> usize {
         self.num_heads * self.d_kv
     }
@@ -459,6 +604,96 @@ mod tests {
             (key.as_str(), expected.as_str(), found.as_str()),
             ("relative_attention_num_buckets", "at least 4", "3")
         );
+    }
+
+    #[test]
+    fn a_max_distance_within_the_decoders_exact_range_is_refused() {
+        let (key, expected, found) = refusal(
+            r#"{"relative_attention_num_buckets": 32, "relative_attention_max_distance": 16}"#,
+        );
+        assert_eq!(key, "relative_attention_max_distance");
+        assert!(expected.contains("(16)"), "{expected}");
+        assert_eq!(found, "16");
+        let config = parse(
+            r#"{"relative_attention_num_buckets": 32, "relative_attention_max_distance": 17}"#,
+        );
+        assert_eq!(config.unwrap().relative_attention_max_distance, 17);
+    }
+
+    #[test]
+    fn an_eos_token_id_outside_the_vocabulary_is_refused() {
+        let (key, expected, found) = refusal(r#"{"vocab_size": 100, "eos_token_id": 100}"#);
+        assert_eq!(
+            (key.as_str(), expected.as_str(), found.as_str()),
+            ("eos_token_id", "a token id below vocab_size (100)", "100")
+        );
+    }
+
+    #[test]
+    fn a_decoder_start_token_id_outside_the_vocabulary_is_refused() {
+        let (key, _, found) = refusal(r#"{"vocab_size": 100, "decoder_start_token_id": 4000}"#);
+        assert_eq!(
+            (key.as_str(), found.as_str()),
+            ("decoder_start_token_id", "4000")
+        );
+    }
+
+    #[test]
+    fn a_pad_token_id_outside_the_vocabulary_is_refused() {
+        let (key, _, _) = refusal(r#"{"vocab_size": 100, "pad_token_id": 100, "eos_token_id": 1}"#);
+        assert_eq!(key, "pad_token_id");
+    }
+
+    #[test]
+    fn a_head_width_whose_product_wraps_is_refused() {
+        // 4 × (2^62 + 32) wraps to 128 in usize arithmetic.
+        let (key, _, found) = refusal(r#"{"num_heads": 4, "d_kv": 4611686018427387936}"#);
+        assert_eq!(key, "num_heads × d_kv");
+        assert_eq!(found, "\"4 × 4611686018427387936\"");
+    }
+
+    #[test]
+    fn an_embedding_beyond_the_allocation_limit_is_refused() {
+        let (key, expected, _) = refusal(r#"{"vocab_size": 4294967296, "d_model": 4294967296}"#);
+        assert_eq!(key, "vocab_size × d_model");
+        assert!(expected.contains("isize::MAX"), "{expected}");
+    }
+
+    #[test]
+    fn a_model_beyond_the_allocation_limit_is_refused() {
+        // Every product fits; the sum over 2^26 layers of each stack does not.
+        let (key, expected, _) = refusal(
+            r#"{"d_model": 65536, "d_ff": 65536, "num_heads": 1, "d_kv": 65536, "num_layers": 67108864}"#,
+        );
+        assert_eq!(key, "<root>");
+        assert!(expected.contains("parameters"), "{expected}");
+    }
+
+    #[test]
+    fn the_parameter_count_equals_the_built_model() {
+        use burn::module::Module;
+        type B = burn::backend::NdArray;
+        for (gated, tied) in [(false, None), (true, Some(false))] {
+            let config = T5Config {
+                vocab_size: 17,
+                d_model: 8,
+                d_kv: 3,
+                num_heads: 2,
+                d_ff: 5,
+                num_layers: 2,
+                num_decoder_layers: 3,
+                relative_attention_num_buckets: 6,
+                feed_forward: if gated {
+                    FeedForwardKind::GATED_GELU
+                } else {
+                    FeedForwardKind::RELU
+                },
+                tie_word_embeddings: tied,
+                ..T5Config::default()
+            };
+            let model = crate::T5ForConditionalGeneration::<B>::new(&config, &Default::default());
+            assert_eq!(config.parameter_count(), Some(model.num_params()));
+        }
     }
 
     #[test]

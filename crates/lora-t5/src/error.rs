@@ -54,6 +54,20 @@ pub enum T5Error {
         /// The tokenizer's message.
         message: String,
     },
+    /// The model gave a NaN or infinite log-probability while generating: its weights or an
+    /// adapter's scaling overflow `f32`.
+    #[error(
+        "the model gave a non-finite log-probability ({value}) at new token {step}, row {row}: \
+         its weights or an adapter's scaling overflow f32"
+    )]
+    NonFinite {
+        /// The new token being chosen (0 for the first).
+        step: usize,
+        /// The row of the batch (prompt × beam).
+        row: usize,
+        /// The value found.
+        value: f32,
+    },
     /// A LoRA layer refused an operation.
     #[error(transparent)]
     Lora(#[from] lora_core::LoraError),

@@ -76,6 +76,13 @@ impl Default for GenerationConfig {
 }
 
 impl GenerationConfig {
+    /// The most beams a search may keep: each step scores `num_beams × vocab_size` candidates
+    /// per prompt.
+    pub const MAX_NUM_BEAMS: usize = 1024;
+    /// The most new tokens one call may generate: the key/value cache grows by one position
+    /// per token, and a model that never emits EOS runs to this bound.
+    pub const MAX_NEW_TOKENS: usize = 65_536;
+
     /// This configuration with sampling on.
     pub fn sampling(self, temperature: f32, top_k: usize, top_p: f32, seed: u64) -> Self {
         Self {
@@ -90,11 +97,25 @@ impl GenerationConfig {
 
     fn validate(&self) -> Result<(), T5Error> {
         let invalid = |reason: String| Err(T5Error::InvalidInput { reason });
-        if self.max_new_tokens == 0 {
-            return invalid("max_new_tokens must be at least 1".into());
+        if !(1..=Self::MAX_NEW_TOKENS).contains(&self.max_new_tokens) {
+            return invalid(format!(
+                "max_new_tokens must be in 1..={}, got {}",
+                Self::MAX_NEW_TOKENS,
+                self.max_new_tokens
+            ));
         }
-        if self.num_beams == 0 {
-            return invalid("num_beams must be at least 1".into());
+        if !(1..=Self::MAX_NUM_BEAMS).contains(&self.num_beams) {
+            return invalid(format!(
+                "num_beams must be in 1..={}, got {}",
+                Self::MAX_NUM_BEAMS,
+                self.num_beams
+            ));
+        }
+        if self.min_new_tokens > self.max_new_tokens {
+            return invalid(format!(
+                "min_new_tokens ({}) must not exceed max_new_tokens ({})",
+                self.min_new_tokens, self.max_new_tokens
+            ));
         }
         if self.do_sample && self.num_beams > 1 {
             return invalid(
@@ -144,9 +165,14 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// - output: `batch` sequences of token ids, each starting with the decoder start token
     ///
     /// # Errors
-    /// [`T5Error::InvalidInput`] for a `generation` config that cannot run (no new tokens, zero
-    /// beams, beam sampling, a non-positive temperature, `top_p` outside (0, 1], a non-finite
-    /// length penalty), and the input checks of [`check_source`](Self::check_source).
+    /// [`T5Error::InvalidInput`] for a `generation` config that cannot run (no new tokens or
+    /// more than [`GenerationConfig::MAX_NEW_TOKENS`], zero beams or more than
+    /// [`GenerationConfig::MAX_NUM_BEAMS`], `min_new_tokens` above `max_new_tokens`, beam
+    /// sampling, a non-positive temperature, `top_p` outside (0, 1], a non-finite length
+    /// penalty), for a batch whose `[rows, vocab_size]` scores would not fit in memory, and the
+    /// input checks of [`check_source`](Self::check_source); [`T5Error::NonFinite`] when the
+    /// model gives a NaN or infinite log-probability (overflowing weights or adapter scaling),
+    /// instead of decoding garbage.
     pub fn generate(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -155,6 +181,19 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     ) -> Result<Vec<Vec<u32>>, T5Error> {
         generation.validate()?;
         self.check_source(&input_ids, &attention_mask)?;
+        let [batch, _] = input_ids.dims();
+        let scores = batch
+            .checked_mul(generation.num_beams)
+            .and_then(|rows| rows.checked_mul(self.config.vocab_size))
+            .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+        if scores.is_none_or(|bytes| bytes > isize::MAX as usize) {
+            return Err(T5Error::InvalidInput {
+                reason: format!(
+                    "{batch} prompts × {} beams × a vocabulary of {} scores do not fit in memory",
+                    generation.num_beams, self.config.vocab_size
+                ),
+            });
+        }
         let encoded = self.encode(input_ids, attention_mask.clone());
         if generation.num_beams > 1 {
             self.beam_search(encoded, attention_mask, generation)
@@ -163,10 +202,15 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         }
     }
 
-    /// Log-probabilities of the next token for every row, after the last token of `tokens`.
+    /// Log-probabilities of the next token for every row, after the last token of `tokens`
+    /// (new token number `step`, from 0).
+    ///
+    /// # Errors
+    /// [`T5Error::NonFinite`] naming the step and row of the first NaN or infinite value.
     fn next_log_probs(
         &self,
         tokens: &[u32],
+        step: usize,
         state: &mut DecoderState<B>,
         device: &B::Device,
     ) -> Result<Vec<f32>, T5Error> {
@@ -181,13 +225,23 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let logits = self.decode(ids, state);
         let [_, _, vocab] = logits.dims();
         let log_probs = log_softmax(logits.reshape([rows, vocab]), 1);
-        log_probs
+        let values = log_probs
             .into_data()
             .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| T5Error::InvalidInput {
                 reason: format!("could not read logits: {e:?}"),
-            })
+            })?;
+        // log_softmax of finite logits is finite: anything else comes from an overflow in the
+        // weights or the adapters' scaling, and decoding it would give garbage.
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(T5Error::NonFinite {
+                step,
+                row: index / vocab.max(1),
+                value: values[index],
+            }),
+            None => Ok(values),
+        }
     }
 
     fn greedy_or_sample(
@@ -206,7 +260,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(generation.seed);
         for step in 0..generation.max_new_tokens {
             let last: Vec<u32> = sequences.iter().map(|s| s[s.len() - 1]).collect();
-            let log_probs = self.next_log_probs(&last, &mut state, &device)?;
+            let log_probs = self.next_log_probs(&last, step, &mut state, &device)?;
             for (row, sequence) in sequences.iter_mut().enumerate() {
                 let mut scores = log_probs[row * vocab..(row + 1) * vocab].to_vec();
                 if step < generation.min_new_tokens {
@@ -258,7 +312,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
                 .iter()
                 .flat_map(|s| s.running.iter().map(|b| b.tokens[b.tokens.len() - 1]))
                 .collect();
-            let log_probs = self.next_log_probs(&last, &mut state, &device)?;
+            let log_probs = self.next_log_probs(&last, cur_len - 1, &mut state, &device)?;
             let mut reorder = Vec::with_capacity(batch * beams);
             for (b, search) in searches.iter_mut().enumerate() {
                 let rows = &log_probs[b * beams * vocab..(b + 1) * beams * vocab];
@@ -310,10 +364,11 @@ fn argmax(scores: &[f32]) -> u32 {
 
 /// Samples a token from log-probabilities with temperature, top-k and top-p, in the order
 /// transformers applies them.
+///
+/// The weights are `exp((score − max) / temperature)`: the same distribution as a softmax of
+/// `score / temperature`, but the most likely token always weighs exactly 1, so a temperature
+/// as small as `f32` allows gives greedy decoding, not an overflow.
 fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut impl Rng) -> u32 {
-    for s in scores.iter_mut() {
-        *s /= generation.temperature;
-    }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
     let mut keep = if generation.top_k > 0 {
@@ -322,9 +377,10 @@ fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut impl Rng)
         order.len()
     };
     let max = scores[order[0]];
+    let temperature = f64::from(generation.temperature);
     let weights: Vec<f64> = order[..keep]
         .iter()
-        .map(|i| ((scores[*i] - max) as f64).exp())
+        .map(|i| (f64::from(scores[*i] - max) / temperature).exp())
         .collect();
     let total: f64 = weights.iter().sum();
     if generation.top_p < 1.0 {
@@ -338,8 +394,7 @@ fn sample(scores: &mut [f32], generation: &GenerationConfig, rng: &mut impl Rng)
             }
         }
     }
-    // The most likely token weighs exp(0) = 1, so the weights are never all zero; scores made
-    // non-finite by an extreme temperature fall back to that token.
+    // The most likely token weighs exp(0) = 1, so the weights are never all zero.
     match WeightedIndex::new(&weights[..keep]) {
         Ok(distribution) => order[distribution.sample(rng)] as u32,
         Err(_) => order[0] as u32,

@@ -361,10 +361,12 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             self.config.decoder_start_token_id as i64,
             &device,
         );
-        let shifted = Tensor::cat(
-            vec![start, labels.narrow(1, 0, length.saturating_sub(1))],
-            1,
-        );
+        // Burn cannot narrow to length 0: a single label shifts to the start token alone.
+        let shifted = if length > 1 {
+            Tensor::cat(vec![start, labels.narrow(1, 0, length - 1)], 1)
+        } else {
+            start
+        };
         let ignored = shifted.clone().equal_elem(IGNORE_INDEX);
         shifted.mask_fill(ignored, self.config.pad_token_id as i64)
     }

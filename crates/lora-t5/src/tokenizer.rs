@@ -10,6 +10,19 @@ use crate::T5Error;
 pub struct T5Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
+    /// The longest vocabulary entry, in characters (at least 1).
+    longest_piece: usize,
+}
+
+/// The longest entry of `inner`'s vocabulary in characters, at least 1.
+fn longest_piece(inner: &tokenizers::Tokenizer) -> usize {
+    inner
+        .get_vocab(true)
+        .keys()
+        .map(|piece| piece.chars().count())
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 impl T5Tokenizer {
@@ -22,15 +35,13 @@ impl T5Tokenizer {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Ok(Self {
-            inner,
-            path: path.to_path_buf(),
-        })
+        Ok(Self::from_tokenizer(inner, path))
     }
 
     /// Wraps a tokenizer built in memory; `path` names it in errors.
     pub fn from_tokenizer(inner: tokenizers::Tokenizer, path: &Path) -> Self {
         Self {
+            longest_piece: longest_piece(&inner),
             inner,
             path: path.to_path_buf(),
         }
@@ -124,7 +135,7 @@ impl T5Tokenizer {
         for token in specials {
             inner.add_special_tokens(&[AddedToken::from(token, true)]);
         }
-        Ok(Self { inner, path })
+        Ok(Self::from_tokenizer(inner, &path))
     }
 
     /// The wrapped tokenizer.
@@ -143,6 +154,44 @@ impl T5Tokenizer {
             .map_err(|e| self.error(e))
     }
 
+    /// Token ids of the beginning of `text`, reading at most the characters `max_tokens` tokens
+    /// can cover, so that a huge text costs what a short one does. Returns the ids (with
+    /// `</s>`) and whether `text` was cut; when it was, it certainly has more than `max_tokens`
+    /// tokens, and the ids are those of its first characters.
+    ///
+    /// The bound is `(max_tokens + 1) × longest piece × 4` characters: no token covers more
+    /// characters than the longest piece, and the factor 4 covers what normalization and the
+    /// word-start marker can change. Unigram segments each word on its own, and a cut this far
+    /// past the kept tokens leaves the first `max_tokens` ids as the whole text's.
+    ///
+    /// ```
+    /// use lora_t5::T5Tokenizer;
+    ///
+    /// let texts: Vec<String> = (0..50).map(|i| format!("顶部搜索 {i} 两列商品卡")).collect();
+    /// let tokenizer = T5Tokenizer::train_unigram(&texts, 60).unwrap();
+    /// let long = "顶部搜索 两列商品卡 ".repeat(100_000);
+    /// let (ids, cut) = tokenizer.encode_bounded(&long, 16).unwrap();
+    /// assert!(cut && ids.len() > 16 && ids.len() < 2_000);
+    /// assert_eq!(tokenizer.encode_bounded("顶部搜索", 16).unwrap(), (tokenizer.encode("顶部搜索").unwrap(), false));
+    /// ```
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] when the tokenizer fails on the text.
+    pub fn encode_bounded(
+        &self,
+        text: &str,
+        max_tokens: usize,
+    ) -> Result<(Vec<u32>, bool), T5Error> {
+        let limit = max_tokens
+            .saturating_add(1)
+            .saturating_mul(self.longest_piece)
+            .saturating_mul(4);
+        match text.char_indices().nth(limit) {
+            Some((end, _)) => Ok((self.encode(&text[..end])?, true)),
+            None => Ok((self.encode(text)?, false)),
+        }
+    }
+
     /// Text of `ids`, skipping special tokens.
     ///
     /// # Errors
@@ -151,12 +200,15 @@ impl T5Tokenizer {
         self.inner.decode(ids, true).map_err(|e| self.error(e))
     }
 
-    /// Writes the tokenizer as `tokenizer.json`.
+    /// Writes the tokenizer as `tokenizer.json`, atomically (a reader sees the old file or the
+    /// new one).
     ///
     /// # Errors
-    /// [`T5Error::Tokenizer`] naming the file when it cannot be written.
+    /// [`T5Error::Tokenizer`] when it cannot be serialised, [`T5Error::File`] naming the file
+    /// when it cannot be written (the old file then stays).
     pub fn save(&self, path: &Path) -> Result<(), T5Error> {
-        self.inner.save(path, false).map_err(|e| self.error(e))
+        let text = self.inner.to_string(false).map_err(|e| self.error(e))?;
+        Ok(lora_hf::write_atomic(path, text.as_bytes())?)
     }
 
     /// Size of the vocabulary, special tokens included.

@@ -120,3 +120,25 @@ fn forward_on_an_unchecked_id_outside_the_vocabulary_panics() {
     let input = Seq2SeqInput::new(ints(vec![5, 30, 1], [1, 3]), ints(vec![0], [1, 1]));
     let _ = model().forward(input);
 }
+
+#[test]
+fn a_single_label_shifts_to_the_start_token_and_gives_a_loss() {
+    let model = model();
+    let decoder_input = model.shift_right(ints(vec![7, 1], [2, 1]));
+    let ids = decoder_input
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap();
+    assert_eq!(ids, [0, 0]);
+    let loss = model
+        .forward_with_labels(
+            ints(vec![5, 6, 1, 5, 1, 0], [2, 3]),
+            ints(vec![1; 6], [2, 3]),
+            ints(vec![7, 1], [2, 1]),
+        )
+        .unwrap()
+        .loss
+        .into_scalar();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+}
