@@ -25,7 +25,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HfFileError> {
     std::fs::rename(&staged.temporary, path).map_err(|source| HfFileError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    crate::staged_dir::sync_parent(path);
+    Ok(())
 }
 
 /// The contents of one file waiting to replace `path` (see [`stage`]); dropping it uncommitted
@@ -71,6 +73,7 @@ pub fn stage(path: &Path, bytes: &[u8]) -> Result<PendingFile, HfFileError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_temporaries(path, &name);
     let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temporary)?;
@@ -135,12 +138,42 @@ pub fn commit(files: Vec<PendingFile>) -> Result<(), HfFileError> {
         }
         backups.push((file.path.clone(), had_previous.then_some(backup)));
     }
-    for (_, previous) in backups {
+    for (path, previous) in backups {
         if let Some(previous) = previous {
             let _ = std::fs::remove_file(previous);
         }
+        crate::staged_dir::sync_parent(&path);
     }
     Ok(())
+}
+
+/// Removes the temporaries (`.<name>.tmp-<pid>`, `.<name>.tmp-<pid>.previous`) that
+/// interrupted writes of `path` by processes that no longer run left behind.
+fn remove_stale_temporaries(path: &Path, name: &str) {
+    let Some(parent) = path.parent() else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .map(|rest| rest.strip_suffix(".previous").unwrap_or(rest))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid
+            .is_some_and(|pid| pid != std::process::id() && crate::staged_dir::process_is_gone(pid))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 impl Drop for PendingFile {
@@ -153,6 +186,27 @@ impl Drop for PendingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_left_by_a_process_that_no_longer_runs_is_removed_by_the_next_write() {
+        let dir = std::env::temp_dir().join(format!("lora-hf-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // No process has this id (above Linux's pid_max); the other belongs to this process.
+        let stale = dir.join(".a.json.tmp-4294967295");
+        let other_name = dir.join(".b.json.tmp-4294967295");
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&other_name, b"half").unwrap();
+        write_atomic(&dir.join("a.json"), b"{}").unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists());
+        }
+        assert!(
+            other_name.exists(),
+            "only the leftovers of the file written go"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn write_atomic_replaces_a_file_and_leaves_no_temporary() {

@@ -30,6 +30,7 @@ mod error;
 mod json_config;
 mod model_weights;
 mod safetensors_file;
+mod staged_dir;
 
 pub use atomic::{commit, stage, write_atomic, PendingFile};
 pub use dtype::{bf16_to_f32, f16_to_f32, WeightDtype};
@@ -41,3 +42,4 @@ pub use model_weights::{read_model_weights, ModelWeights, SHARD_INDEX_FILE, SING
 pub use safetensors_file::{
     parse_safetensors, read_safetensors, serialize_safetensors, HostTensor,
 };
+pub use staged_dir::StagedDir;

@@ -95,6 +95,10 @@ pub fn parse_safetensors(
     Ok(tensors)
 }
 
+/// The longest header the `safetensors` format allows (its `MAX_HEADER_SIZE`), checked before
+/// the header is parsed.
+const MAX_HEADER_LEN: u64 = 100_000_000;
+
 /// The header length a file starts with (call only after [`check_header`]).
 fn header_length(bytes: &[u8]) -> usize {
     let mut length = [0; 8];
@@ -119,6 +123,12 @@ fn check_header(bytes: &[u8], path: &Path) -> Result<(), HfFileError> {
     }
     let (length, rest) = bytes.split_at(8);
     let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
+    // Before the header is parsed: a JSON value takes many times its text's size in memory.
+    if length > MAX_HEADER_LEN {
+        return Err(fail(format!(
+            "the header length {length} exceeds the safetensors limit of {MAX_HEADER_LEN} bytes"
+        )));
+    }
     if length > rest.len() as u64 {
         return Err(fail(format!(
             "the header length {length} exceeds the {} bytes after it",

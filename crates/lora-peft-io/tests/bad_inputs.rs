@@ -237,6 +237,21 @@ fn a_truncated_safetensors_file_is_reported_not_read() {
 }
 
 #[test]
+fn a_header_over_the_safetensors_limit_is_refused_before_it_is_parsed() {
+    // 100 MB and one byte of one JSON object: parsed first, a header of many small entries
+    // would take many times its size in memory.
+    let mut header = String::with_capacity(100_000_001);
+    header.push('{');
+    header.push_str(&" ".repeat(100_000_001 - 2));
+    header.push('}');
+    let message = safetensors_message(&safetensors_file(&header, &[]));
+    assert_contains(
+        &message,
+        &["100000001", "safetensors limit of 100000000 bytes"],
+    );
+}
+
+#[test]
 fn an_absurd_header_length_is_reported() {
     for length in [1u64 << 60, u64::MAX, 100] {
         let mut bytes = length.to_le_bytes().to_vec();
