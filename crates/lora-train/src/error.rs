@@ -52,6 +52,26 @@ pub enum TrainError {
         /// What failed.
         reason: String,
     },
+    /// `output_dir` already holds another run's outputs, and neither resuming nor overwriting
+    /// was asked for.
+    #[error(
+        "{path}: holds the outputs of an earlier run ({found}); resume it, or overwrite it \
+         (`overwrite_output_dir`)"
+    )]
+    OutputDirInUse {
+        /// The output directory.
+        path: PathBuf,
+        /// The outputs found there.
+        found: String,
+    },
+    /// A resume was asked with other settings or other data than the checkpoint's run.
+    #[error("{path}: cannot resume with other settings than the run's: {}", differences.join("; "))]
+    ResumeMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Each differing setting with both values.
+        differences: Vec<String>,
+    },
     /// A trainer state or other JSON file could not be read or written.
     #[error(transparent)]
     File(#[from] lora_hf::HfFileError),

@@ -46,6 +46,25 @@ pub struct TrainerState {
     pub param_ids: BTreeMap<String, Vec<u64>>,
     /// The metrics log so far.
     pub history: Vec<LogEntry>,
+    /// The training losses since the last log line, so that the first line after a resume
+    /// averages the same micro-batches as without the interruption.
+    #[serde(default)]
+    pub window: LogWindow,
+    /// The settings and data the run started with (compared on resume; absent in checkpoints
+    /// of older versions, which are then resumed unchecked).
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// The open window of the metrics log: what the next [`LogEntry`] averages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LogWindow {
+    /// Sum of the micro-batch losses since the last entry.
+    pub loss_sum: f64,
+    /// Micro-batches since the last entry.
+    pub batches: usize,
+    /// Training tokens (source + target) since the last entry.
+    pub tokens: usize,
 }
 
 impl TrainerState {

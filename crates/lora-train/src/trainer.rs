@@ -14,9 +14,10 @@ use lora_core::{LoraModelOps, LoraModule};
 use lora_peft_io::{AdapterConfig, SaveOptions};
 
 use crate::data::{Seq2SeqCollator, TokenizedExample};
+use crate::run_settings::{differences, run_settings};
 use crate::{
-    clip_global_norm, epoch_order, DecayKind, LogEntry, LrSchedule, Seq2SeqModel, TrainError,
-    TrainEvent, TrainerState,
+    clip_global_norm, epoch_order, DecayKind, LogEntry, LogWindow, LrSchedule, Seq2SeqModel,
+    TrainError, TrainEvent, TrainerState,
 };
 
 /// Hyper-parameters of a run (transformers' `TrainingArguments` names where they exist).
@@ -56,6 +57,11 @@ pub struct TrainerConfig {
     pub patience: Option<usize>,
     /// Seed of shuffling and dropout.
     pub seed: u64,
+    /// Start afresh in an `output_dir` that holds an earlier run's outputs, deleting them
+    /// (`metrics.jsonl`, `best/`, `final/`, `checkpoint-*/`); without it such a directory is
+    /// refused unless the run resumes.
+    #[serde(default)]
+    pub overwrite_output_dir: bool,
 }
 
 impl Default for TrainerConfig {
@@ -78,6 +84,7 @@ impl Default for TrainerConfig {
             log_every: 10,
             patience: None,
             seed: 42,
+            overwrite_output_dir: false,
         }
     }
 }
@@ -196,10 +203,19 @@ impl Trainer {
     /// Runs training from scratch, or from the latest checkpoint in `output_dir` when `resume`
     /// is set (same data, same config). What trains is set by [`Trainer::mode`].
     ///
+    /// A resumed run writes what the uninterrupted one writes: each checkpoint records the
+    /// run's settings and data fingerprint, the open log window and (when it is not the
+    /// checkpoint's own weights) the best model so far, so `best/`, `final/`, `metrics.jsonl`
+    /// and the returned state come out the same. A resume without a complete checkpoint starts
+    /// the run over, deleting its earlier outputs.
+    ///
     /// # Errors
     /// A bad configuration, empty data or a token id outside the model's vocabulary
-    /// ([`TrainError::InvalidInput`]), the model's refusal of a batch, and any failure to write
-    /// or read back the outputs, naming the file.
+    /// ([`TrainError::InvalidInput`]); an `output_dir` holding another run's outputs without
+    /// `resume` or [`TrainerConfig::overwrite_output_dir`] ([`TrainError::OutputDirInUse`]); a
+    /// resume with other settings or data than the checkpoint's ([`TrainError::ResumeMismatch`],
+    /// naming each difference); the model's refusal of a batch, and any failure to write or
+    /// read back the outputs, naming the file.
     pub fn train<B, M>(
         &self,
         model: M,
@@ -254,10 +270,26 @@ impl Trainer {
             .with_beta_1(c.adam_beta1 as f32)
             .with_beta_2(c.adam_beta2 as f32)
             .init::<B, M>();
+        let settings = run_settings(self, train, valid);
         let mut state = TrainerState::default();
-        if resume {
-            if let Some(checkpoint) = self.latest_checkpoint()? {
+        let mut best_model = None;
+        let checkpoint = if resume {
+            self.latest_checkpoint()?
+        } else {
+            None
+        };
+        match checkpoint {
+            Some(checkpoint) => {
                 state = TrainerState::read(&checkpoint.join("trainer_state.json"))?;
+                if let Some(saved) = &state.settings {
+                    let differences = differences(saved, &settings);
+                    if !differences.is_empty() {
+                        return Err(TrainError::ResumeMismatch {
+                            path: checkpoint,
+                            differences,
+                        });
+                    }
+                }
                 model = self.restore(model, &checkpoint, &state, &device)?;
                 let path = checkpoint.join("optimizer");
                 let record = BinFileRecorder::<FullPrecisionSettings>::new()
@@ -267,8 +299,18 @@ impl Trainer {
                         reason: format!("optimizer state: {e}"),
                     })?;
                 optimizer = optimizer.load_record(record);
+                best_model = self.restore_best(&model, &checkpoint, &state, &device)?;
+                // Only the checkpoint needs them; each checkpoint writes them anew.
+                state.param_ids.clear();
+                // What the run wrote after this checkpoint is written again as it replays.
+                self.write_log(&state.history)?;
+                if let Some(best) = &best_model {
+                    self.save_adapter(best, &self.output_dir.join("best"))?;
+                }
             }
+            None => self.clear_outputs(resume || c.overwrite_output_dir)?,
         }
+        state.settings = Some(settings);
         let total = self.total_steps(train.len());
         let schedule = LrSchedule {
             peak: c.learning_rate,
@@ -281,8 +323,6 @@ impl Trainer {
             start_step: state.step,
         });
         let mut accumulator = GradientsAccumulator::<M>::new();
-        let mut best_model = None;
-        let (mut window_loss, mut window_batches, mut window_tokens) = (0.0, 0usize, 0usize);
         let mut window_start = Instant::now();
         let mut stop = state.step >= total;
         'epochs: while !stop {
@@ -294,14 +334,15 @@ impl Trainer {
                 let examples: Vec<TokenizedExample> =
                     indices.iter().map(|i| train[*i].clone()).collect();
                 let batch = self.collator.collate::<B>(&examples, &device)?;
-                window_tokens += examples
+                state.window.tokens += examples
                     .iter()
                     .map(|p| p.source.len() + p.target.len())
                     .sum::<usize>();
                 let loss = model.seq2seq_loss(batch)?;
                 let loss = loss / c.gradient_accumulation_steps as f64;
-                window_loss += scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
-                window_batches += 1;
+                state.window.loss_sum +=
+                    scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
+                state.window.batches += 1;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 state.batch_in_epoch += 1;
@@ -326,13 +367,13 @@ impl Trainer {
                     entry = Some(LogEntry {
                         step: state.step,
                         epoch: state.epoch,
-                        loss: window_loss / window_batches.max(1) as f64,
+                        loss: state.window.loss_sum / state.window.batches.max(1) as f64,
                         learning_rate: lr,
                         grad_norm,
-                        tokens_per_second: window_tokens as f64 / seconds,
+                        tokens_per_second: state.window.tokens as f64 / seconds,
                         eval_loss: None,
                     });
-                    (window_loss, window_batches, window_tokens) = (0.0, 0, 0);
+                    state.window = LogWindow::default();
                     window_start = Instant::now();
                 }
                 if eval_now && !valid.is_empty() {
@@ -370,7 +411,7 @@ impl Trainer {
                     }
                 }
                 if c.save_every > 0 && state.step % c.save_every == 0 {
-                    let dir = self.checkpoint(&model, &optimizer, &state)?;
+                    let dir = self.checkpoint(&model, best_model.as_ref(), &optimizer, &state)?;
                     observer(&TrainEvent::Saved { dir: &dir });
                 }
                 if state.step >= total {
@@ -416,6 +457,8 @@ impl Trainer {
         Ok(true)
     }
 
+    /// Writes `checkpoint-<step>/`: the trained weights, the best model when it is not those
+    /// (`best/` or `best_model.bin`), the optimizer state, and `trainer_state.json` last.
     fn checkpoint<
         B: AutodiffBackend,
         M: Seq2SeqModel<B> + AutodiffModule<B>,
@@ -423,30 +466,42 @@ impl Trainer {
     >(
         &self,
         model: &M,
+        best_model: Option<&M>,
         optimizer: &O,
         state: &TrainerState,
     ) -> Result<PathBuf, TrainError> {
         let dir = self.output_dir.join(format!("checkpoint-{}", state.step));
+        // An incomplete checkpoint of the same step from an interrupted attempt goes first.
+        remove_if_present(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let mut state = state.clone();
+        let best_elsewhere =
+            best_model.filter(|_| state.best.is_some_and(|(_, s)| s != state.step));
         match &self.mode {
             TrainingMode::Adapter { name, .. } => {
                 self.save_adapter(model, &dir)?;
                 state.param_ids = adapter_param_ids(model, name);
+                if let Some(best) = best_elsewhere {
+                    self.save_adapter(best, &dir.join("best"))?;
+                }
             }
             TrainingMode::Full => {
-                std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                let path = dir.join("model");
-                model
-                    .clone()
-                    .save_file(path.clone(), &recorder)
-                    .map_err(|e| TrainError::Checkpoint {
-                        path,
-                        reason: format!("could not save the model: {e}"),
-                    })?;
+                let models = std::iter::once((model, "model"))
+                    .chain(best_elsewhere.map(|b| (b, "best_model")));
+                for (weights, file) in models {
+                    let path = dir.join(file);
+                    weights
+                        .clone()
+                        .save_file(path.clone(), &recorder)
+                        .map_err(|e| TrainError::Checkpoint {
+                            path,
+                            reason: format!("could not save the model: {e}"),
+                        })?;
+                }
             }
         }
         let path = dir.join("optimizer");
@@ -532,6 +587,92 @@ impl Trainer {
         Ok(model)
     }
 
+    /// The best model recorded by `checkpoint` (restored as `model` already is): `model` itself
+    /// when the best evaluation was at the checkpoint's step, else the checkpoint's `best/`
+    /// adapter or `best_model.bin`; `None` before any evaluation.
+    fn restore_best<B: AutodiffBackend, M: Seq2SeqModel<B> + AutodiffModule<B>>(
+        &self,
+        model: &M,
+        checkpoint: &Path,
+        state: &TrainerState,
+        device: &B::Device,
+    ) -> Result<Option<M>, TrainError> {
+        let Some((_, best_step)) = state.best else {
+            return Ok(None);
+        };
+        if best_step == state.step {
+            return Ok(Some(model.clone()));
+        }
+        let mut best = model.clone();
+        match &self.mode {
+            TrainingMode::Adapter { name, .. } => {
+                best.delete_adapter(name)?;
+                lora_peft_io::load_adapter(&mut best, &checkpoint.join("best"), name)?;
+                best.set_adapter(&[name.as_str()])?;
+                Ok(Some(best))
+            }
+            TrainingMode::Full => {
+                let path = checkpoint.join("best_model");
+                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+                let best = best
+                    .load_file(path.clone(), &recorder, device)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path,
+                        reason: format!("best model: {e}"),
+                    })?;
+                Ok(Some(best))
+            }
+        }
+    }
+
+    /// Before a run that starts from step 0: deletes the outputs of an earlier run in
+    /// `output_dir` when `allowed` (a resume without a checkpoint, or `overwrite_output_dir`),
+    /// else refuses them.
+    fn clear_outputs(&self, allowed: bool) -> Result<(), TrainError> {
+        let entries = std::fs::read_dir(&self.output_dir).map_err(|source| TrainError::Io {
+            path: self.output_dir.clone(),
+            source,
+        })?;
+        let mut outputs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                matches!(name.as_str(), "metrics.jsonl" | "best" | "final")
+                    || name.starts_with("checkpoint-")
+            })
+            .map(|entry| entry.path())
+            .collect();
+        outputs.sort();
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        if !allowed {
+            let names: Vec<String> = outputs
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            return Err(TrainError::OutputDirInUse {
+                path: self.output_dir.clone(),
+                found: names.join(", "),
+            });
+        }
+        outputs.iter().try_for_each(|path| remove_if_present(path))
+    }
+
+    /// Replaces `metrics.jsonl` with `history`, atomically.
+    fn write_log(&self, history: &[LogEntry]) -> Result<(), TrainError> {
+        let mut text = String::new();
+        for entry in history {
+            text.push_str(&serde_json::to_string(entry).expect("log entries serialise"));
+            text.push('\n');
+        }
+        Ok(lora_hf::write_atomic(
+            &self.output_dir.join("metrics.jsonl"),
+            text.as_bytes(),
+        )?)
+    }
+
     fn append_log(&self, entry: &LogEntry) -> Result<(), TrainError> {
         use std::io::Write;
         let path = self.output_dir.join("metrics.jsonl");
@@ -545,6 +686,22 @@ impl Trainer {
                 source,
             })?;
         writeln!(file, "{line}").map_err(|source| TrainError::Io { path, source })
+    }
+}
+
+/// Deletes a file or directory tree; nothing to do when it is absent.
+fn remove_if_present(path: &Path) -> Result<(), TrainError> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -165,6 +165,7 @@ fn jsonl_reads_custom_fields_and_missing_files_fail_typed() {
         },
         policy: BadRecordPolicy::Fail,
         target_must_be_json: false,
+        target_required: true,
     };
     let data = parse_jsonl(text, "c.jsonl".as_ref(), &options).unwrap();
     assert_eq!(data.examples[0].target, "plain text");

@@ -254,8 +254,177 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
+}
+
+/// The log lines of `dir`'s `metrics.jsonl` without their timing (`tokens_per_second`).
+fn logged_without_timing(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry.as_object_mut().unwrap().remove("tokens_per_second");
+            entry
+        })
+        .collect()
+}
+
+/// A run whose validation loss is best early: a learning rate that overshoots after the
+/// first evaluations, checkpoints every 3 steps and log lines every 2 (so a checkpoint falls
+/// inside a log window).
+fn overshooting(dir: &str) -> Trainer {
+    let mut trainer = trainer(dir, 12);
+    trainer.config.learning_rate = 0.5;
+    trainer.config.warmup_steps = 0;
+    trainer.config.decay = DecayKind::Constant;
+    trainer.config.eval_every = 2;
+    trainer.config.save_every = 3;
+    trainer.config.log_every = 2;
+    trainer
+}
+
+#[test]
+fn a_resume_keeps_the_best_adapter_and_writes_the_uninterrupted_logs() {
+    let _rng = rng_lock();
+    let (train, valid) = (data(24, 0), data(8, 5));
+    let full = overshooting("best-full");
+    let outcome = full.train(with_adapter(), &train, &valid, false).unwrap();
+    let (_, best_step) = outcome.state.best.unwrap();
+    assert!(
+        best_step < 9,
+        "the scenario needs the best evaluation before checkpoint-9, got step {best_step}"
+    );
+
+    // Killed after checkpoint-9 was written and metrics.jsonl had reached step 10.
+    let resumed = overshooting("best-resumed");
+    copy_dir(
+        &full.output_dir.join("checkpoint-9"),
+        &resumed.output_dir.join("checkpoint-9"),
+    );
+    let lines = std::fs::read_to_string(full.output_dir.join("metrics.jsonl")).unwrap();
+    let upto_10: String = lines.lines().take(5).map(|l| format!("{l}\n")).collect();
+    std::fs::write(resumed.output_dir.join("metrics.jsonl"), upto_10).unwrap();
+    let again = resumed.train(with_adapter(), &train, &valid, true).unwrap();
+
+    assert_eq!(again.state.best, outcome.state.best);
+    for file in ["adapter_model.safetensors", "adapter_config.json"] {
+        for dir in ["final", "best"] {
+            assert_eq!(
+                std::fs::read(resumed.output_dir.join(dir).join(file)).unwrap(),
+                std::fs::read(full.output_dir.join(dir).join(file)).unwrap(),
+                "{dir}/{file} differs from the uninterrupted run's"
+            );
+        }
+    }
+    // The same lines, no step twice, and the line after the checkpoint averages the same
+    // micro-batches.
+    assert_eq!(
+        logged_without_timing(&resumed.output_dir),
+        logged_without_timing(&full.output_dir)
+    );
+    let clean = |state: &TrainerState| {
+        let mut state = state.clone();
+        state
+            .history
+            .iter_mut()
+            .for_each(|e| e.tokens_per_second = 0.0);
+        state
+    };
+    assert_eq!(clean(&again.state), clean(&outcome.state));
+
+    // Resuming the finished run again changes nothing it wrote.
+    let final_bytes = std::fs::read(resumed.output_dir.join("final/adapter_model.safetensors"));
+    resumed.train(with_adapter(), &train, &valid, true).unwrap();
+    assert_eq!(
+        std::fs::read(resumed.output_dir.join("final/adapter_model.safetensors")).unwrap(),
+        final_bytes.unwrap()
+    );
+    for dir in [full.output_dir, resumed.output_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn a_resume_with_another_rank_or_learning_rate_is_refused_naming_them() {
+    let _rng = rng_lock();
+    let (train, valid) = (data(24, 0), data(8, 5));
+    let first = trainer("mismatch", 4);
+    first.train(with_adapter(), &train, &valid, false).unwrap();
+    let mut other = first.clone();
+    other.config.learning_rate = 1e-2;
+    let adapter = AdapterConfig::from_lora_config(
+        &LoraConfig::new(8, 8.0).with_lora_dropout(0.1),
+        ModuleSelector::Names(vec!["q".into(), "v".into(), "wi_0".into()]),
+    )
+    .unwrap();
+    other.mode = TrainingMode::Adapter {
+        name: "default".into(),
+        config: adapter,
+    };
+    match other.train(with_adapter(), &train, &valid, true) {
+        Err(TrainError::ResumeMismatch { path, differences }) => {
+            assert!(path.ends_with("checkpoint-4"), "{path:?}");
+            let text = differences.join("; ");
+            assert!(text.contains("trainer.learning_rate: 0.03"), "{text}");
+            assert!(
+                text.contains("mode.adapter_config.r: 4 in the checkpoint, 8 now"),
+                "{text}"
+            );
+        }
+        other => panic!("expected ResumeMismatch, got {other:?}"),
+    }
+    // Other data is another run too.
+    match first.train(with_adapter(), &data(24, 1), &valid, true) {
+        Err(TrainError::ResumeMismatch { differences, .. }) => {
+            assert!(
+                differences
+                    .iter()
+                    .any(|d| d.starts_with("train_fingerprint")),
+                "{differences:?}"
+            );
+        }
+        other => panic!("expected ResumeMismatch, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&first.output_dir);
+}
+
+#[test]
+fn an_output_dir_holding_a_run_is_refused_unless_resumed_or_overwritten() {
+    let _rng = rng_lock();
+    let (train, valid) = (data(24, 0), data(8, 5));
+    let first = trainer("in-use", 8);
+    first.train(with_adapter(), &train, &valid, false).unwrap();
+    match first.train(with_adapter(), &train, &valid, false) {
+        Err(TrainError::OutputDirInUse { path, found }) => {
+            assert_eq!(path, first.output_dir);
+            assert!(
+                found.contains("checkpoint-4") && found.contains("metrics.jsonl"),
+                "{found}"
+            );
+        }
+        other => panic!("expected OutputDirInUse, got {other:?}"),
+    }
+    // Overwriting a longer run with a shorter one leaves none of the old run behind.
+    let mut shorter = first.clone();
+    shorter.config.max_steps = Some(4);
+    shorter.config.overwrite_output_dir = true;
+    let user_file = first.output_dir.join("notes.txt");
+    std::fs::write(&user_file, b"mine").unwrap();
+    let outcome = shorter
+        .train(with_adapter(), &train, &valid, false)
+        .unwrap();
+    assert_eq!(outcome.state.step, 4);
+    assert!(!first.output_dir.join("checkpoint-8").exists());
+    let lines = std::fs::read_to_string(first.output_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), outcome.state.history.len());
+    assert!(user_file.is_file(), "files the trainer did not write stay");
+    let _ = std::fs::remove_dir_all(&first.output_dir);
 }
 
 fn full_trainer(dir: &str, max_steps: usize) -> Trainer {

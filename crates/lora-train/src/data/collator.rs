@@ -37,6 +37,26 @@ impl TokenizedExample {
             target: tokenizer.encode(target)?,
         })
     }
+
+    /// [`encode`](Self::encode) for batches of `collator`: each text is cut before tokenization
+    /// at what its maximum length of tokens can cover
+    /// ([`T5Tokenizer::encode_bounded`](lora_t5::T5Tokenizer::encode_bounded)), so a huge record
+    /// costs what a short one does, and the collator's truncation gives what it gives for the
+    /// whole text.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_for(
+        tokenizer: &lora_t5::T5Tokenizer,
+        source: &str,
+        target: &str,
+        collator: &Seq2SeqCollator,
+    ) -> Result<Self, TrainError> {
+        Ok(Self {
+            source: tokenizer.encode_bounded(source, collator.max_source_len)?.0,
+            target: tokenizer.encode_bounded(target, collator.max_target_len)?.0,
+        })
+    }
 }
 
 /// Turns [`TokenizedExample`]s into a padded batch.

@@ -51,6 +51,7 @@ pub enum BadRecordPolicy {
 ///     fields: JsonlFields { source: "input".into(), target: "output".into() },
 ///     policy: BadRecordPolicy::Skip,
 ///     target_must_be_json: false,
+///     target_required: true,
 /// };
 /// assert_eq!(options.fields.source, "input");
 /// ```
@@ -62,6 +63,9 @@ pub struct JsonlOptions {
     pub policy: BadRecordPolicy,
     /// Whether a target that does not parse as JSON is a bad record (default `true`).
     pub target_must_be_json: bool,
+    /// Whether a record without the target field is a bad record (default `true`); when
+    /// `false` (prompts to generate from), such a record reads with an empty target.
+    pub target_required: bool,
 }
 
 impl Default for JsonlOptions {
@@ -70,6 +74,7 @@ impl Default for JsonlOptions {
             fields: JsonlFields::default(),
             policy: BadRecordPolicy::Fail,
             target_must_be_json: true,
+            target_required: true,
         }
     }
 }
@@ -281,7 +286,16 @@ fn parse_record(
         }
     };
     let source = field(&options.fields.source)?;
-    let target = field(&options.fields.target)?;
+    let target = match field(&options.fields.target) {
+        Err(BadRecordKind::MissingField { .. }) if !options.target_required => {
+            return Ok(TextExample {
+                source,
+                target: String::new(),
+                line: line_number,
+            })
+        }
+        target => target?,
+    };
     if options.target_must_be_json {
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&target) {
             return Err(BadRecordKind::TargetNotJson {
