@@ -80,6 +80,27 @@ fn train_generate_eval_int8_merge_and_inspect() {
     };
     let stdout = train_args(&out_arg);
     assert!(stdout.contains("trainable params: "), "{stdout}");
+    // The same `--out` again would mix two runs: refused, naming what is there.
+    let refused = lora_t5(&[
+        "train",
+        "--model",
+        &model,
+        "--train",
+        &train,
+        "--out",
+        &out_arg,
+        "--max-steps",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a second run into {out_arg} was accepted"
+    );
+    assert!(
+        stderr.contains("earlier run") && stderr.contains("overwrite_output_dir"),
+        "{stderr}"
+    );
     // The run is seeded (adapter initialisation, shuffling, dropout): a second run writes the
     // same adapter, byte for byte.
     let again = dir.join("again");
@@ -140,6 +161,9 @@ fn train_generate_eval_int8_merge_and_inspect() {
 
     let merged = dir.join("merged");
     let merged_arg = merged.display().to_string();
+    // A file of an earlier merge does not survive into the new one.
+    std::fs::create_dir_all(&merged).unwrap();
+    std::fs::write(merged.join("pytorch_model.bin"), b"stale").unwrap();
     run_ok(&[
         "merge",
         "--model",
@@ -152,6 +176,17 @@ fn train_generate_eval_int8_merge_and_inspect() {
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(merged.join(file).is_file(), "{file} missing");
     }
+    assert!(!merged.join("pytorch_model.bin").exists());
+    assert_eq!(
+        std::fs::read(merged.join("tokenizer.json")).unwrap(),
+        std::fs::read(repository("models/uidsl-t5-small/tokenizer.json")).unwrap()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // The merged checkpoint generates what the base model with the adapter generates.
     let from_merged = run_ok(&[
         "generate",
@@ -303,4 +338,192 @@ fn pretrain_writes_a_loadable_model_and_the_same_one_for_the_same_seed() {
         "{report}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs `lora-t5 args` and expects a refusal whose message mentions every part of `mentions`.
+#[track_caller]
+fn assert_refused(args: &[&str], mentions: &[&str]) {
+    let output = lora_t5(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "lora-t5 {args:?} was accepted");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for part in mentions {
+        assert!(stderr.contains(part), "`{part}` not in:\n{stderr}");
+    }
+}
+
+/// `train` with `extra` flags on paths that are never read (flags are checked first).
+fn train_flags(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--model", "m", "--train", "t.jsonl", "--out", "o"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn refused_train(extra: &[&str], mentions: &[&str]) {
+    let args = train_flags(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_refused(&args, mentions);
+}
+
+#[test]
+fn an_alpha_of_nan_is_refused() {
+    refused_train(&["--alpha", "NaN"], &["--alpha", "NaN", "finite"]);
+}
+
+#[test]
+fn a_max_grad_norm_of_nan_is_refused_not_read_as_no_clipping() {
+    refused_train(&["--max-grad-norm", "NaN"], &["--max-grad-norm", "NaN"]);
+}
+
+#[test]
+fn a_rank_beyond_the_bound_is_refused() {
+    refused_train(&["--r", "1000000"], &["--r", "1000000", "65536"]);
+}
+
+#[test]
+fn a_dropout_of_one_is_refused() {
+    refused_train(&["--dropout", "1"], &["--dropout", "[0, 1)"]);
+}
+
+#[test]
+fn a_num_beams_near_usize_max_is_refused() {
+    assert_refused(
+        &[
+            "generate",
+            "--model",
+            "m",
+            "--prompt",
+            "p",
+            "--num-beams",
+            "18446744073709551615",
+        ],
+        &["--num-beams", "1024"],
+    );
+}
+
+#[test]
+fn a_max_new_tokens_beyond_the_bound_is_refused() {
+    assert_refused(
+        &[
+            "generate",
+            "--model",
+            "m",
+            "--prompt",
+            "p",
+            "--max-new-tokens",
+            "100000000",
+        ],
+        &["--max-new-tokens", "65536"],
+    );
+}
+
+#[test]
+fn a_temperature_of_zero_is_refused() {
+    assert_refused(
+        &[
+            "generate",
+            "--model",
+            "m",
+            "--prompt",
+            "p",
+            "--do-sample",
+            "--temperature",
+            "0",
+        ],
+        &["--temperature", "(0,"],
+    );
+}
+
+#[test]
+fn pretrain_with_zero_heads_is_refused() {
+    assert_refused(&["pretrain", "--heads", "0"], &["--heads", "0"]);
+}
+
+#[test]
+fn pretrain_with_a_batch_size_of_zero_is_refused() {
+    assert_refused(&["pretrain", "--batch-size", "0"], &["--batch-size", "0"]);
+}
+
+#[test]
+fn a_sweep_list_holding_nan_is_refused() {
+    assert_refused(
+        &[
+            "sweep", "--model", "m", "--train", "t", "--out", "o", "--alphas", "16,NaN",
+        ],
+        &["--alphas", "NaN"],
+    );
+}
+
+#[test]
+fn training_with_a_max_target_len_of_one_runs() {
+    let dir = scratch("target-len-one");
+    let train = first_records("heldout_train.jsonl", 4, &dir);
+    let valid = first_records("heldout_valid.jsonl", 2, &dir);
+    let out = dir.join("run").display().to_string();
+    let stdout = run_ok(&[
+        "train",
+        "--model",
+        &model_dir(),
+        "--train",
+        &train,
+        "--valid",
+        &valid,
+        "--out",
+        &out,
+        "--max-steps",
+        "1",
+        "--r",
+        "2",
+        "--max-target-len",
+        "1",
+    ]);
+    assert!(stdout.contains("adapter in"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn generate_reads_prompt_only_jsonl_one_line_per_record() {
+    let dir = scratch("prompts");
+    let input = dir.join("prompts.jsonl");
+    std::fs::write(
+        &input,
+        "{\"instruction\": \"顶部搜索，底部导航\"}\n{\"instruction\": \"两列商品卡\", \"id\": 7}\n",
+    )
+    .unwrap();
+    let input = input.display().to_string();
+    let stdout = run_ok(&[
+        "generate",
+        "--model",
+        &model_dir(),
+        "--input",
+        &input,
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_prompt_longer_than_max_source_len_is_refused_unless_truncated() {
+    let prompt = "顶部搜索，底部导航，".repeat(2_000);
+    let model = model_dir();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "4",
+    ];
+    assert_refused(
+        &args,
+        &["prompt 1", "--max-source-len 512", "--truncate-source"],
+    );
+    let cut = run_ok(&[&args[..], &["--truncate-source"]].concat());
+    assert_eq!(cut.lines().count(), 1, "{cut}");
 }

@@ -1,6 +1,6 @@
 //! The general subcommands: train, generate, eval, merge, inspect, sweep.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -9,6 +9,7 @@ use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{
     count_parameters, int8_quantizer, quantize_base_weights, LoraConfig, LoraModelOps, LoraModule,
 };
+use lora_burn::lora_hf::StagedDir;
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
 use lora_burn::lora_train::data::{train_valid_split, Seq2SeqCollator};
@@ -16,9 +17,10 @@ use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
 use crate::common::{
-    evaluate, existing, generate_texts, read_pairs, tokenize, tokenizer, train_with_display,
-    CliResult, DecodingArgs,
+    evaluate, existing, generate_texts, read_pairs, read_prompts, tokenize, tokenizer,
+    train_with_display, CliResult, DecodingArgs,
 };
+use crate::flags;
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -32,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long)]
     valid: Option<PathBuf>,
     /// Share of the training file used for validation when `--valid` is absent.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = flags::probability())]
     valid_ratio: f64,
     /// Skip bad JSONL records (reported) instead of stopping.
     #[arg(long)]
@@ -41,13 +43,13 @@ pub struct TrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = flags::count(1..=flags::MAX_RANK))]
     r: usize,
     /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, value_parser = flags::finite())]
     alpha: f64,
     /// LoRA dropout.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = flags::probability())]
     dropout: f64,
     /// rsLoRA scaling.
     #[arg(long)]
@@ -56,13 +58,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "q,v")]
     targets: String,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = flags::non_negative())]
     weight_decay: f64,
     /// AdamW epsilon.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, value_parser = flags::positive())]
     adam_epsilon: f64,
     /// Warm-up steps.
     #[arg(long, default_value_t = 0)]
@@ -71,19 +73,19 @@ pub struct TrainArgs {
     #[arg(long, default_value = "linear")]
     schedule: String,
     /// Examples per micro-batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = flags::count(1..=flags::MAX_COUNT))]
     batch_size: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_COUNT))]
     grad_accum: usize,
     /// Clip the global gradient norm (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = flags::non_negative())]
     max_grad_norm: f64,
     /// Epochs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = flags::count(1..=flags::MAX_COUNT))]
     epochs: usize,
     /// Stop after this many steps.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count(1..=u64::MAX))]
     max_steps: Option<usize>,
     /// Evaluate every N steps (0: each epoch).
     #[arg(long, default_value_t = 0)]
@@ -92,20 +94,24 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     save_every: usize,
     /// Early-stopping patience in evaluations.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count(1..=u64::MAX))]
     patience: Option<usize>,
     /// Maximum source tokens.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = flags::count(1..=flags::MAX_SEQUENCE_LEN))]
     max_source_len: usize,
     /// Maximum target tokens.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = flags::count(1..=flags::MAX_SEQUENCE_LEN))]
     max_target_len: usize,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Resume from the latest checkpoint in `--out`.
+    /// Resume from the latest checkpoint in `--out` (with the same settings and data).
     #[arg(long)]
     resume: bool,
+    /// Start afresh in an `--out` that holds an earlier run, deleting its checkpoints,
+    /// `best/`, `final/` and `metrics.jsonl` (without it such an `--out` is refused).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite_output_dir: bool,
 }
 
 pub fn train(args: TrainArgs) -> CliResult {
@@ -190,6 +196,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
             save_every: args.save_every,
             patience: args.patience,
             seed: args.seed,
+            overwrite_output_dir: args.overwrite_output_dir,
             ..TrainerConfig::default()
         },
         output_dir: args.out.clone(),
@@ -206,8 +213,8 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
     let outcome = train_with_display(
         &trainer,
         model,
-        &tokenize(&tokenizer, &train)?,
-        &tokenize(&tokenizer, &valid)?,
+        &tokenize(&tokenizer, &train, &trainer.collator)?,
+        &tokenize(&tokenizer, &valid, &trainer.collator)?,
         args.resume,
     )?;
     let (best_loss, best_step) = outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
@@ -295,10 +302,7 @@ pub fn generate(args: GenerateArgs) -> CliResult {
     let tokenizer = tokenizer(&args.model.model)?;
     let prompts: Vec<String> = match (&args.prompt, &args.input) {
         (Some(prompt), _) => vec![prompt.clone()],
-        (None, Some(path)) => read_pairs(path, true)?
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect(),
+        (None, Some(path)) => read_prompts(path)?,
         (None, None) => return Err("give --prompt or --input".into()),
     };
     for output in generate_texts(&model, &tokenizer, &prompts, &args.decoding)? {
@@ -351,17 +355,17 @@ pub fn merge(args: MergeArgs) -> CliResult {
     }
     let mut model = load_model::<InferenceBackend>(&args.model)?;
     model.merge_and_unload()?;
-    model.save_pretrained(&args.out)?;
-    copy_tokenizer(&args.model.model, &args.out)?;
-    println!("merged checkpoint written to {}", args.out.display());
-    Ok(())
-}
-
-fn copy_tokenizer(from: &Path, to: &Path) -> CliResult {
-    let source = from.join("tokenizer.json");
-    if source.is_file() {
-        std::fs::copy(&source, to.join("tokenizer.json"))?;
+    // The whole directory is written aside and swapped in: an interrupted merge leaves the
+    // previous `--out` as it was, and no file of it survives into the new one.
+    let staged = StagedDir::new(&args.out)?;
+    model.save_pretrained(staged.path())?;
+    let tokenizer = args.model.model.join("tokenizer.json");
+    if tokenizer.is_file() {
+        // Byte for byte; `commit` syncs it with the other files.
+        std::fs::copy(&tokenizer, staged.path().join("tokenizer.json"))?;
     }
+    staged.commit()?;
+    println!("merged checkpoint written to {}", args.out.display());
     Ok(())
 }
 
@@ -406,45 +410,35 @@ pub struct SweepArgs {
     #[command(flatten)]
     train: TrainArgs,
     /// Ranks to try, comma separated.
-    #[arg(long, default_value = "4,8")]
-    ranks: String,
+    #[arg(long, value_delimiter = ',', default_value = "4,8", value_parser = flags::count(1..=flags::MAX_RANK))]
+    ranks: Vec<usize>,
     /// Alphas to try.
-    #[arg(long, default_value = "16")]
-    alphas: String,
+    #[arg(long, value_delimiter = ',', default_value = "16", value_parser = flags::finite())]
+    alphas: Vec<f64>,
     /// Dropouts to try.
-    #[arg(long, default_value = "0.05")]
-    dropouts: String,
+    #[arg(long, value_delimiter = ',', default_value = "0.05", value_parser = flags::probability())]
+    dropouts: Vec<f64>,
     /// Learning rates to try.
-    #[arg(long, default_value = "1e-3")]
-    learning_rates: String,
+    #[arg(long, value_delimiter = ',', default_value = "1e-3", value_parser = flags::positive())]
+    learning_rates: Vec<f64>,
     /// Validation records generated per run for the metrics (0: none).
     #[arg(long, default_value_t = 50)]
     eval_limit: usize,
     /// Beams for those generations (1: greedy).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_BEAMS))]
     eval_num_beams: usize,
     /// Most new tokens per generation.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = flags::count(1..=flags::MAX_NEW_TOKENS))]
     eval_max_new_tokens: usize,
-}
-
-fn list<T: std::str::FromStr>(text: &str, what: &str) -> CliResult<Vec<T>> {
-    text.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<T>()
-                .map_err(|_| format!("--{what}: `{v}` is not a number").into())
-        })
-        .collect()
 }
 
 pub fn sweep(args: SweepArgs) -> CliResult {
     let tokenizer = tokenizer(&existing(&args.train.model, "model directory")?)?;
     let mut rows = Vec::new();
-    for r in list::<usize>(&args.ranks, "ranks")? {
-        for alpha in list::<f64>(&args.alphas, "alphas")? {
-            for dropout in list::<f64>(&args.dropouts, "dropouts")? {
-                for lr in list::<f64>(&args.learning_rates, "learning-rates")? {
+    for &r in &args.ranks {
+        for &alpha in &args.alphas {
+            for &dropout in &args.dropouts {
+                for &lr in &args.learning_rates {
                     let mut run = args.train.clone();
                     run.r = r;
                     run.alpha = alpha;
@@ -514,6 +508,8 @@ fn sweep_metrics(
         top_p: 1.0,
         seed: 0,
         generation_batch_size: 25,
+        max_source_len: DecodingArgs::DEFAULT_MAX_SOURCE_LEN,
+        truncate_source: false,
     };
     let (report, _) = evaluate(&run.model, tokenizer, pairs, &decoding)?;
     Ok(Some(report))

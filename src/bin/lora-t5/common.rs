@@ -10,10 +10,13 @@ use clap::Args;
 use lora_burn::lora_t5::{
     generated_tokens, EarlyStopping, GenerationConfig, T5ForConditionalGeneration, T5Tokenizer,
 };
-use lora_burn::lora_train::data::{read_jsonl, BadRecordPolicy, JsonlOptions, TokenizedExample};
+use lora_burn::lora_train::data::{
+    read_jsonl, BadRecordPolicy, JsonlOptions, Seq2SeqCollator, TokenizedExample,
+};
 use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{LogEntry, TrainEvent, TrainOutcome, Trainer};
 
+use crate::flags;
 use crate::plot::{write_curves_png, Curve};
 use crate::progress::Progress;
 
@@ -23,16 +26,16 @@ pub type CliResult<T = ()> = Result<T, Box<dyn Error>>;
 #[derive(Args, Debug, Clone)]
 pub struct DecodingArgs {
     /// Beams (1: greedy or sampling).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_BEAMS))]
     pub num_beams: usize,
     /// Most new tokens.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = flags::count(1..=flags::MAX_NEW_TOKENS))]
     pub max_new_tokens: usize,
     /// Fewest new tokens.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = flags::count(0..=flags::MAX_NEW_TOKENS))]
     pub min_new_tokens: usize,
     /// Beam length penalty.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = flags::finite_f32())]
     pub length_penalty: f32,
     /// Stop beam search once `num_beams` hypotheses are finished.
     #[arg(long)]
@@ -41,23 +44,59 @@ pub struct DecodingArgs {
     #[arg(long)]
     pub do_sample: bool,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = flags::positive_f32())]
     pub temperature: f32,
     /// Sampling top-k (0: off).
     #[arg(long, default_value_t = 50)]
     pub top_k: usize,
     /// Sampling top-p.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = flags::share_f32())]
     pub top_p: f32,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Prompts per generation batch.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = flags::count(1..=flags::MAX_COUNT))]
     pub generation_batch_size: usize,
+    /// Most prompt tokens (`</s>` included); a longer prompt is an error unless
+    /// `--truncate-source`.
+    #[arg(long, default_value_t = DecodingArgs::DEFAULT_MAX_SOURCE_LEN, value_parser = flags::count(1..=flags::MAX_SEQUENCE_LEN))]
+    pub max_source_len: usize,
+    /// Cut prompts longer than `--max-source-len` to their first tokens and `</s>`.
+    #[arg(long)]
+    pub truncate_source: bool,
 }
 
 impl DecodingArgs {
+    /// T5's `model_max_length`.
+    pub const DEFAULT_MAX_SOURCE_LEN: usize = 512;
+
+    /// The ids of prompt number `index` (0-based), within `--max-source-len`.
+    fn prompt_ids(
+        &self,
+        tokenizer: &T5Tokenizer,
+        prompt: &str,
+        index: usize,
+    ) -> CliResult<Vec<u32>> {
+        let (mut ids, cut) = tokenizer.encode_bounded(prompt, self.max_source_len)?;
+        if !cut && ids.len() <= self.max_source_len {
+            return Ok(ids);
+        }
+        if !self.truncate_source {
+            return Err(format!(
+                "prompt {} has more than --max-source-len {} tokens ({}); raise the limit or pass --truncate-source",
+                index + 1,
+                self.max_source_len,
+                if cut { "its first characters alone".to_string() } else { format!("{} tokens", ids.len()) }
+            )
+            .into());
+        }
+        let last = ids.pop();
+        ids.truncate(self.max_source_len - 1);
+        ids.extend(last);
+        Ok(ids)
+    }
+
     pub fn config(&self) -> GenerationConfig {
         GenerationConfig {
             max_new_tokens: self.max_new_tokens,
@@ -104,14 +143,38 @@ pub fn read_pairs(path: &Path, skip_bad: bool) -> CliResult<Vec<(String, String)
         .collect())
 }
 
-/// Tokenizes pairs.
+/// The `instruction` of every record of a JSONL file, whatever else it holds; a record without
+/// one is an error naming its line, and a file without records is an error.
+pub fn read_prompts(path: &Path) -> CliResult<Vec<String>> {
+    let options = JsonlOptions {
+        target_must_be_json: false,
+        target_required: false,
+        ..JsonlOptions::default()
+    };
+    let prompts: Vec<String> = read_jsonl(path, &options)?
+        .examples
+        .into_iter()
+        .map(|e| e.source)
+        .collect();
+    if prompts.is_empty() {
+        return Err(format!("{}: no records", path.display()).into());
+    }
+    Ok(prompts)
+}
+
+/// Tokenizes pairs for `collator`'s batches (each text cut at what its token limit covers).
 pub fn tokenize(
     tokenizer: &T5Tokenizer,
     pairs: &[(String, String)],
+    collator: &Seq2SeqCollator,
 ) -> CliResult<Vec<TokenizedExample>> {
     pairs
         .iter()
-        .map(|(source, target)| Ok(TokenizedExample::encode(tokenizer, source, target)?))
+        .map(|(source, target)| {
+            Ok(TokenizedExample::encode_for(
+                tokenizer, source, target, collator,
+            )?)
+        })
         .collect()
 }
 
@@ -185,11 +248,13 @@ pub fn generate_texts<B: Backend>(
     let device = model.shared.weight.device();
     let config = decoding.config();
     let mut outputs = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(decoding.generation_batch_size.max(1)) {
+    let batch = decoding.generation_batch_size.max(1);
+    for (number, chunk) in prompts.chunks(batch).enumerate() {
         let encoded: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|p| tokenizer.encode(p))
-            .collect::<Result<_, _>>()?;
+            .enumerate()
+            .map(|(i, p)| decoding.prompt_ids(tokenizer, p, number * batch + i))
+            .collect::<CliResult<_>>()?;
         let width = encoded.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut ids = Vec::with_capacity(chunk.len() * width);
         let mut mask = Vec::with_capacity(chunk.len() * width);

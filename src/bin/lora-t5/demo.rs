@@ -19,6 +19,7 @@ use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 use crate::common::{
     evaluate, read_pairs, tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
+use crate::flags;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -28,23 +29,23 @@ pub struct DemoArgs {
     /// Folder with heldout_train.jsonl, heldout_valid.jsonl and heldout_test.jsonl.
     #[arg(long, default_value = "data/uidsl")]
     data: PathBuf,
-    /// Where the run's adapter, metrics and loss curve go.
+    /// Where the run's adapter, metrics and loss curve go (replacing an earlier demo's).
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// LoRA rank.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_RANK))]
     r: usize,
     /// LoRA alpha.
-    #[arg(long, default_value_t = 32.0)]
+    #[arg(long, default_value_t = 32.0, value_parser = flags::finite())]
     alpha: f64,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = flags::count(1..=flags::MAX_COUNT))]
     steps: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-3)]
+    #[arg(long, default_value_t = 5e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// Examples per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
     batch_size: usize,
     #[command(flatten)]
     decoding: DecodingArgs,
@@ -92,6 +93,8 @@ pub fn run(args: DemoArgs) -> CliResult {
             save_every: 0,
             log_every: 10,
             seed: DEMO_SEED,
+            // `--out` is the demo's own folder: each demo run replaces the last one.
+            overwrite_output_dir: true,
             ..TrainerConfig::default()
         },
         output_dir: args.out.clone(),
@@ -108,8 +111,8 @@ pub fn run(args: DemoArgs) -> CliResult {
     let outcome = train_with_display(
         &trainer,
         model,
-        &tokenize(&tokenizer, &train)?,
-        &tokenize(&tokenizer, &valid)?,
+        &tokenize(&tokenizer, &train, &trainer.collator)?,
+        &tokenize(&tokenizer, &valid, &trainer.collator)?,
         false,
     )?;
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);

@@ -13,6 +13,7 @@
 mod commands;
 mod common;
 mod demo;
+mod flags;
 mod plot;
 mod pretrain;
 mod progress;

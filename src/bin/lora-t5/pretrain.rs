@@ -14,6 +14,7 @@ use lora_burn::lora_train::data::Seq2SeqCollator;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
 use crate::common::{read_pairs, tokenize, train_with_display, CliResult};
+use crate::flags;
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -24,33 +25,33 @@ pub struct PretrainArgs {
     #[arg(long, default_value = "models/uidsl-t5-small")]
     out: PathBuf,
     /// Tokenizer vocabulary size.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = flags::count(1..=flags::MAX_COUNT))]
     vocab_size: usize,
     /// Hidden size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = flags::count(1..=flags::MAX_RANK))]
     d_model: usize,
     /// Attention heads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = flags::count(1..=flags::MAX_RANK))]
     heads: usize,
     /// Feed-forward size.
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = 384, value_parser = flags::count(1..=flags::MAX_COUNT))]
     d_ff: usize,
     /// Encoder and decoder layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = flags::count(1..=1024))]
     layers: usize,
     /// Passes over the base corpus.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = flags::count(1..=flags::MAX_COUNT))]
     epochs: usize,
     /// Examples per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
     batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Folder of the run's `metrics.jsonl` and `loss.png`.
+    /// Folder of the run's `metrics.jsonl` and `loss.png` (replacing an earlier run's).
     #[arg(long, default_value = "runs/pretrain")]
     run_dir: PathBuf,
 }
@@ -68,14 +69,14 @@ pub fn run(args: PretrainArgs) -> CliResult {
         .chain(&heldout)
         .flat_map(|(s, t)| [s.clone(), t.clone()])
         .collect();
-    let tokenizer = T5Tokenizer::train_unigram(&texts, args.vocab_size)?;
-    if args.heads == 0 || !args.d_model.is_multiple_of(args.heads) {
+    if !args.d_model.is_multiple_of(args.heads) {
         return Err(format!(
             "--heads must divide --d-model ({}), got {}",
             args.d_model, args.heads
         )
         .into());
     }
+    let tokenizer = T5Tokenizer::train_unigram(&texts, args.vocab_size)?;
     let config = T5Config {
         vocab_size: tokenizer.vocab_size(),
         d_model: args.d_model,
@@ -92,12 +93,11 @@ pub fn run(args: PretrainArgs) -> CliResult {
         scale_decoder_outputs: true,
         ..T5Config::default()
     };
+    config.check("the pretrain flags".as_ref())?;
     let device = Default::default();
     B::seed(&device, args.seed);
     let model = T5ForConditionalGeneration::<B>::new(&config, &device);
     let _ = model.valid(); // materialise the lazily initialised weights from the seed
-    let train = tokenize(&tokenizer, &train)?;
-    let valid = tokenize(&tokenizer, &valid)?;
     let mut trainer = Trainer {
         config: TrainerConfig {
             learning_rate: args.learning_rate,
@@ -111,6 +111,8 @@ pub fn run(args: PretrainArgs) -> CliResult {
             eval_every: 0,
             log_every: 10,
             seed: args.seed,
+            // `--run-dir` holds only this recipe's logs: each run replaces the last one.
+            overwrite_output_dir: true,
             ..TrainerConfig::default()
         },
         output_dir: args.run_dir.clone(),
@@ -121,6 +123,8 @@ pub fn run(args: PretrainArgs) -> CliResult {
             pad_id: config.pad_token_id,
         },
     };
+    let train = tokenize(&tokenizer, &train, &trainer.collator)?;
+    let valid = tokenize(&tokenizer, &valid, &trainer.collator)?;
     let total = trainer.total_steps(train.len());
     trainer.config.warmup_steps = total / 20;
     println!(
