@@ -105,8 +105,10 @@ impl LoraConfig {
     /// ```
     ///
     /// # Errors
-    /// [`LoraError::InvalidRank`] for `r == 0`, [`LoraError::InvalidAlpha`] for a non-finite or
-    /// non-positive `lora_alpha`, [`LoraError::InvalidDropout`] for a dropout outside `[0, 1)`.
+    /// [`LoraError::InvalidRank`] for `r == 0`, [`LoraError::InvalidAlpha`] for a non-finite
+    /// `lora_alpha` or one whose [`scaling`](Self::scaling) overflows `f32` (`1e308` would turn
+    /// every output into infinities), [`LoraError::InvalidDropout`] for a dropout outside
+    /// `[0, 1)`.
     pub fn validate(&self) -> Result<(), LoraError> {
         if self.r == 0 {
             return Err(LoraError::InvalidRank { r: self.r });
@@ -116,7 +118,7 @@ impl LoraConfig {
                 dropout: self.lora_dropout,
             });
         }
-        if !self.lora_alpha.is_finite() {
+        if !self.lora_alpha.is_finite() || !(self.scaling() as f32).is_finite() {
             return Err(LoraError::InvalidAlpha {
                 alpha: self.lora_alpha,
             });

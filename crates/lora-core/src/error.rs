@@ -22,8 +22,11 @@ pub enum LoraError {
         /// The dropout probability that was given.
         dropout: f64,
     },
-    /// `lora_alpha` must be a finite number.
-    #[error("invalid LoRA config: `lora_alpha` must be finite, got {alpha}")]
+    /// `lora_alpha` must be a finite number whose scaling (`lora_alpha / r`, or `/ √r` with
+    /// rsLoRA) is a finite `f32`, the type the update is multiplied in.
+    #[error(
+        "invalid LoRA config: `lora_alpha` must be finite and give a scaling within f32, got {alpha}"
+    )]
     InvalidAlpha {
         /// The alpha that was given.
         alpha: f64,

@@ -338,7 +338,7 @@ fn check_peft_type(values: &Map<String, Value>, path: &Path) -> Result<(), PeftI
 struct SettingsFile {
     #[serde(default, deserialize_with = "checked::positive_count")]
     r: Option<usize>,
-    #[serde(default, deserialize_with = "checked::finite_number")]
+    #[serde(default, deserialize_with = "alpha")]
     lora_alpha: Option<f64>,
     #[serde(default, deserialize_with = "checked::dropout_probability")]
     lora_dropout: Option<f64>,
@@ -419,15 +419,25 @@ impl<'de> Deserialize<'de> for Rank {
     }
 }
 
+/// What an alpha must be: its scaling (`alpha / r`, `alpha / √r`, at most `|alpha|`) multiplies
+/// the update in `f32`, so a larger one (`1e308`) would turn every output into infinities.
+const ALPHA_EXPECTED: &str = "a finite number within f32's range (|alpha| ≤ 3.4028235e38)";
+
+fn as_alpha(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64().filter(|n| n.abs() <= f64::from(f32::MAX))
+}
+
+/// `lora_alpha`: see [`ALPHA_EXPECTED`].
+fn alpha<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    checked::value(d, ALPHA_EXPECTED, as_alpha)
+}
+
 /// An `alpha_pattern` value.
 struct Alpha(f64);
 
 impl<'de> Deserialize<'de> for Alpha {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked::required(d, "a finite number", |v| {
-            v.as_f64().filter(|n| n.is_finite())
-        })
-        .map(Alpha)
+        checked::required(d, ALPHA_EXPECTED, as_alpha).map(Alpha)
     }
 }
 

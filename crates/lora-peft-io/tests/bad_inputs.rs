@@ -637,6 +637,27 @@ fn config_values_of_the_wrong_kind_name_the_key_and_what_was_expected() {
 }
 
 #[test]
+fn an_alpha_whose_scaling_overflows_f32_is_refused() {
+    let scratch = Scratch::new("huge-alpha");
+    let dir = scratch.copy("list_qv", "adapter");
+    edit_config(&dir, |c| {
+        c.insert("lora_alpha".into(), json!(1e308));
+    });
+    let err = load_error(&dir);
+    assert!(
+        matches!(&err, PeftIoError::File(HfFileError::InvalidValue { path, key, .. }) if path == &dir.join(CONFIG_FILE) && key == "lora_alpha"),
+        "{err}"
+    );
+    assert_mentions(&err, &["f32"]);
+    // The same for a pattern's alpha.
+    let err = config_error(&config_with("alpha_pattern", json!({"v": 1e39})));
+    assert!(
+        matches!(&err, PeftIoError::File(HfFileError::InvalidValue { key, .. }) if key == "alpha_pattern.v"),
+        "{err}"
+    );
+}
+
+#[test]
 fn null_values_take_peft_defaults() {
     // PEFT writes `null` for unset optional keys; a null `r` or `lora_alpha` reads as absent.
     let text = json!({
