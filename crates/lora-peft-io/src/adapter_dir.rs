@@ -362,8 +362,8 @@ fn build_adapter<B: Backend>(
             Some(tensor1(&entry.1, &device))
         }
     };
-    let lora_a = tensor2(&a.1, &device).transpose();
-    let lora_b = tensor2(&b.1, &device).transpose();
+    let lora_a = transposed(&a.1, &device);
+    let lora_b = transposed(&b.1, &device);
     let adapter = LoraAdapter::from_weights(adapter_name, &lora, lora_a, lora_b, magnitude)
         .map_err(|e| layer_error(path, e))?;
     check_insertable(layer, &adapter).map_err(|e| layer_error(path, e))?;
@@ -374,11 +374,17 @@ fn tensor1<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 1> {
     Tensor::from_data(TensorData::new(t.values.clone(), [t.values.len()]), device)
 }
 
-fn tensor2<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(
-        TensorData::new(t.values.clone(), [t.shape[0], t.shape[1]]),
-        device,
-    )
+/// The `[rows, cols]` host matrix `t` as a `[cols, rows]` tensor, transposed on the host: the
+/// tensor is contiguous, as the weights training produces are, so a resumed run multiplies with
+/// the same kernels (a transposed view takes another path in some backends, and its sums round
+/// differently).
+fn transposed<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let mut values = Vec::with_capacity(t.values.len());
+    for col in 0..cols {
+        values.extend((0..rows).map(|row| t.values[row * cols + col]));
+    }
+    Tensor::from_data(TensorData::new(values, [cols, rows]), device)
 }
 
 /// Checks what [`LoraLinear::insert_adapter`] would refuse, without changing the layer.
