@@ -2,56 +2,11 @@
 //! generate and evaluate with the adapter (also with int8 base weights), merge, sweep, inspect,
 //! and a typed error for a missing file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn repository(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn model_dir() -> String {
-    repository("models/uidsl-t5-small").display().to_string()
-}
-
-fn data(file: &str) -> String {
-    repository("data/uidsl").join(file).display().to_string()
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lora-t5-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn lora_t5(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lora-t5"))
-        .args(args)
-        .output()
-        .expect("the lora-t5 binary runs")
-}
-
-/// Runs `lora-t5 args` and returns its standard output; fails the test on a non-zero exit.
-fn run_ok(args: &[&str]) -> String {
-    let output = lora_t5(args);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "lora-t5 {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
-}
-
-/// A JSONL file with the first `count` records of `file`.
-fn first_records(file: &str, count: usize, dir: &Path) -> String {
-    let text = std::fs::read_to_string(data(file)).unwrap();
-    let path = dir.join(format!("first-{count}-{file}"));
-    let lines: Vec<&str> = text.lines().take(count).collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path.display().to_string()
-}
+use common::{data, first_records, lora_t5, model_dir, repository, run_ok, scratch};
 
 #[test]
 fn train_generate_eval_int8_merge_and_inspect() {
