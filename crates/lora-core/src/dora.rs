@@ -56,7 +56,7 @@ impl<B: Backend> LoraVariant<B> for Dora {
         };
         let factor = magnitude.val().detach() / column_norm(combined.clone());
         let merged = combined * factor.clone().unsqueeze_dim::<2>(0);
-        let cache = crate::tensor_util::to_host_f32(factor)?;
+        let cache = crate::tensor_util::to_host::<f32, _, 1>(factor)?;
         Ok(VariantMerge {
             weight: merged,
             cache,

@@ -6,25 +6,15 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::LoraError;
 
-/// Reads a 2-D tensor back as row-major `f64` values.
-pub(crate) fn to_host_f64<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f64>, LoraError> {
-    tensor
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .map_err(|e| LoraError::TensorData {
-            reason: format!("{e:?}"),
-        })
-}
-
-/// Reads a tensor of any rank back as row-major `f32` values.
-pub(crate) fn to_host_f32<B: Backend, const D: usize>(
+/// Reads a tensor of any rank back as row-major values of element type `E` (converted from the
+/// backend's float type).
+pub(crate) fn to_host<E: burn::tensor::Element, B: Backend, const D: usize>(
     tensor: Tensor<B, D>,
-) -> Result<Vec<f32>, LoraError> {
+) -> Result<Vec<E>, LoraError> {
     tensor
         .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
+        .convert::<E>()
+        .to_vec::<E>()
         .map_err(|e| LoraError::TensorData {
             reason: format!("{e:?}"),
         })

@@ -4,7 +4,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::linalg::{jacobi_svd, thin_qr, Matrix};
-use crate::tensor_util::{from_host_f64, to_host_f64};
+use crate::tensor_util::{from_host_f64, to_host};
 use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear};
 
 /// How [`LoraLinear::add_weighted_adapter`] combines adapters.
@@ -170,12 +170,12 @@ fn combine_svd<B: Backend>(
     let p = Matrix {
         rows: d_input,
         cols: total_rank,
-        data: to_host_f64(cat_a)?,
+        data: to_host::<f64, _, 2>(cat_a)?,
     };
     let q = Matrix {
         rows: total_rank,
         cols: d_output,
-        data: to_host_f64(cat_b)?,
+        data: to_host::<f64, _, 2>(cat_b)?,
     }
     .transpose();
     let (q1, r1) = thin_qr(&p);

@@ -697,6 +697,16 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_twice_is_refused_not_read_last_wins() {
+        let err = parse(r#"{"d_model": 8, "d_model": 16}"#).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("duplicate") && text.contains("d_model"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_document_that_is_not_an_object_is_refused() {
         let (key, expected, _) = refusal("[]");
         assert_eq!(

@@ -64,6 +64,20 @@ pub enum TrainError {
         /// The outputs found there.
         found: String,
     },
+    /// The training or validation loss became NaN or infinite (a learning rate or data that
+    /// makes training diverge): the run stops before it saves such weights.
+    #[error(
+        "the {what} loss is {loss} at step {step}: training diverged (lower the learning rate \
+         or clip the gradients)"
+    )]
+    NonFiniteLoss {
+        /// `training` or `validation`.
+        what: &'static str,
+        /// The optimizer step being made (training) or just made (validation).
+        step: usize,
+        /// The value.
+        loss: f64,
+    },
     /// A resume was asked with other settings or other data than the checkpoint's run.
     #[error("{path}: cannot resume with other settings than the run's: {}", differences.join("; "))]
     ResumeMismatch {

@@ -340,8 +340,15 @@ impl Trainer {
                     .sum::<usize>();
                 let loss = model.seq2seq_loss(batch)?;
                 let loss = loss / c.gradient_accumulation_steps as f64;
-                state.window.loss_sum +=
-                    scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
+                let value = scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
+                if !value.is_finite() {
+                    return Err(TrainError::NonFiniteLoss {
+                        what: "training",
+                        step: state.step + 1,
+                        loss: value,
+                    });
+                }
+                state.window.loss_sum += value;
                 state.window.batches += 1;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
@@ -379,6 +386,13 @@ impl Trainer {
                 if eval_now && !valid.is_empty() {
                     let eval_loss =
                         evaluate_loss(&model.valid(), valid, c.batch_size, &self.collator)?;
+                    if !eval_loss.is_finite() {
+                        return Err(TrainError::NonFiniteLoss {
+                            what: "validation",
+                            step: state.step,
+                            loss: eval_loss,
+                        });
+                    }
                     if let Some(e) = entry.as_mut() {
                         e.eval_loss = Some(eval_loss);
                     }

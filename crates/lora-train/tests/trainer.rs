@@ -502,3 +502,21 @@ fn an_example_with_a_token_id_outside_the_vocabulary_is_refused_before_training(
     );
     assert!(!trainer.output_dir.exists(), "nothing is written");
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_non_finite_loss_error_before_saving_its_weights() {
+    let _rng = rng_lock();
+    let mut trainer = trainer("diverge", 40);
+    trainer.config.learning_rate = 1e30;
+    trainer.config.max_grad_norm = None;
+    trainer.config.warmup_steps = 0;
+    trainer.config.save_every = 0;
+    match trainer.train(with_adapter(), &data(24, 0), &data(8, 5), false) {
+        Err(TrainError::NonFiniteLoss { step, loss, .. }) => {
+            assert!(step >= 1 && !loss.is_finite(), "step {step}, loss {loss}");
+        }
+        other => panic!("expected NonFiniteLoss, got {other:?}"),
+    }
+    assert!(!trainer.output_dir.join("final").exists());
+    let _ = std::fs::remove_dir_all(&trainer.output_dir);
+}
