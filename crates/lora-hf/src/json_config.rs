@@ -40,11 +40,27 @@ pub const ROOT_KEY: &str = "<root>";
 /// [`HfFileError::InvalidValue`] naming the key path for a value `T` refuses (key
 /// [`ROOT_KEY`] when the document is not a JSON object).
 pub fn parse_json_config<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, HfFileError> {
-    parse_json_object(text, path)?;
+    // A derived struct also reads from a JSON array: anything but an object is refused first.
+    if !text.trim_start().starts_with('{') {
+        parse_json_object(text, path)?;
+    }
     // From the text rather than from a parsed `Value`, so that a field may see its object's
-    // entries in file order (a `serde_json::Map` sorts them).
+    // entries in file order (a `serde_json::Map` sorts them), and in one pass.
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| refusal(err, path))
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(config) => {
+            deserializer
+                .end()
+                .map_err(|e| HfFileError::json(path, &e))?;
+            Ok(config)
+        }
+        Err(err) => {
+            // Text that is not JSON, or not an object, is reported as such (with line and
+            // column, or the value found), whatever a field met first.
+            parse_json_object(text, path)?;
+            Err(refusal(err, path))
+        }
+    }
 }
 
 /// Parses the text of a JSON file that must hold one object.

@@ -716,6 +716,15 @@ mod tests {
     }
 
     #[test]
+    fn text_after_the_object_is_refused() {
+        let err = parse("{\"d_model\": 8}\n[]").unwrap_err();
+        assert!(
+            matches!(err, T5Error::File(HfFileError::Json { line: 2, .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn invalid_json_names_line_and_column() {
         let err = parse("{\n  \"d_model\": 8,\n}").unwrap_err();
         assert!(
