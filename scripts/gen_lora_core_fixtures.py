@@ -346,14 +346,30 @@ def case_weighted(seed: int) -> None:
     def delta(name: str) -> torch.Tensor:
         return layer.scaling[name] * layer.lora_B[name].weight.detach() @ layer.lora_A[name].weight.detach()
 
+    # (name, sources, combination_type, svd_rank, density, majority_sign_method). DARE draws its
+    # masks from torch's generator, which no other implementation reproduces: it is recorded at
+    # density 1, where PEFT prunes nothing.
     specs = [
-        ("weighted_cat", ["a", "b"], "cat", None),
-        ("weighted_linear", ["a", "b2"], "linear", None),
-        ("weighted_svd", ["a", "b"], "svd", 2),
-        ("weighted_svd_full", ["a", "b"], "svd", 5),
+        ("weighted_cat", ["a", "b"], "cat", None, None, None),
+        ("weighted_linear", ["a", "b2"], "linear", None, None, None),
+        ("weighted_svd", ["a", "b"], "svd", 2, None, None),
+        ("weighted_svd_full", ["a", "b"], "svd", 5, None, None),
+        ("weighted_ties", ["a", "b2"], "ties", None, 0.5, "total"),
+        ("weighted_ties_frequency", ["a", "b2"], "ties", None, 0.5, "frequency"),
+        ("weighted_magnitude_prune", ["a", "b2"], "magnitude_prune", None, 0.5, None),
+        ("weighted_dare_linear", ["a", "b2"], "dare_linear", None, 1.0, None),
+        ("weighted_dare_ties", ["a", "b2"], "dare_ties", None, 1.0, "frequency"),
+        ("weighted_ties_svd", ["a", "b"], "ties_svd", 2, 0.6, "total"),
+        ("weighted_magnitude_prune_svd", ["a", "b"], "magnitude_prune_svd", 3, 0.4, None),
+        ("weighted_dare_linear_svd", ["a", "b"], "dare_linear_svd", 2, 1.0, None),
+        ("weighted_dare_ties_svd", ["a", "b"], "dare_ties_svd", 3, 1.0, "total"),
     ]
-    for new_name, sources, ctype, svd_rank in specs:
+    for new_name, sources, ctype, svd_rank, density, sign_method in specs:
         kwargs = {"svd_rank": svd_rank} if svd_rank is not None else {}
+        if density is not None:
+            kwargs["density"] = density
+        if sign_method is not None:
+            kwargs["majority_sign_method"] = sign_method
         model.add_weighted_adapter(
             adapters=sources, weights=weights, adapter_name=new_name, combination_type=ctype, **kwargs
         )
@@ -364,7 +380,16 @@ def case_weighted(seed: int) -> None:
         d_new = s_new * b_new @ a_new
         exact = sum(w * delta(n) for w, n in zip(weights, sources))
 
-        if ctype == "svd":
+        if ctype.endswith("svd") and ctype != "svd":
+            # Merged full updates, then the SVD: compare the update (singular vectors are defined
+            # up to sign).
+            put(f"{new_name}.delta", d_new)
+        elif ctype in ("ties", "magnitude_prune", "dare_linear", "dare_ties"):
+            put(f"{new_name}.lora_A", a_new)
+            put(f"{new_name}.lora_B", b_new)
+            if ctype == "dare_linear":
+                close(a_new, layer.lora_A["weighted_linear"].weight.detach(), "dare_linear at density 1 is linear")
+        elif ctype == "svd":
             put(f"{new_name}.delta", d_new)
             if new_name == "weighted_svd_full":
                 put(f"{new_name}.exact", exact)
@@ -400,6 +425,8 @@ def case_weighted(seed: int) -> None:
                 "weights": weights,
                 "combination_type": ctype,
                 "svd_rank": svd_rank,
+                "density": density,
+                "majority_sign_method": sign_method,
             }
         )
         META[new_name] = meta

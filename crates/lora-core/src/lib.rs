@@ -53,6 +53,7 @@ mod rms_norm;
 mod row_exp;
 mod softmax;
 mod swap_middle_dims;
+mod task_merge;
 mod tensor_util;
 #[cfg(all(test, feature = "flex"))]
 mod test_util;
@@ -75,6 +76,7 @@ pub use quantize::{int8_quantizer, quantize_base_weights};
 pub use rms_norm::rms_norm;
 pub use softmax::{softmax_last_dim, softmax_last_dim_with_bias};
 pub use swap_middle_dims::swap_middle_dims;
+pub use task_merge::MajoritySign;
 pub use trainable::{mark_all_as_trainable, mark_only_lora_as_trainable};
 pub use variant::{BaseTerms, LoraVariant, VariantMerge};
 pub use weighted::WeightedCombination;

@@ -4,18 +4,32 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::linalg::{jacobi_svd, thin_qr, Matrix};
+use crate::task_merge::{merge_task_tensors, Pruning, Summing};
 use crate::tensor_util::{from_host_f64, to_host};
-use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear};
+use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear, MajoritySign};
 
-/// How [`LoraLinear::add_weighted_adapter`] combines adapters.
+/// How [`LoraLinear::add_weighted_adapter`] combines adapters: PEFT's eleven
+/// `combination_type`s, with their `density` and `majority_sign_method`.
+///
+/// The methods without `Svd` in their name (`Linear`, `Ties`, `DareLinear`, `DareTies`,
+/// `MagnitudePrune`) merge the `A` factors and the `B` factors separately, each source weighing
+/// `±√|wᵢsᵢ|` (`wᵢ` its weight, `sᵢ` its scaling; the sign on `A` only), and need equal ranks.
+/// The `…Svd` methods merge the full updates `sᵢAᵢBᵢ` with the weights `wᵢ`, then keep the best
+/// rank-`rank` approximation. Pruning keeps `⌊density · n⌋` entries by magnitude (`Ties`,
+/// `MagnitudePrune`) or each entry with probability `density`, rescaled by `1 / density`
+/// (`Dare…`); a density of 1 or more prunes nothing. PEFT draws DARE's masks from torch's
+/// global generator; here they come from a xoshiro256++ stream seeded with `seed` (plus the
+/// index of the tensor pruned), so a run repeats exactly but does not reproduce PEFT's draws.
 ///
 /// ```
-/// use lora_core::WeightedCombination;
+/// use lora_core::{MajoritySign, WeightedCombination};
 ///
 /// let method = WeightedCombination::Svd { rank: 8 };
 /// assert_ne!(method, WeightedCombination::Cat);
+/// let ties = WeightedCombination::Ties { density: 0.5, majority_sign: MajoritySign::Total };
+/// assert_ne!(ties, WeightedCombination::MagnitudePrune { density: 0.5 });
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WeightedCombination {
     /// Concatenates the ranks: `A = [w₁s₁A₁ … wₙsₙAₙ]`, `B = [B₁ … Bₙ]`. Exact: the update is
     /// `Σ wᵢ sᵢ Aᵢ Bᵢ`; the new rank is the sum of the ranks.
@@ -28,12 +42,122 @@ pub enum WeightedCombination {
         /// The rank of the new adapter.
         rank: usize,
     },
+    /// TIES on the factors: magnitude pruning, sign election, disjoint merge.
+    Ties {
+        /// Share of entries kept.
+        density: f64,
+        /// How the sign of each entry is elected.
+        majority_sign: MajoritySign,
+    },
+    /// TIES on the full updates, then a rank-`rank` SVD.
+    TiesSvd {
+        /// The rank of the new adapter.
+        rank: usize,
+        /// Share of entries kept.
+        density: f64,
+        /// How the sign of each entry is elected.
+        majority_sign: MajoritySign,
+    },
+    /// DARE on the factors: random pruning with rescaling, then the weighted sum.
+    DareLinear {
+        /// Probability of keeping an entry.
+        density: f64,
+        /// Seed of the pruning masks.
+        seed: u64,
+    },
+    /// DARE on the full updates, then a rank-`rank` SVD.
+    DareLinearSvd {
+        /// The rank of the new adapter.
+        rank: usize,
+        /// Probability of keeping an entry.
+        density: f64,
+        /// Seed of the pruning masks.
+        seed: u64,
+    },
+    /// DARE pruning, then TIES' sign election and disjoint merge, on the factors.
+    DareTies {
+        /// Probability of keeping an entry.
+        density: f64,
+        /// How the sign of each entry is elected.
+        majority_sign: MajoritySign,
+        /// Seed of the pruning masks.
+        seed: u64,
+    },
+    /// DARE-TIES on the full updates, then a rank-`rank` SVD.
+    DareTiesSvd {
+        /// The rank of the new adapter.
+        rank: usize,
+        /// Probability of keeping an entry.
+        density: f64,
+        /// How the sign of each entry is elected.
+        majority_sign: MajoritySign,
+        /// Seed of the pruning masks.
+        seed: u64,
+    },
+    /// Magnitude pruning, then the weighted sum, on the factors.
+    MagnitudePrune {
+        /// Share of entries kept.
+        density: f64,
+    },
+    /// Magnitude pruning of the full updates, the weighted sum, then a rank-`rank` SVD.
+    MagnitudePruneSvd {
+        /// The rank of the new adapter.
+        rank: usize,
+        /// Share of entries kept.
+        density: f64,
+    },
+}
+
+impl WeightedCombination {
+    /// The pruning, the summing and (for the `…Svd` methods) the rank; `None` for `Cat`.
+    fn parts(self) -> Option<(Pruning, Summing, Option<usize>)> {
+        use WeightedCombination as W;
+        let disjoint = Summing::Disjoint;
+        let magnitude = |density| Pruning::Magnitude { density };
+        let random = |density, seed| Pruning::Random { density, seed };
+        Some(match self {
+            W::Cat => return None,
+            W::Linear => (Pruning::None, Summing::Weighted, None),
+            W::Svd { rank } => (Pruning::None, Summing::Weighted, Some(rank)),
+            W::Ties {
+                density,
+                majority_sign,
+            } => (magnitude(density), disjoint(majority_sign), None),
+            W::TiesSvd {
+                rank,
+                density,
+                majority_sign,
+            } => (magnitude(density), disjoint(majority_sign), Some(rank)),
+            W::DareLinear { density, seed } => (random(density, seed), Summing::Weighted, None),
+            W::DareLinearSvd {
+                rank,
+                density,
+                seed,
+            } => (random(density, seed), Summing::Weighted, Some(rank)),
+            W::DareTies {
+                density,
+                majority_sign,
+                seed,
+            } => (random(density, seed), disjoint(majority_sign), None),
+            W::DareTiesSvd {
+                rank,
+                density,
+                majority_sign,
+                seed,
+            } => (random(density, seed), disjoint(majority_sign), Some(rank)),
+            W::MagnitudePrune { density } => (magnitude(density), Summing::Weighted, None),
+            W::MagnitudePruneSvd { rank, density } => {
+                (magnitude(density), Summing::Weighted, Some(rank))
+            }
+        })
+    }
 }
 
 impl<B: Backend> LoraLinear<B> {
     /// Adds adapter `name` combining `adapters` with `weights` by `combination`, as PEFT's
     /// `add_weighted_adapter` does: the new adapter has `r = lora_alpha = new rank` and otherwise
-    /// the first source's configuration; it is added inactive.
+    /// the first source's configuration; it is added inactive. One source is always combined
+    /// `Linear`, as PEFT does.
     ///
     /// ```
     /// use burn::backend::NdArray;
@@ -53,7 +177,8 @@ impl<B: Backend> LoraLinear<B> {
     ///
     /// # Errors
     /// [`LoraError::InvalidWeightedAdapter`] for no sources, mismatched lengths, non-finite
-    /// weights or sources the combination cannot join (unequal ranks for `linear`),
+    /// weights, a negative or non-finite density, or sources the combination cannot join
+    /// (unequal ranks for the methods on the factors, an SVD rank outside `1..=min(in, out)`),
     /// [`LoraError::UnknownAdapter`], [`LoraError::DuplicateAdapter`] for `name`, and
     /// [`LoraError::UnsupportedVariant`] for a DoRA source.
     pub fn add_weighted_adapter<S: AsRef<str>>(
@@ -77,6 +202,20 @@ impl<B: Backend> LoraLinear<B> {
         if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
             return Err(invalid(format!("weight {w} is not finite")));
         }
+        let combination = if adapters.len() == 1 {
+            WeightedCombination::Linear
+        } else {
+            combination
+        };
+        if let Some((Pruning::Magnitude { density } | Pruning::Random { density, .. }, _, _)) =
+            combination.parts()
+        {
+            if !(density.is_finite() && density >= 0.0) {
+                return Err(invalid(format!(
+                    "density must be a finite number ≥ 0, got {density}"
+                )));
+            }
+        }
         let mut sources = Vec::with_capacity(adapters.len());
         for (adapter, weight) in adapters.iter().zip(weights) {
             let source = &self.adapters[self.require_adapter(adapter.as_ref())?];
@@ -89,10 +228,15 @@ impl<B: Backend> LoraLinear<B> {
             }
             sources.push((source, *weight * source.scaling()));
         }
-        let (lora_a, lora_b) = match combination {
-            WeightedCombination::Cat => combine_cat(&sources),
-            WeightedCombination::Linear => combine_linear(&sources)?,
-            WeightedCombination::Svd { rank } => combine_svd(&sources, rank)?,
+        let (lora_a, lora_b) = match combination.parts() {
+            None => combine_cat(&sources),
+            Some((Pruning::None, Summing::Weighted, None)) => combine_linear(&sources)?,
+            Some((Pruning::None, Summing::Weighted, Some(rank))) => combine_svd(&sources, rank)?,
+            Some((pruning, summing, None)) => combine_factors(&sources, pruning, summing)?,
+            Some((pruning, summing, Some(rank))) => {
+                let raw: Vec<f64> = adapters.iter().zip(weights).map(|(_, w)| *w).collect();
+                combine_updates_svd(&sources, &raw, pruning, summing, rank)?
+            }
         };
         let new_rank = lora_a.dims()[1];
         let config = LoraConfig {
@@ -121,20 +265,27 @@ fn combine_cat<B: Backend>(sources: &[Source<'_, B>]) -> (Tensor<B, 2>, Tensor<B
     (Tensor::cat(a, 1), Tensor::cat(b, 0))
 }
 
-fn combine_linear<B: Backend>(
-    sources: &[Source<'_, B>],
-) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
+/// Refuses sources of unequal ranks, which the methods on the factors cannot join.
+fn check_equal_ranks<B: Backend>(sources: &[Source<'_, B>]) -> Result<(), LoraError> {
     let rank = sources[0].0.rank();
-    if let Some((other, _)) = sources.iter().find(|(s, _)| s.rank() != rank) {
-        return Err(LoraError::InvalidWeightedAdapter {
+    match sources.iter().find(|(s, _)| s.rank() != rank) {
+        Some((other, _)) => Err(LoraError::InvalidWeightedAdapter {
             reason: format!(
-                "the `linear` combination needs equal ranks: `{}` has {rank}, `{}` has {}",
+                "combining the factors (`linear`, `ties`, `dare_*`, `magnitude_prune`) needs \
+                 equal ranks: `{}` has {rank}, `{}` has {}",
                 sources[0].0.name,
                 other.name,
                 other.rank()
             ),
-        });
+        }),
+        None => Ok(()),
     }
+}
+
+fn combine_linear<B: Backend>(
+    sources: &[Source<'_, B>],
+) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
+    check_equal_ranks(sources)?;
     let mut a: Option<Tensor<B, 2>> = None;
     let mut b: Option<Tensor<B, 2>> = None;
     for (source, ws) in sources {
@@ -148,12 +299,73 @@ fn combine_linear<B: Backend>(
     Ok((a.expect("non-empty sources"), b.expect("non-empty sources")))
 }
 
-fn combine_svd<B: Backend>(
+/// `ties`, `dare_linear`, `dare_ties`, `magnitude_prune`: the `A` factors merged with weights
+/// `sign(wᵢsᵢ)√|wᵢsᵢ|`, the `B` factors with `√|wᵢsᵢ|`.
+fn combine_factors<B: Backend>(
     sources: &[Source<'_, B>],
+    pruning: Pruning,
+    summing: Summing,
+) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
+    check_equal_ranks(sources)?;
+    let first = sources[0].0;
+    let device = first.lora_a.val().device();
+    let weights_a: Vec<f64> = sources
+        .iter()
+        .map(|(_, ws)| ws.signum() * ws.abs().sqrt())
+        .collect();
+    let weights_b: Vec<f64> = sources.iter().map(|(_, ws)| ws.abs().sqrt()).collect();
+    let mut factors_a = Vec::with_capacity(sources.len());
+    let mut factors_b = Vec::with_capacity(sources.len());
+    for (source, _) in sources {
+        factors_a.push(to_host::<f64, _, 2>(source.lora_a.val().detach())?);
+        factors_b.push(to_host::<f64, _, 2>(source.lora_b.val().detach())?);
+    }
+    let a = merge_task_tensors(&factors_a, &weights_a, pruning, summing);
+    let b = merge_task_tensors(&factors_b, &weights_b, pruning, summing);
+    let rank = first.rank();
+    Ok((
+        from_host_f64(a, [first.d_input(), rank], &device),
+        from_host_f64(b, [rank, first.d_output()], &device),
+    ))
+}
+
+/// `ties_svd`, `dare_linear_svd`, `dare_ties_svd`, `magnitude_prune_svd`: the full updates
+/// `sᵢAᵢBᵢ` merged with the weights `raw_weights`, then the best rank-`rank` approximation.
+fn combine_updates_svd<B: Backend>(
+    sources: &[Source<'_, B>],
+    raw_weights: &[f64],
+    pruning: Pruning,
+    summing: Summing,
     rank: usize,
 ) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
     let first = sources[0].0;
     let (d_input, d_output) = (first.d_input(), first.d_output());
+    check_svd_rank(rank, d_input, d_output)?;
+    let device = first.lora_a.val().device();
+    let mut updates = Vec::with_capacity(sources.len());
+    for (source, _) in sources {
+        let update = source
+            .lora_a
+            .val()
+            .detach()
+            .matmul(source.lora_b.val().detach())
+            .mul_scalar(source.scaling());
+        updates.push(to_host::<f64, _, 2>(update)?);
+    }
+    let merged = Matrix {
+        rows: d_input,
+        cols: d_output,
+        data: merge_task_tensors(&updates, raw_weights, pruning, summing),
+    };
+    let (left, s, right) = dense_svd(&merged);
+    let (a, b) = truncate(&left, &s, &right, rank);
+    Ok((
+        from_host_f64(a.data, [d_input, rank], &device),
+        from_host_f64(b.data, [rank, d_output], &device),
+    ))
+}
+
+fn check_svd_rank(rank: usize, d_input: usize, d_output: usize) -> Result<(), LoraError> {
     if rank == 0 || rank > d_input.min(d_output) {
         return Err(LoraError::InvalidWeightedAdapter {
             reason: format!(
@@ -162,6 +374,46 @@ fn combine_svd<B: Backend>(
             ),
         });
     }
+    Ok(())
+}
+
+/// `m = left · diag(s) · rightᵀ` for any `[rows, cols]` matrix, by a thin QR of the taller side
+/// and a Jacobi SVD of its square factor; singular values in descending order.
+fn dense_svd(m: &Matrix) -> (Matrix, Vec<f64>, Matrix) {
+    if m.rows >= m.cols {
+        let (q, r) = thin_qr(m);
+        let (u, s, v) = jacobi_svd(&r);
+        (q.matmul(&u), s, v)
+    } else {
+        let (right, s, left) = dense_svd(&m.transpose());
+        (left, s, right)
+    }
+}
+
+/// The rank-`rank` factors of `left · diag(s) · rightᵀ`: `A = left[:, :rank]` and
+/// `B = diag(s[:rank]) · right[:, :rank]ᵀ` (the singular values on `B`, as PEFT puts them).
+fn truncate(left: &Matrix, s: &[f64], right: &Matrix, rank: usize) -> (Matrix, Matrix) {
+    let (d_input, d_output) = (left.rows, right.rows);
+    let mut a = Matrix::zeros(d_input, rank);
+    let mut b = Matrix::zeros(rank, d_output);
+    for (k, sigma) in s.iter().enumerate().take(rank) {
+        for i in 0..d_input {
+            a.data[i * rank + k] = left.at(i, k);
+        }
+        for o in 0..d_output {
+            b.data[k * d_output + o] = sigma * right.at(o, k);
+        }
+    }
+    (a, b)
+}
+
+fn combine_svd<B: Backend>(
+    sources: &[Source<'_, B>],
+    rank: usize,
+) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
+    let first = sources[0].0;
+    let (d_input, d_output) = (first.d_input(), first.d_output());
+    check_svd_rank(rank, d_input, d_output)?;
     // ΔW = P · Qᵀ with P = [w₁s₁A₁ …] ([in, R]) and Q = [B₁ … ]ᵀ ([out, R]); the SVD of the
     // small R×R core gives the SVD of ΔW without forming it.
     let (cat_a, cat_b) = combine_cat(sources);
@@ -183,16 +435,7 @@ fn combine_svd<B: Backend>(
     let (u, s, v) = jacobi_svd(&r1.matmul(&r2.transpose()));
     let left = q1.matmul(&u); // [in, R]: input-side singular vectors
     let right = q2.matmul(&v); // [out, R]: output-side singular vectors
-    let mut new_a = Matrix::zeros(d_input, rank);
-    let mut new_b = Matrix::zeros(rank, d_output);
-    for (k, sigma) in s.iter().enumerate().take(rank) {
-        for i in 0..d_input {
-            new_a.data[i * rank + k] = left.at(i, k);
-        }
-        for o in 0..d_output {
-            new_b.data[k * d_output + o] = sigma * right.at(o, k);
-        }
-    }
+    let (new_a, new_b) = truncate(&left, &s, &right, rank);
     Ok((
         from_host_f64(new_a.data, [d_input, rank], &device),
         from_host_f64(new_b.data, [rank, d_output], &device),

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use lora_core::{
     count_parameters, mark_only_lora_as_trainable, LoraAdapter, LoraBias, LoraConfig, LoraLinear,
-    WeightedCombination,
+    MajoritySign, WeightedCombination,
 };
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -258,12 +258,55 @@ fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let method = match entry["combination_type"].as_str().unwrap() {
+    let rank = entry["svd_rank"].as_u64().map(|r| r as usize);
+    let density = entry["density"].as_f64();
+    let majority_sign = match entry["majority_sign_method"].as_str() {
+        Some("frequency") => MajoritySign::Frequency,
+        _ => MajoritySign::Total,
+    };
+    let combination_type = entry["combination_type"].as_str().unwrap();
+    let (rank, density) = (|| rank.unwrap(), || density.unwrap());
+    // DARE's masks are random: at density 1 PEFT (and this crate) prune nothing.
+    let seed = 0;
+    let method = match combination_type {
         "cat" => WeightedCombination::Cat,
         "linear" => WeightedCombination::Linear,
-        _ => WeightedCombination::Svd {
-            rank: entry["svd_rank"].as_u64().unwrap() as usize,
+        "svd" => WeightedCombination::Svd { rank: rank() },
+        "ties" => WeightedCombination::Ties {
+            density: density(),
+            majority_sign,
         },
+        "magnitude_prune" => WeightedCombination::MagnitudePrune { density: density() },
+        "dare_linear" => WeightedCombination::DareLinear {
+            density: density(),
+            seed,
+        },
+        "dare_ties" => WeightedCombination::DareTies {
+            density: density(),
+            majority_sign,
+            seed,
+        },
+        "ties_svd" => WeightedCombination::TiesSvd {
+            rank: rank(),
+            density: density(),
+            majority_sign,
+        },
+        "magnitude_prune_svd" => WeightedCombination::MagnitudePruneSvd {
+            rank: rank(),
+            density: density(),
+        },
+        "dare_linear_svd" => WeightedCombination::DareLinearSvd {
+            rank: rank(),
+            density: density(),
+            seed,
+        },
+        "dare_ties_svd" => WeightedCombination::DareTiesSvd {
+            rank: rank(),
+            density: density(),
+            majority_sign,
+            seed,
+        },
+        other => panic!("unknown combination_type {other}"),
     };
     layer
         .add_weighted_adapter(&sources, &weights, case, method)
@@ -279,7 +322,7 @@ fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
         entry["lora_alpha"].as_f64().unwrap()
     );
     assert_eq!(adapter.scaling(), entry["scaling"].as_f64().unwrap());
-    if method == WeightedCombination::Cat || method == WeightedCombination::Linear {
+    if !combination_type.ends_with("svd") {
         assert_close(
             adapter.lora_a.val(),
             f.transposed(&format!("{case}.lora_A")),
@@ -306,6 +349,104 @@ fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
         case,
     );
     layer
+}
+
+#[test]
+fn weighted_ties_matches_peft() {
+    weighted_adapter_matches_peft("weighted_ties");
+}
+
+#[test]
+fn weighted_ties_with_the_frequency_sign_matches_peft() {
+    weighted_adapter_matches_peft("weighted_ties_frequency");
+}
+
+#[test]
+fn weighted_magnitude_prune_matches_peft() {
+    weighted_adapter_matches_peft("weighted_magnitude_prune");
+}
+
+#[test]
+fn weighted_dare_linear_at_density_one_matches_peft() {
+    weighted_adapter_matches_peft("weighted_dare_linear");
+}
+
+#[test]
+fn weighted_dare_ties_at_density_one_matches_peft() {
+    weighted_adapter_matches_peft("weighted_dare_ties");
+}
+
+#[test]
+fn weighted_ties_svd_matches_peft() {
+    weighted_adapter_matches_peft("weighted_ties_svd");
+}
+
+#[test]
+fn weighted_magnitude_prune_svd_matches_peft() {
+    weighted_adapter_matches_peft("weighted_magnitude_prune_svd");
+}
+
+#[test]
+fn weighted_dare_linear_svd_at_density_one_matches_peft() {
+    weighted_adapter_matches_peft("weighted_dare_linear_svd");
+}
+
+#[test]
+fn weighted_dare_ties_svd_at_density_one_matches_peft() {
+    weighted_adapter_matches_peft("weighted_dare_ties_svd");
+}
+
+#[test]
+fn dare_repeats_its_masks_for_a_seed_and_a_single_source_combines_linearly() {
+    let f = fixtures();
+    let (mut layer, weights) = weighted_layer(&f);
+    let dare = |seed| WeightedCombination::DareLinear { density: 0.5, seed };
+    layer
+        .add_weighted_adapter(&["a", "b2"], &weights, "d1", dare(7))
+        .unwrap();
+    layer
+        .add_weighted_adapter(&["a", "b2"], &weights, "d2", dare(7))
+        .unwrap();
+    layer
+        .add_weighted_adapter(&["a", "b2"], &weights, "d3", dare(8))
+        .unwrap();
+    let values = |layer: &LoraLinear<Cpu>, name: &str| {
+        let adapter = layer.adapter(name).unwrap();
+        adapter.lora_a.val().into_data().to_vec::<f32>().unwrap()
+    };
+    assert_eq!(
+        values(&layer, "d1"),
+        values(&layer, "d2"),
+        "one seed, one mask"
+    );
+    assert_ne!(
+        values(&layer, "d1"),
+        values(&layer, "d3"),
+        "another seed, another mask"
+    );
+    // With one source the mask is irrelevant: PEFT combines a single adapter linearly.
+    layer
+        .add_weighted_adapter(&["a"], &[1.0], "single", dare(7))
+        .unwrap();
+    layer
+        .add_weighted_adapter(&["a"], &[1.0], "single_linear", WeightedCombination::Linear)
+        .unwrap();
+    assert_eq!(values(&layer, "single"), values(&layer, "single_linear"));
+}
+
+#[test]
+fn a_negative_density_is_refused() {
+    let f = fixtures();
+    let (mut layer, weights) = weighted_layer(&f);
+    let err = layer
+        .add_weighted_adapter(
+            &["a", "b2"],
+            &weights,
+            "bad",
+            WeightedCombination::MagnitudePrune { density: -0.1 },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("density"), "{err}");
 }
 
 #[test]
