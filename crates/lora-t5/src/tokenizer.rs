@@ -29,13 +29,47 @@ impl T5Tokenizer {
     /// Reads `tokenizer.json`.
     ///
     /// # Errors
-    /// [`T5Error::Tokenizer`] naming the file when it cannot be read or is not a tokenizer.
+    /// [`T5Error::File`] naming the file when it cannot be read, and every error of
+    /// [`from_json_str`](Self::from_json_str).
     pub fn from_file(path: &Path) -> Result<Self, T5Error> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| T5Error::Tokenizer {
+        let text = std::fs::read_to_string(path).map_err(|e| lora_hf::HfFileError::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses the text of a `tokenizer.json`; `path` names it in errors.
+    ///
+    /// tokenizers 0.22 panics instead of failing on some malformed files (a JSON syntax error
+    /// inside `decoder` meets an `expect` in its deserializer): such a panic is caught here
+    /// and reported as the error it should have been.
+    ///
+    /// ```
+    /// use lora_t5::{T5Error, T5Tokenizer};
+    ///
+    /// let err = T5Tokenizer::from_json_str(r#"{"decoder": {"type": ]}"#, "tokenizer.json".as_ref());
+    /// assert!(matches!(err, Err(T5Error::Tokenizer { .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] naming the file when the text is not a tokenizer.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self, T5Error> {
+        use std::str::FromStr;
+        let error = |message: String| T5Error::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Ok(Self::from_tokenizer(inner, path))
+            message,
+        };
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_str(text));
+        match parsed {
+            Ok(Ok(inner)) => Ok(Self::from_tokenizer(inner, path)),
+            Ok(Err(e)) => Err(error(e.to_string())),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the tokenizers crate panicked".to_string());
+                Err(error(format!("not a valid tokenizer: {message}")))
+            }
+        }
     }
 
     /// Wraps a tokenizer built in memory; `path` names it in errors.

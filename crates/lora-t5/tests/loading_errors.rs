@@ -99,3 +99,22 @@ fn save_pretrained_leaves_no_temporary_files() {
     assert!(saved.contains_key("shared.weight"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_tokenizer_json_that_makes_tokenizers_panic_is_a_tokenizer_error() {
+    // A syntax error inside `decoder` reaches an `expect` in tokenizers 0.22's deserializer
+    // (found by the `tokenizer_json` fuzz target).
+    let embedded =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/uidsl-t5-small/tokenizer.json");
+    let text = std::fs::read_to_string(embedded).unwrap();
+    let cut = text.find("\"decoder\":{\"type\":\"Metaspace\",").unwrap() + 30;
+    let broken = format!("{}]", &text[..cut]);
+    let path = Path::new("tokenizer.json");
+    match lora_t5::T5Tokenizer::from_json_str(&broken, path) {
+        Err(T5Error::Tokenizer { path: p, message }) => {
+            assert_eq!(p, path);
+            assert!(message.contains("not a valid tokenizer"), "{message}");
+        }
+        other => panic!("expected a Tokenizer error, got {other:?}"),
+    }
+}
