@@ -119,7 +119,7 @@ fn train_generate_eval_int8_merge_and_inspect() {
     // A file of an earlier merge does not survive into the new one.
     std::fs::create_dir_all(&merged).unwrap();
     std::fs::write(merged.join("pytorch_model.bin"), b"stale").unwrap();
-    run_ok(&[
+    let merge_report = run_ok(&[
         "merge",
         "--model",
         &model,
@@ -128,6 +128,11 @@ fn train_generate_eval_int8_merge_and_inspect() {
         "--out",
         &merged_arg,
     ]);
+    // The merge checks itself on probe prompts before it writes anything.
+    assert!(
+        merge_report.contains("merged 12 layers") && merge_report.contains("differ by at most"),
+        "{merge_report}"
+    );
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(merged.join(file).is_file(), "{file} missing");
     }

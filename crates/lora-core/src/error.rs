@@ -113,6 +113,12 @@ pub enum LoraError {
         /// What is wrong.
         reason: String,
     },
+    /// A checked merge changed the model's outputs more than allowed, or gave non-finite ones.
+    #[error("merge check failed: {reason}")]
+    MergeCheckFailed {
+        /// The differences found and the limit.
+        reason: String,
+    },
     /// The operation needs a floating-point base weight, but it is stored quantized.
     #[error("{operation} is not possible: the base weight is quantized (keep a float copy of the model to merge)")]
     QuantizedBase {

@@ -42,6 +42,7 @@ mod lora_module;
 #[cfg(feature = "flex")]
 mod low_rank_accumulate;
 mod merge;
+mod merge_check;
 mod mixed_batch;
 mod model_ops;
 mod param_count;
@@ -70,6 +71,7 @@ pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use linear_cross_entropy::{linear_cross_entropy, HeadLayout, IGNORE_INDEX};
 pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
+pub use merge_check::MergeCheck;
 pub use model_ops::{in_layer, LoraModelOps};
 pub use param_count::{count_parameters, ParameterCount};
 pub use quantize::{int8_quantizer, quantize_base_weights};

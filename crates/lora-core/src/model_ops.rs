@@ -158,6 +158,43 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
         unload_each(self, LoraLinear::merge_and_unload)
     }
 
+    /// [`merge_and_unload`](Self::merge_and_unload), verified: runs `probe` (the model's outputs
+    /// on inputs of the caller's choice, such as logits for a few prompts) before and after
+    /// merging a copy, and keeps the merged model only when no output moved by more than
+    /// `max_abs_diff` (`None`: any finite difference). PEFT merges without looking; a merge
+    /// that changes outputs (a scaling that overflows, a quantized or half-precision base) is
+    /// caught here.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use burn::tensor::Tensor;
+    /// use lora_core::{LoraConfig, LoraInit, LoraLinear, LoraModelOps};
+    ///
+    /// let device = Default::default();
+    /// let config = LoraConfig::new(2, 4.0).with_init_lora_weights(LoraInit::Random);
+    /// let mut layer = LoraLinear::from_linear(LinearConfig::new(6, 5).init::<NdArray>(&device), &config).unwrap();
+    /// let x = Tensor::<NdArray, 2>::ones([3, 6], &device);
+    /// let check = layer.merge_and_unload_checked(|m| m.forward(x.clone()), Some(1e-4)).unwrap();
+    /// assert_eq!(check.layers, 1);
+    /// assert!(check.max_abs_diff < 1e-5 && layer.adapters.is_empty());
+    /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::MergeCheckFailed`] (the model left unmerged) when an output moves by more
+    /// than `max_abs_diff` or becomes non-finite, and the errors of `merge_and_unload` (then
+    /// too the model is left unmerged: the merge ran on a copy).
+    fn merge_and_unload_checked<const D: usize>(
+        &mut self,
+        probe: impl Fn(&Self) -> burn::tensor::Tensor<B, D>,
+        max_abs_diff: Option<f64>,
+    ) -> Result<crate::MergeCheck, LoraError>
+    where
+        Self: Sized + Clone,
+    {
+        crate::merge_check::merge_and_unload_checked(self, probe, max_abs_diff)
+    }
+
     /// Removes every adapter of every layer without merging (merged ones are unmerged first),
     /// giving back the base model; returns how many layers had adapters.
     ///

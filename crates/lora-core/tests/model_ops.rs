@@ -127,3 +127,49 @@ fn a_refusing_layer_is_named_and_stops_the_walk() {
     // `v` comes after `q`: it was not reached, and keeps its adapter.
     assert_eq!(model.v.adapter_names(), ["default"]);
 }
+
+/// The two layers applied one after the other to a row of ones.
+fn pair_output(model: &Pair<Cpu>) -> Tensor<Cpu, 2> {
+    let x = Tensor::<Cpu, 2>::ones([1, 4], &Default::default());
+    model.v.forward(model.q.forward(x))
+}
+
+#[test]
+fn a_checked_merge_reports_its_error_and_keeps_the_merged_model() {
+    let mut model = model();
+    model.set_adapter(&["default"]).unwrap();
+    let expected = pair_output(&model).into_data().to_vec::<f32>().unwrap();
+    let check = model
+        .merge_and_unload_checked(pair_output, Some(1e-4))
+        .unwrap();
+    assert_eq!(check.layers, 2);
+    assert!(
+        check.max_abs_diff < 1e-5 && check.max_abs_output > 0.0,
+        "{check}"
+    );
+    assert!(model.q.adapters.is_empty() && model.v.adapters.is_empty());
+    let merged = pair_output(&model).into_data().to_vec::<f32>().unwrap();
+    for (a, b) in merged.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn a_merge_that_loses_the_update_in_rounding_is_refused_and_undone() {
+    // With a base weight of 1e8 the outputs are near 1e9, where f32 steps by 64: merging the
+    // update into the weight rounds otherwise than adding it to the output.
+    let mut model = model();
+    let device = Default::default();
+    let huge = Tensor::<Cpu, 2>::full([4, 4], 1e8, &device);
+    model.q.base.weight = burn::module::Param::from_tensor(huge);
+    model.disable_adapters().unwrap();
+    model.enable_adapters();
+    model.set_adapter(&["default"]).unwrap();
+    match model.merge_and_unload_checked(pair_output, Some(1e-3)) {
+        Err(LoraError::MergeCheckFailed { reason }) => {
+            assert!(reason.contains("left unmerged"), "{reason}")
+        }
+        other => panic!("expected MergeCheckFailed, got {other:?}"),
+    }
+    assert_eq!(model.q.adapters.len(), 2, "the model keeps its adapters");
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{
@@ -11,7 +12,7 @@ use lora_burn::lora_core::{
 };
 use lora_burn::lora_hf::StagedDir;
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::{T5ForConditionalGeneration, T5Tokenizer};
+use lora_burn::lora_t5::{Seq2SeqInput, T5ForConditionalGeneration, T5Tokenizer};
 use lora_burn::lora_train::data::{train_valid_split, Seq2SeqCollator};
 use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
@@ -347,6 +348,56 @@ pub struct MergeArgs {
     /// Output directory for the merged checkpoint (transformers loads it).
     #[arg(long)]
     out: PathBuf,
+    /// Refuse the merge when a logit on the probe prompts moves by more than this.
+    #[arg(long, default_value_t = 1e-3, value_parser = flags::positive())]
+    max_merge_diff: f64,
+}
+
+/// Prompts whose logits, before and after merging, check the merge: the model's own task,
+/// and English ones for checkpoints of other tasks.
+const MERGE_PROBES: [&str; 3] = [
+    "做一个首页，顶部搜索，底部导航，风格用樱花粉",
+    "translate English to German: The house is wonderful.",
+    "summarize: Studies have shown that owning a dog is good for you.",
+];
+
+/// The probe batch of a merge check: [`MERGE_PROBES`] as sources, each also read as the
+/// decoder input after the start token (8 positions), padded.
+fn merge_probe<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    tokenizer: &T5Tokenizer,
+) -> CliResult<Seq2SeqInput<B>> {
+    let device = model.shared.weight.device();
+    let (pad, start) = (
+        model.config.pad_token_id,
+        model.config.decoder_start_token_id,
+    );
+    let encoded: Vec<Vec<u32>> = MERGE_PROBES
+        .iter()
+        .map(|p| tokenizer.encode_bounded(p, 64).map(|(ids, _)| ids))
+        .collect::<Result<_, _>>()?;
+    let width = encoded.iter().map(Vec::len).max().unwrap_or(1);
+    let rows = |len: usize, row: &dyn Fn(&[u32]) -> Vec<i64>| -> Tensor<B, 2, Int> {
+        let values: Vec<i64> = encoded.iter().flat_map(|e| row(e)).collect();
+        Tensor::from_data(TensorData::new(values, [encoded.len(), len]), &device)
+    };
+    let padded = |e: &[u32]| {
+        (0..width)
+            .map(|i| e.get(i).map_or(pad, |t| *t) as i64)
+            .collect()
+    };
+    let mask = |e: &[u32]| (0..width).map(|i| i64::from(i < e.len())).collect();
+    let decoder = |e: &[u32]| {
+        std::iter::once(start)
+            .chain(e.iter().copied().chain(std::iter::repeat(pad)))
+            .take(8)
+            .map(i64::from)
+            .collect()
+    };
+    let input = Seq2SeqInput::new(rows(width, &padded), rows(8, &decoder))
+        .attention_mask(rows(width, &mask));
+    model.check_input(&input)?;
+    Ok(input)
 }
 
 pub fn merge(args: MergeArgs) -> CliResult {
@@ -354,7 +405,13 @@ pub fn merge(args: MergeArgs) -> CliResult {
         return Err("merge needs --adapter".into());
     }
     let mut model = load_model::<InferenceBackend>(&args.model)?;
-    model.merge_and_unload()?;
+    let tokenizer = tokenizer(&args.model.model)?;
+    let probe = merge_probe(&model, &tokenizer)?;
+    let check = model.merge_and_unload_checked(
+        |m| m.forward(probe.clone()).logits,
+        Some(args.max_merge_diff),
+    )?;
+    println!("{check}");
     // The whole directory is written aside and swapped in: an interrupted merge leaves the
     // previous `--out` as it was, and no file of it survives into the new one.
     let staged = StagedDir::new(&args.out)?;
