@@ -63,7 +63,9 @@ fuzz_target!(|data: &[u8]| {
     let ids = Tensor::<NdArray, 2, Int>::from_ints([[3, 4, 1]], &device);
     let decoder = Tensor::<NdArray, 2, Int>::from_ints([[0, 5]], &device);
     let input = Seq2SeqInput::new(ids, decoder);
-    model.check_input(&input).expect("ids within the vocabulary");
+    model
+        .check_input(&input)
+        .expect("ids within the vocabulary");
     let logits = model.forward(input).logits;
     assert_eq!(logits.dims(), [1, 2, 12]);
 });

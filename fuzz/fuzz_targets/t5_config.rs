@@ -15,8 +15,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = T5Config::from_json_str(text, path) else {
         return;
     };
-    let count = config.parameter_count().expect("a checked config counts its parameters");
-    assert!(count <= isize::MAX as usize / 4, "{count} parameters passed the check");
+    let count = config
+        .parameter_count()
+        .expect("a checked config counts its parameters");
+    assert!(
+        count <= isize::MAX as usize / 4,
+        "{count} parameters passed the check"
+    );
     let _ = config.inner_dim();
     let written = config.to_hf_json().to_string();
     // An absent `tie_word_embeddings` means tied, and is written as `true`.

@@ -14,6 +14,19 @@ pub struct T5Tokenizer {
     longest_piece: usize,
 }
 
+/// Runs `f`, turning a panic into its message. tokenizers 0.22 panics instead of failing on
+/// some malformed files: at loading (a syntax error inside `decoder`) and at encoding (a
+/// template naming a special token its post-processor does not define).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the tokenizers crate panicked".to_string())
+    })
+}
+
 /// The longest entry of `inner`'s vocabulary in characters, at least 1.
 fn longest_piece(inner: &tokenizers::Tokenizer) -> usize {
     inner
@@ -40,7 +53,8 @@ impl T5Tokenizer {
     ///
     /// tokenizers 0.22 panics instead of failing on some malformed files (a JSON syntax error
     /// inside `decoder` meets an `expect` in its deserializer): such a panic is caught here
-    /// and reported as the error it should have been.
+    /// and reported as the error it should have been, as are its panics in
+    /// [`encode`](Self::encode) and [`decode`](Self::decode).
     ///
     /// ```
     /// use lora_t5::{T5Error, T5Tokenizer};
@@ -57,18 +71,10 @@ impl T5Tokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_str(text));
-        match parsed {
+        match guarded(|| tokenizers::Tokenizer::from_str(text)) {
             Ok(Ok(inner)) => Ok(Self::from_tokenizer(inner, path)),
             Ok(Err(e)) => Err(error(e.to_string())),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the tokenizers crate panicked".to_string());
-                Err(error(format!("not a valid tokenizer: {message}")))
-            }
+            Err(message) => Err(error(format!("not a valid tokenizer: {message}"))),
         }
     }
 
@@ -180,10 +186,10 @@ impl T5Tokenizer {
     /// Token ids of `text`, with the special tokens the post-processor adds (`</s>`).
     ///
     /// # Errors
-    /// [`T5Error::Tokenizer`] when the tokenizer fails on `text`.
+    /// [`T5Error::Tokenizer`] when the tokenizer fails (or panics) on `text`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, T5Error> {
-        self.inner
-            .encode(text, true)
+        guarded(|| self.inner.encode(text, true))
+            .map_err(|message| self.panicked(&message))?
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| self.error(e))
     }
@@ -229,9 +235,12 @@ impl T5Tokenizer {
     /// Text of `ids`, skipping special tokens.
     ///
     /// # Errors
-    /// [`T5Error::Tokenizer`] when the tokenizer fails on `ids` (an id outside its vocabulary).
+    /// [`T5Error::Tokenizer`] when the tokenizer fails (or panics) on `ids` (an id outside its
+    /// vocabulary).
     pub fn decode(&self, ids: &[u32]) -> Result<String, T5Error> {
-        self.inner.decode(ids, true).map_err(|e| self.error(e))
+        guarded(|| self.inner.decode(ids, true))
+            .map_err(|message| self.panicked(&message))?
+            .map_err(|e| self.error(e))
     }
 
     /// Writes the tokenizer as `tokenizer.json`, atomically (a reader sees the old file or the
@@ -248,6 +257,14 @@ impl T5Tokenizer {
     /// Size of the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// A panic of the tokenizers crate, as the error it should have been.
+    fn panicked(&self, message: &str) -> T5Error {
+        T5Error::Tokenizer {
+            path: self.path.clone(),
+            message: format!("the tokenizer cannot handle this input: {message}"),
+        }
     }
 
     fn error(&self, e: tokenizers::Error) -> T5Error {

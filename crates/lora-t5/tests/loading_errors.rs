@@ -118,3 +118,23 @@ fn a_tokenizer_json_that_makes_tokenizers_panic_is_a_tokenizer_error() {
         other => panic!("expected a Tokenizer error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_template_naming_an_undefined_special_token_fails_to_encode_without_a_panic() {
+    // tokenizers 0.22 loads it, then panics in `encode` ("no entry found for key"); found by
+    // the `tokenizer_json` fuzz target.
+    let embedded =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/uidsl-t5-small/tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(embedded).unwrap()).unwrap();
+    json["post_processor"]["special_tokens"] = serde_json::json!({});
+    let path = Path::new("tokenizer.json");
+    let tokenizer = lora_t5::T5Tokenizer::from_json_str(&json.to_string(), path).unwrap();
+    match tokenizer.encode("顶部搜索") {
+        Err(T5Error::Tokenizer { path: p, message }) => {
+            assert_eq!(p, path);
+            assert!(message.contains("cannot handle"), "{message}");
+        }
+        other => panic!("expected a Tokenizer error, got {other:?}"),
+    }
+}
