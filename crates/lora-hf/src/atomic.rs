@@ -73,7 +73,7 @@ pub fn stage(path: &Path, bytes: &[u8]) -> Result<PendingFile, HfFileError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    remove_stale_temporaries(path, &name);
+    crate::leftovers::remove_leftovers(path, &["tmp-"]);
     let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temporary)?;
@@ -145,35 +145,6 @@ pub fn commit(files: Vec<PendingFile>) -> Result<(), HfFileError> {
         crate::staged_dir::sync_parent(&path);
     }
     Ok(())
-}
-
-/// Removes the temporaries (`.<name>.tmp-<pid>`, `.<name>.tmp-<pid>.previous`) that
-/// interrupted writes of `path` by processes that no longer run left behind.
-fn remove_stale_temporaries(path: &Path, name: &str) {
-    let Some(parent) = path.parent() else {
-        return;
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = format!(".{name}.tmp-");
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let pid = file
-            .strip_prefix(&prefix)
-            .map(|rest| rest.strip_suffix(".previous").unwrap_or(rest))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if pid
-            .is_some_and(|pid| pid != std::process::id() && crate::staged_dir::process_is_gone(pid))
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 impl Drop for PendingFile {

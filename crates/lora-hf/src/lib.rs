@@ -28,6 +28,7 @@ mod atomic;
 mod dtype;
 mod error;
 mod json_config;
+mod leftovers;
 mod model_weights;
 mod safetensors_file;
 mod staged_dir;

@@ -53,7 +53,7 @@ impl StagedDir {
         let name = name.to_string_lossy().into_owned();
         let sibling =
             |kind: &str| target.with_file_name(format!(".{name}.{kind}-{}", std::process::id()));
-        remove_stale_siblings(target, &name);
+        crate::leftovers::remove_leftovers(target, &["partial-", "previous-"]);
         let staging = sibling("partial");
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
@@ -132,41 +132,6 @@ pub(crate) fn sync_parent(path: &Path) {
     };
     if let Ok(dir) = std::fs::File::open(parent) {
         let _ = dir.sync_all();
-    }
-}
-
-/// Whether the process `pid` still runs, where `/proc` tells (elsewhere: assumed running, so
-/// nothing of another process is removed).
-pub(crate) fn process_is_gone(pid: u32) -> bool {
-    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
-}
-
-/// Removes `.<name>.<kind>-<pid>` siblings of `target` whose process no longer runs.
-fn remove_stale_siblings(target: &Path, name: &str) {
-    let Some(parent) = target.parent() else {
-        return;
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = format!(".{name}.");
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = ["partial-", "previous-"]
-            .iter()
-            .find_map(|kind| rest.strip_prefix(kind))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if pid.is_some_and(|pid| pid != std::process::id() && process_is_gone(pid)) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 
