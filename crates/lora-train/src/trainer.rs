@@ -207,7 +207,8 @@ impl Trainer {
     /// run's settings and data fingerprint, the open log window and (when it is not the
     /// checkpoint's own weights) the best model so far, so `best/`, `final/`, `metrics.jsonl`
     /// and the returned state come out the same. A resume without a complete checkpoint starts
-    /// the run over, deleting its earlier outputs.
+    /// the run over, deleting its earlier outputs, unless the run had finished (`final/`
+    /// written): that is refused as another run would be.
     ///
     /// # Errors
     /// A bad configuration, empty data or a token id outside the model's vocabulary
@@ -308,7 +309,12 @@ impl Trainer {
                     self.save_adapter(best, &self.output_dir.join("best"))?;
                 }
             }
-            None => self.clear_outputs(resume || c.overwrite_output_dir)?,
+            None => {
+                // A resume without a checkpoint starts over a run that was interrupted before
+                // its first one; a finished run (`final/`) is not deleted that way.
+                let interrupted = resume && !self.output_dir.join("final").exists();
+                self.clear_outputs(interrupted || c.overwrite_output_dir)?
+            }
         }
         state.settings = Some(settings);
         let total = self.total_steps(train.len());
@@ -640,8 +646,8 @@ impl Trainer {
     }
 
     /// Before a run that starts from step 0: deletes the outputs of an earlier run in
-    /// `output_dir` when `allowed` (a resume without a checkpoint, or `overwrite_output_dir`),
-    /// else refuses them.
+    /// `output_dir` when `allowed` (a resume of a run interrupted before its first checkpoint,
+    /// or `overwrite_output_dir`), else refuses them.
     fn clear_outputs(&self, allowed: bool) -> Result<(), TrainError> {
         let entries = std::fs::read_dir(&self.output_dir).map_err(|source| TrainError::Io {
             path: self.output_dir.clone(),

@@ -520,3 +520,30 @@ fn a_diverging_run_stops_with_a_non_finite_loss_error_before_saving_its_weights(
     assert!(!trainer.output_dir.join("final").exists());
     let _ = std::fs::remove_dir_all(&trainer.output_dir);
 }
+
+#[test]
+fn a_resume_of_a_finished_run_without_checkpoints_is_refused_not_started_over() {
+    let _rng = rng_lock();
+    let (train, valid) = (data(24, 0), data(8, 5));
+    let mut first = trainer("no-checkpoints", 4);
+    first.config.save_every = 0;
+    first.train(with_adapter(), &train, &valid, false).unwrap();
+    let final_adapter = first.output_dir.join("final/adapter_model.safetensors");
+    let written = std::fs::read(&final_adapter).unwrap();
+    match first.train(with_adapter(), &data(24, 1), &valid, true) {
+        Err(TrainError::OutputDirInUse { found, .. }) => {
+            assert!(found.contains("final"), "{found}")
+        }
+        other => panic!("expected OutputDirInUse, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&final_adapter).unwrap(),
+        written,
+        "final/ kept"
+    );
+    // Interrupted before its first checkpoint (no final/), the same resume starts over.
+    std::fs::remove_dir_all(first.output_dir.join("final")).unwrap();
+    let outcome = first.train(with_adapter(), &train, &valid, true).unwrap();
+    assert_eq!(outcome.state.step, 4);
+    let _ = std::fs::remove_dir_all(&first.output_dir);
+}
