@@ -33,6 +33,20 @@ pub(crate) enum Pruning {
     Random { density: f64, seed: u64 },
 }
 
+impl Pruning {
+    /// The same pruning with random masks drawn from the streams after the first `count`, for
+    /// a second set of tensors that must not share the first set's masks.
+    pub(crate) fn streams_after(self, count: usize) -> Self {
+        match self {
+            Pruning::Random { density, seed } => Pruning::Random {
+                density,
+                seed: seed.wrapping_add(count as u64),
+            },
+            other => other,
+        }
+    }
+}
+
 /// How the pruned, weighted tensors are summed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Summing {
@@ -176,38 +190,18 @@ mod tests {
     #[test]
     fn random_pruning_keeps_about_density_and_rescales_what_it_keeps() {
         let values = vec![1.0; 20_000];
-        let kept = prune(
-            &values,
-            Pruning::Random {
-                density: 0.25,
-                seed: 9,
-            },
-            0,
-        );
+        let dare = Pruning::Random {
+            density: 0.25,
+            seed: 9,
+        };
+        let kept = prune(&values, dare, 0);
         let share = kept.iter().filter(|v| **v != 0.0).count() as f64 / values.len() as f64;
         assert!((share - 0.25).abs() < 0.02, "{share}");
         assert!(kept.iter().all(|v| *v == 0.0 || *v == 4.0));
-        assert_eq!(
-            kept,
-            prune(
-                &values,
-                Pruning::Random {
-                    density: 0.25,
-                    seed: 9
-                },
-                0
-            )
-        );
-        assert_ne!(
-            kept,
-            prune(
-                &values,
-                Pruning::Random {
-                    density: 0.25,
-                    seed: 9
-                },
-                1
-            )
-        );
+        assert_eq!(kept, prune(&values, dare, 0));
+        assert_ne!(kept, prune(&values, dare, 1));
+        // A second set of tensors (the B factors) draws other masks than the first.
+        assert_ne!(kept, prune(&values, dare.streams_after(2), 0));
+        assert_eq!(Pruning::None.streams_after(2), Pruning::None);
     }
 }

@@ -19,7 +19,7 @@ use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear, MajoritySi
 /// `MagnitudePrune`) or each entry with probability `density`, rescaled by `1 / density`
 /// (`Dare…`); a density of 1 or more prunes nothing. PEFT draws DARE's masks from torch's
 /// global generator; here they come from a xoshiro256++ stream seeded with `seed` (plus the
-/// index of the tensor pruned), so a run repeats exactly but does not reproduce PEFT's draws.
+/// index of the tensor pruned, the `B` factors after the `A` factors), so a run repeats exactly but does not reproduce PEFT's draws.
 ///
 /// ```
 /// use lora_core::{MajoritySign, WeightedCombination};
@@ -321,7 +321,13 @@ fn combine_factors<B: Backend>(
         factors_b.push(to_host::<f64, _, 2>(source.lora_b.val().detach())?);
     }
     let a = merge_task_tensors(&factors_a, &weights_a, pruning, summing);
-    let b = merge_task_tensors(&factors_b, &weights_b, pruning, summing);
+    // DARE: B's masks from streams of their own (A's are seed + i, B's seed + n + i).
+    let b = merge_task_tensors(
+        &factors_b,
+        &weights_b,
+        pruning.streams_after(sources.len()),
+        summing,
+    );
     let rank = first.rank();
     Ok((
         from_host_f64(a, [first.d_input(), rank], &device),

@@ -576,14 +576,7 @@ impl Trainer {
         let name = match &self.mode {
             TrainingMode::Adapter { name, .. } => name,
             TrainingMode::Full => {
-                let path = checkpoint.join("model");
-                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-                let model = model
-                    .load_file(path.clone(), &recorder, device)
-                    .map_err(|e| TrainError::Checkpoint {
-                        path,
-                        reason: format!("model state: {e}"),
-                    })?;
+                let model = load_record(model, &checkpoint.join("model"), "model state", device)?;
                 return Ok(lora_core::mark_all_as_trainable(model));
             }
         };
@@ -633,14 +626,7 @@ impl Trainer {
             }
             TrainingMode::Full => {
                 let path = checkpoint.join("best_model");
-                let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-                let best = best
-                    .load_file(path.clone(), &recorder, device)
-                    .map_err(|e| TrainError::Checkpoint {
-                        path,
-                        reason: format!("best model: {e}"),
-                    })?;
-                Ok(Some(best))
+                Ok(Some(load_record(best, &path, "best model", device)?))
             }
         }
     }
@@ -707,6 +693,22 @@ impl Trainer {
             })?;
         writeln!(file, "{line}").map_err(|source| TrainError::Io { path, source })
     }
+}
+
+/// `model` with the Burn record at `path` (`what` names it in the error).
+fn load_record<B: Backend, M: burn::module::Module<B>>(
+    model: M,
+    path: &Path,
+    what: &str,
+    device: &B::Device,
+) -> Result<M, TrainError> {
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    model
+        .load_file(path.to_path_buf(), &recorder, device)
+        .map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("{what}: {e}"),
+        })
 }
 
 /// Deletes a file or directory tree; nothing to do when it is absent.
