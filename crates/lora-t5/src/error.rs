@@ -54,10 +54,10 @@ pub enum T5Error {
         /// The tokenizer's message.
         message: String,
     },
-    /// The model gave a NaN or infinite log-probability while generating: its weights or an
+    /// The model gave a NaN or infinite logit while generating: its weights or an
     /// adapter's scaling overflow `f32`.
     #[error(
-        "the model gave a non-finite log-probability ({value}) at new token {step}, row {row}: \
+        "the model gave a non-finite logit ({value}) at new token {step}, row {row}: \
          its weights or an adapter's scaling overflow f32"
     )]
     NonFinite {

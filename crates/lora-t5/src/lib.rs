@@ -33,8 +33,12 @@ pub use block::{T5AttentionLayer, T5Block, T5FeedForwardLayer};
 pub use config::{Activation, FeedForwardKind, T5Config};
 pub use error::T5Error;
 pub use feed_forward::T5FeedForward;
-pub use generation::{generated_tokens, EarlyStopping, GenerationConfig};
 pub use layer_norm::T5LayerNorm;
+/// Generation, on the model-agnostic engine T5 implements.
+pub use lora_generate::{
+    generated_tokens, EarlyStopping, GenerateOptions, GenerateOutput, GenerationConfig,
+    GENERATION_CONFIG_FILE,
+};
 /// The file-level errors inside [`T5Error::File`].
 pub use lora_hf::HfFileError;
 pub use model::{

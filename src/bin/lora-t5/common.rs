@@ -113,6 +113,7 @@ impl DecodingArgs {
             top_k: self.top_k,
             top_p: self.top_p,
             seed: self.seed,
+            ..GenerationConfig::default()
         }
     }
 }
