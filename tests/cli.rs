@@ -487,3 +487,179 @@ fn a_prompt_longer_than_max_source_len_is_refused_unless_truncated() {
     let cut = run_ok(&[&args[..], &["--truncate-source"]].concat());
     assert_eq!(cut.lines().count(), 1, "{cut}");
 }
+
+/// The embedded model's files in a scratch directory, with `generation_config` as its
+/// `generation_config.json`.
+fn model_with_generation_config(name: &str, generation_config: &str) -> PathBuf {
+    let dir = scratch(name);
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(Path::new(&model_dir()).join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("generation_config.json"), generation_config).unwrap();
+    dir
+}
+
+const PROMPT: &str = "顶部搜索，两列商品卡，底部导航";
+
+#[test]
+fn generate_streams_the_text_it_would_print() {
+    let model = model_dir();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "24",
+    ];
+    let printed = run_ok(&args);
+    let streamed = run_ok(&[&args[..], &["--stream"]].concat());
+    assert_eq!(streamed, printed);
+    assert!(printed.trim().len() > 8, "{printed}");
+}
+
+#[test]
+fn generate_prints_each_returned_sequence() {
+    let model = model_dir();
+    let stdout = run_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "12",
+        "--num-beams",
+        "3",
+        "--num-return-sequences",
+        "2",
+    ]);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert_refused(
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            PROMPT,
+            "--num-return-sequences",
+            "2",
+        ],
+        &["greedy", "num_return_sequences"],
+    );
+}
+
+#[test]
+fn the_model_generation_config_json_gives_the_defaults_and_flags_override_it() {
+    let dir = model_with_generation_config(
+        "generation-config",
+        r#"{"max_new_tokens": 5, "num_beams": 2, "eos_token_id": 1}"#,
+    );
+    let with_file = dir.display().to_string();
+    let model = model_dir();
+    let explicit = run_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "5",
+        "--num-beams",
+        "2",
+    ]);
+    assert_eq!(
+        run_ok(&["generate", "--model", &with_file, "--prompt", PROMPT]),
+        explicit
+    );
+    let longer = run_ok(&[
+        "generate",
+        "--model",
+        &with_file,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "20",
+    ]);
+    assert_eq!(
+        longer,
+        run_ok(&[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "20",
+            "--num-beams",
+            "2"
+        ])
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_unimplemented_option_in_generation_config_json_is_refused_naming_it() {
+    let dir = model_with_generation_config("generation-config-bad", r#"{"num_beam_groups": 2}"#);
+    let path = dir.display().to_string();
+    assert_refused(
+        &["generate", "--model", &path, "--prompt", PROMPT],
+        &[
+            "generation_config.json",
+            "num_beam_groups",
+            "not implemented",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_stop_string_ends_the_output_at_the_token_that_completes_it() {
+    let model = model_dir();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "40",
+    ];
+    let plain = run_ok(&args);
+    let stop = plain
+        .chars()
+        .filter(|c| c.is_ascii_punctuation())
+        .nth(2)
+        .expect("punctuation");
+    let stop = stop.to_string();
+    let stopped = run_ok(&[&args[..], &["--stop-string", &stop]].concat());
+    let stopped = stopped.trim_end();
+    assert!(
+        stopped.len() < plain.trim_end().len(),
+        "{stopped} of {plain}"
+    );
+    assert!(plain.starts_with(stopped), "{stopped} of {plain}");
+    assert!(stopped.contains(&stop), "{stopped}");
+}
+
+#[test]
+fn bad_words_are_not_generated() {
+    let model = model_dir();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "40",
+    ];
+    let plain = run_ok(&args);
+    // The output's first pieces: at the start of a text they tokenize as they do alone.
+    let banned = "{\"page\":{\"name\":\"";
+    assert!(plain.starts_with(banned), "{plain}");
+    let without = run_ok(&[&args[..], &["--bad-words", banned]].concat());
+    assert!(!without.starts_with(banned), "{banned}: {without}");
+    assert_ne!(without, plain);
+}

@@ -212,8 +212,29 @@ impl GenerationConfig {
     /// [`GenerationError::File`] when the file cannot be read or holds a bad value (naming the
     /// key and what it must hold), or sets an option this crate does not implement.
     pub fn from_file(path: &Path) -> Result<Self, GenerationError> {
+        Self::from_file_over(path, Self::default())
+    }
+
+    /// [`from_file`](Self::from_file) with `base` in place of the defaults: the file's values
+    /// over `base`'s (a tool's own defaults, such as a longer `max_new_tokens`).
+    ///
+    /// ```
+    /// use lora_generate::GenerationConfig;
+    ///
+    /// let dir = std::env::temp_dir().join("lora-generate-doc-from-file-over");
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("generation_config.json");
+    /// std::fs::write(&path, r#"{"eos_token_id": 1}"#).unwrap();
+    /// let base = GenerationConfig { max_new_tokens: 96, ..GenerationConfig::default() };
+    /// let config = GenerationConfig::from_file_over(&path, base).unwrap();
+    /// assert_eq!((config.max_new_tokens, config.eos_token_id), (96, Some(vec![1])));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`from_file`](Self::from_file).
+    pub fn from_file_over(path: &Path, base: Self) -> Result<Self, GenerationError> {
         let text = std::fs::read_to_string(path).map_err(|e| HfFileError::io(path, e))?;
-        Self::from_json_str(&text, path)
+        Self::from_json_str_over(&text, path, base)
     }
 
     /// [`from_file`](Self::from_file) on the text of the file; `path` names it in errors.
@@ -231,6 +252,11 @@ impl GenerationConfig {
     /// # Errors
     /// As [`from_file`](Self::from_file).
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, GenerationError> {
+        Self::from_json_str_over(text, path, Self::default())
+    }
+
+    /// The values of a `generation_config.json` text over `base`'s.
+    fn from_json_str_over(text: &str, path: &Path, base: Self) -> Result<Self, GenerationError> {
         let map = parse_json_object(text, path)?;
         for key in UNSUPPORTED {
             if let Some(value) = map.get(*key).filter(|v| !is_off(key, v)) {
@@ -244,7 +270,7 @@ impl GenerationConfig {
             }
         }
         let file: GenerationConfigFile = json_config_from_value(&Value::Object(map), path)?;
-        Ok(file.over(Self::default()))
+        Ok(file.over(base))
     }
 
     /// Checks what can be checked without a model.
@@ -543,10 +569,12 @@ impl GenerationConfigFile {
             .max_new_tokens
             .or(self.max_length.map(|l| l.saturating_sub(1).max(1)))
             .unwrap_or(base.max_new_tokens);
-        let min_new_tokens = self
-            .min_new_tokens
-            .unwrap_or(0)
-            .max(self.min_length.map_or(0, |l| l.saturating_sub(1)));
+        let min_new_tokens = match (self.min_new_tokens, self.min_length) {
+            (None, None) => base.min_new_tokens,
+            (new, length) => new
+                .unwrap_or(0)
+                .max(length.map_or(0, |l| l.saturating_sub(1))),
+        };
         GenerationConfig {
             max_new_tokens,
             min_new_tokens,

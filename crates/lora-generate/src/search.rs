@@ -104,15 +104,23 @@ impl<B: Backend, M: EncoderDecoderModel<B>> Search<'_, B, M> {
             .int_tensor::<B, 2>(ids, [rows, 1], &self.device);
         let logits = self.model.step(ids, state);
         self.traffic.step();
-        // A row sum is finite when every logit of the row is (or overflows, which the row's
-        // own values then tell apart): one value a row to read.
+        // A row sum is finite when every logit of the row is: one value a row to read. The
+        // rows whose sum is not are read whole: `-inf` masks a token (a model may do that), a
+        // NaN, `+inf` or a row of nothing but `-inf` comes from an overflow.
         let sums = self.traffic.floats(logits.clone().sum_dim(1))?;
         for (row, sum) in sums.iter().enumerate() {
             if sum.is_finite() {
                 continue;
             }
             let values = self.traffic.floats(logits.clone().narrow(0, row, 1))?;
-            if let Some(value) = values.iter().find(|v| !v.is_finite()) {
+            let bad = values
+                .iter()
+                .find(|v| v.is_nan() || **v == f32::INFINITY)
+                .or(values
+                    .iter()
+                    .all(|v| *v == f32::NEG_INFINITY)
+                    .then_some(&values[0]));
+            if let Some(value) = bad {
                 return Err(GenerationError::NonFinite {
                     step,
                     row,

@@ -194,6 +194,27 @@ impl T5Tokenizer {
             .map_err(|e| self.error(e))
     }
 
+    /// Token ids of `text` without the special tokens the post-processor adds
+    /// (transformers' `add_special_tokens=False`): the form `bad_words_ids` takes.
+    ///
+    /// ```
+    /// use lora_t5::T5Tokenizer;
+    ///
+    /// let texts: Vec<String> = (0..20).map(|i| format!("顶部搜索 {i}")).collect();
+    /// let tokenizer = T5Tokenizer::train_unigram(&texts, 40).unwrap();
+    /// let with_eos = tokenizer.encode("顶部搜索").unwrap();
+    /// assert_eq!(tokenizer.encode_without_special_tokens("顶部搜索").unwrap(), with_eos[..with_eos.len() - 1]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`T5Error::Tokenizer`] when the tokenizer fails (or panics) on `text`.
+    pub fn encode_without_special_tokens(&self, text: &str) -> Result<Vec<u32>, T5Error> {
+        guarded(|| self.inner.encode(text, false))
+            .map_err(|message| self.panicked(&message))?
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| self.error(e))
+    }
+
     /// Token ids of the beginning of `text`, reading at most the characters `max_tokens` tokens
     /// can cover, so that a huge text costs what a short one does. Returns the ids (with
     /// `</s>`) and whether `text` was cut; when it was, it certainly has more than `max_tokens`

@@ -291,6 +291,9 @@ pub struct GenerateArgs {
     /// A JSONL file whose `instruction` fields are the prompts.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Print each output as it is generated (prompts one at a time).
+    #[arg(long)]
+    stream: bool,
     #[command(flatten)]
     decoding: DecodingArgs,
     #[command(flatten)]
@@ -306,7 +309,27 @@ pub fn generate(args: GenerateArgs) -> CliResult {
         (None, Some(path)) => read_prompts(path)?,
         (None, None) => return Err("give --prompt or --input".into()),
     };
-    for output in generate_texts(&model, &tokenizer, &prompts, &args.decoding)? {
+    let config = args.decoding.config(&args.model.model, &tokenizer)?;
+    if args.stream {
+        let mut print = |piece: &str| {
+            print!("{piece}");
+            // A closed stdout shows when the line ends.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        };
+        for prompt in &prompts {
+            generate_texts(
+                &model,
+                &tokenizer,
+                std::slice::from_ref(prompt),
+                &args.decoding,
+                &config,
+                Some(&mut print),
+            )?;
+            println!();
+        }
+        return Ok(());
+    }
+    for output in generate_texts(&model, &tokenizer, &prompts, &args.decoding, &config, None)? {
         println!("{output}");
     }
     Ok(())
@@ -336,7 +359,8 @@ pub fn eval(args: EvalArgs) -> CliResult {
     if let Some(limit) = args.limit {
         pairs.truncate(limit);
     }
-    let (report, _) = evaluate(&model, &tokenizer, &pairs, &args.decoding)?;
+    let config = args.decoding.config(&args.model.model, &tokenizer)?;
+    let (report, _) = evaluate(&model, &tokenizer, &pairs, &args.decoding, &config)?;
     println!("{report}");
     Ok(())
 }
@@ -554,20 +578,13 @@ fn sweep_metrics(
         return Ok(None);
     }
     let decoding = DecodingArgs {
-        num_beams: args.eval_num_beams,
-        max_new_tokens: args.eval_max_new_tokens,
-        min_new_tokens: 0,
-        length_penalty: 1.0,
-        early_stopping: false,
-        do_sample: false,
-        temperature: 1.0,
-        top_k: 50,
-        top_p: 1.0,
-        seed: 0,
+        num_beams: Some(args.eval_num_beams),
+        max_new_tokens: Some(args.eval_max_new_tokens),
         generation_batch_size: 25,
         max_source_len: DecodingArgs::DEFAULT_MAX_SOURCE_LEN,
-        truncate_source: false,
+        ..DecodingArgs::default()
     };
-    let (report, _) = evaluate(&run.model, tokenizer, pairs, &decoding)?;
+    let config = decoding.config(&args.train.model, tokenizer)?;
+    let (report, _) = evaluate(&run.model, tokenizer, pairs, &decoding, &config)?;
     Ok(Some(report))
 }

@@ -65,7 +65,9 @@ pub fn run(args: DemoArgs) -> CliResult {
         "base model on the held-out task ({} test examples):",
         test.len()
     );
-    let (before, predictions_before) = evaluate(&model.valid(), &tokenizer, &test, &args.decoding)?;
+    let config = args.decoding.config(&args.model, &tokenizer)?;
+    let (before, predictions_before) =
+        evaluate(&model.valid(), &tokenizer, &test, &args.decoding, &config)?;
     println!("{before}");
 
     let targets = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"];
@@ -116,7 +118,13 @@ pub fn run(args: DemoArgs) -> CliResult {
         false,
     )?;
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);
-    let (after, predictions) = evaluate(&outcome.model.valid(), &tokenizer, &test, &args.decoding)?;
+    let (after, predictions) = evaluate(
+        &outcome.model.valid(),
+        &tokenizer,
+        &test,
+        &args.decoding,
+        &config,
+    )?;
     println!("{after}");
     println!("the held-out names in the test outputs, base model → after LoRA:");
     for ((name, before), (_, after)) in held_out_names(&predictions_before, &test)

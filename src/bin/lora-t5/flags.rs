@@ -102,6 +102,16 @@ pub fn positive_f32() -> ValueParser {
     )
 }
 
+/// A probability in `[0, 1)` as `f32` (epsilon and eta cutoffs).
+pub fn probability_f32() -> ValueParser {
+    number((0.0, 1.0), (false, true), "a number in [0, 1)", to_f32)
+}
+
+/// A fraction in `[0, 1]` as `f32` (min-p).
+pub fn fraction_f32() -> ValueParser {
+    number((0.0, 1.0), (false, false), "a number in [0, 1]", to_f32)
+}
+
 /// A share in `(0, 1]` as `f32` (top-p).
 pub fn share_f32() -> ValueParser {
     number((0.0, 1.0), (true, false), "a number in (0, 1]", to_f32)
