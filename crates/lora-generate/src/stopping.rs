@@ -75,3 +75,48 @@ impl<F: Fn(&[u32]) -> String> StoppingCriterion for StopStrings<F> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// transformers' own examples for the stop string "stop" (`StopStringCriteria`'s
+    /// documentation), one token string per id.
+    fn stops(tokens: &[&str]) -> bool {
+        let vocabulary: Vec<String> = std::iter::once(String::new())
+            .chain(tokens.iter().map(|t| t.to_string()))
+            .collect();
+        let decode = |ids: &[u32]| {
+            ids.iter()
+                .map(|t| vocabulary[*t as usize].as_str())
+                .collect()
+        };
+        let sequence: Vec<u32> = (0..=tokens.len() as u32).collect();
+        StopStrings::new(vec!["stop".into()], decode).is_done(&sequence)
+    }
+
+    #[test]
+    fn the_stop_string_overlapping_the_last_token_stops() {
+        for tokens in [
+            &["st", "op"][..],
+            &["stop"],
+            &["st", "opera"],
+            &["sto", "pper"],
+            &["las", "topper"],
+            &["s", "to", "pped"],
+        ] {
+            assert!(stops(tokens), "{tokens:?}");
+        }
+    }
+
+    #[test]
+    fn a_stop_string_before_the_last_token_does_not_stop_again() {
+        for tokens in [
+            &["stop", "at"][..],
+            &["st", "op", "at"],
+            &["st", "opera", "tion"],
+        ] {
+            assert!(!stops(tokens), "{tokens:?}");
+        }
+    }
+}

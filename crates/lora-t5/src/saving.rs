@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use lora_generate::GENERATION_CONFIG_FILE;
 use lora_hf::{commit, serialize_safetensors, stage, HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
@@ -57,8 +58,9 @@ impl T5Config {
 }
 
 impl<B: Backend> T5ForConditionalGeneration<B> {
-    /// Writes `config.json` and `model.safetensors` (F32, PyTorch layout, transformers' key
-    /// names) into `dir`. Only base weights are written: merge adapters first
+    /// Writes `config.json`, `model.safetensors` (F32, PyTorch layout, transformers' key
+    /// names) and `generation_config.json` (the special tokens, as transformers writes it for a
+    /// model without generation settings) into `dir`. Only base weights are written: merge adapters first
     /// (`LoraLinear::merge_active`) to include them; int8 base weights are written dequantized.
     /// Files are written to temporary names and renamed into place.
     ///
@@ -95,10 +97,19 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let mut config = self.config.to_hf_json();
         config["tie_word_embeddings"] = Value::Bool(self.lm_head.is_none());
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
-        // Both files replaced together: a failure leaves the directory as it was.
+        // What transformers writes for a model without generation settings of its own.
+        let generation = json!({
+            "_from_model_config": true,
+            "decoder_start_token_id": self.config.decoder_start_token_id,
+            "eos_token_id": self.config.eos_token_id,
+            "pad_token_id": self.config.pad_token_id,
+        });
+        let generation = serde_json::to_string_pretty(&generation).expect("config serialises");
+        // The files replaced together: a failure leaves the directory as it was.
         let weights = stage(&dir.join("model.safetensors"), &bytes)?;
         let config = stage(&dir.join("config.json"), text.as_bytes())?;
-        Ok(commit(vec![weights, config])?)
+        let generation = stage(&dir.join(GENERATION_CONFIG_FILE), generation.as_bytes())?;
+        Ok(commit(vec![weights, config, generation])?)
     }
 }
 

@@ -94,7 +94,10 @@ fn save_pretrained_leaves_no_temporary_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["config.json", "model.safetensors"]);
+    assert_eq!(
+        names,
+        ["config.json", "generation_config.json", "model.safetensors"]
+    );
     let saved: BTreeMap<_, _> = read_safetensors(&dir.join("model.safetensors")).unwrap();
     assert!(saved.contains_key("shared.weight"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -281,5 +281,10 @@ fn save_pretrained_round_trip(case: &str) {
         .forward(Seq2SeqInput::new(ids, decoder).attention_mask(mask))
         .logits;
     assert_close(floats(logits), expected.floats("logits"), case);
+    // The special tokens, as transformers' own `generation_config.json` of the fixture has them.
+    let written = GenerationConfig::from_file(&dir.join("generation_config.json")).unwrap();
+    let original =
+        GenerationConfig::from_file(&fixtures().join(case).join("generation_config.json")).unwrap();
+    assert_eq!(written, original);
     std::fs::remove_dir_all(dir).unwrap();
 }

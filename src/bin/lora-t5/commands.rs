@@ -12,7 +12,9 @@ use lora_burn::lora_core::{
 };
 use lora_burn::lora_hf::StagedDir;
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
-use lora_burn::lora_t5::{Seq2SeqInput, T5ForConditionalGeneration, T5Tokenizer};
+use lora_burn::lora_t5::{
+    Seq2SeqInput, T5ForConditionalGeneration, T5Tokenizer, GENERATION_CONFIG_FILE,
+};
 use lora_burn::lora_train::data::{train_valid_split, Seq2SeqCollator};
 use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
@@ -440,10 +442,13 @@ pub fn merge(args: MergeArgs) -> CliResult {
     // previous `--out` as it was, and no file of it survives into the new one.
     let staged = StagedDir::new(&args.out)?;
     model.save_pretrained(staged.path())?;
-    let tokenizer = args.model.model.join("tokenizer.json");
-    if tokenizer.is_file() {
-        // Byte for byte; `commit` syncs it with the other files.
-        std::fs::copy(&tokenizer, staged.path().join("tokenizer.json"))?;
+    // The base's tokenizer and generation defaults, byte for byte (over the special-token
+    // defaults `save_pretrained` writes); `commit` syncs them with the other files.
+    for file in ["tokenizer.json", GENERATION_CONFIG_FILE] {
+        let source = args.model.model.join(file);
+        if source.is_file() {
+            std::fs::copy(&source, staged.path().join(file))?;
+        }
     }
     staged.commit()?;
     println!("merged checkpoint written to {}", args.out.display());
