@@ -20,7 +20,7 @@ pub enum GenerationError {
     /// The model gave a NaN or infinite logit: its weights or an adapter's scaling overflow
     /// `f32`, and decoding it would give garbage.
     #[error(
-        "the model gave a non-finite logit ({value}) at new token {step}, row {row}: \
+        "the model gave a non-finite or overflowing logit ({value}) at new token {step}, row {row}: \
          its weights or an adapter's scaling overflow f32"
     )]
     NonFinite {

@@ -104,28 +104,31 @@ impl<B: Backend, M: EncoderDecoderModel<B>> Search<'_, B, M> {
             .int_tensor::<B, 2>(ids, [rows, 1], &self.device);
         let logits = self.model.step(ids, state);
         self.traffic.step();
-        // A row sum is finite when every logit of the row is: one value a row to read. The
-        // rows whose sum is not are read whole: `-inf` masks a token (a model may do that), a
-        // NaN, `+inf` or a row of nothing but `-inf` comes from an overflow.
+        // A row sum is finite when every logit of the row is, and not astronomically large:
+        // one value a row to read. The rows whose sum is not are read whole: `-inf` masks a
+        // token (a model may do that); a NaN, `+inf`, a row of nothing but `-inf`, or finite
+        // values whose sum overflows come from overflowing weights.
         let sums = self.traffic.floats(logits.clone().sum_dim(1))?;
         for (row, sum) in sums.iter().enumerate() {
             if sum.is_finite() {
                 continue;
             }
             let values = self.traffic.floats(logits.clone().narrow(0, row, 1))?;
+            let finite = || values.iter().filter(|v| v.is_finite());
             let bad = values
                 .iter()
                 .find(|v| v.is_nan() || **v == f32::INFINITY)
-                .or(values
-                    .iter()
-                    .all(|v| *v == f32::NEG_INFINITY)
-                    .then_some(&values[0]));
-            if let Some(value) = bad {
-                return Err(GenerationError::NonFinite {
-                    step,
-                    row,
-                    value: *value,
+                .copied()
+                .or_else(|| finite().next().is_none().then_some(f32::NEG_INFINITY))
+                .or_else(|| {
+                    (!finite().sum::<f32>().is_finite()).then(|| {
+                        finite()
+                            .copied()
+                            .fold(0.0, |m: f32, v| if v.abs() > m.abs() { v } else { m })
+                    })
                 });
+            if let Some(value) = bad {
+                return Err(GenerationError::NonFinite { step, row, value });
             }
         }
         Ok(logits)

@@ -414,3 +414,20 @@ fn greedy_and_beam_steps_read_back_a_few_values_a_row_not_the_vocabulary() {
         "beam: {per_step} of {full_matrix_bytes} bytes a step"
     );
 }
+
+#[test]
+fn a_model_may_mask_tokens_with_minus_infinity() {
+    let mut table = Table::counting(6).table;
+    for row in &mut table {
+        row[4] = f32::NEG_INFINITY;
+    }
+    table[0][1] = -9.0;
+    table[0][2] = 6.0;
+    let model = Table::new(table);
+    let config = GenerationConfig {
+        max_new_tokens: 6,
+        ..GenerationConfig::default()
+    };
+    // After 3, token 4 would be the most likely; masked, the next best is 0 (score -0).
+    assert_eq!(run(&model, 1, &config), vec![vec![0, 2, 3, 0, 2, 3, 0]]);
+}

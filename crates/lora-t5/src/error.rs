@@ -57,7 +57,7 @@ pub enum T5Error {
     /// The model gave a NaN or infinite logit while generating: its weights or an
     /// adapter's scaling overflow `f32`.
     #[error(
-        "the model gave a non-finite logit ({value}) at new token {step}, row {row}: \
+        "the model gave a non-finite or overflowing logit ({value}) at new token {step}, row {row}: \
          its weights or an adapter's scaling overflow f32"
     )]
     NonFinite {
