@@ -235,6 +235,80 @@ impl<B: Backend> LoraLinear<B> {
         Ok(removed)
     }
 
+    /// Replaces the weights and settings of adapter `adapter.name` with `adapter`'s, keeping
+    /// its place, its active state and its trainability (PEFT's hot-swap of one layer). The
+    /// rank may change. Returns the adapter it replaced.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraAdapter, LoraConfig, LoraLinear};
+    ///
+    /// let device = Default::default();
+    /// let base = LinearConfig::new(4, 4).init::<NdArray>(&device);
+    /// let mut layer = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0)).unwrap();
+    /// let other = LoraAdapter::new("default", 4, 4, &LoraConfig::new(3, 6.0), &device).unwrap();
+    /// let old = layer.replace_adapter(other).unwrap();
+    /// assert_eq!((old.rank(), layer.adapter("default").unwrap().rank()), (2, 3));
+    /// assert_eq!(layer.active_adapters(), ["default"]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`] when the layer has no adapter of that name,
+    /// [`LoraError::AdapterMerged`] while it is merged, [`LoraError::ShapeMismatch`] for an
+    /// adapter of another layer's size and [`LoraError::MultipleBiasAdapters`] when it trains
+    /// the bias and another adapter already does.
+    pub fn replace_adapter(
+        &mut self,
+        adapter: LoraAdapter<B>,
+    ) -> Result<LoraAdapter<B>, LoraError> {
+        let name = adapter.name.clone();
+        let index = self.require_adapter(&name)?;
+        if self.state.merged.contains(&name) {
+            return Err(LoraError::AdapterMerged { name });
+        }
+        for (what, expected, found) in [
+            ("lora_a rows", self.d_input(), adapter.d_input()),
+            ("lora_b columns", self.d_output(), adapter.d_output()),
+        ] {
+            if expected != found {
+                return Err(LoraError::ShapeMismatch {
+                    what: format!("adapter `{name}` {what}"),
+                    expected: vec![expected],
+                    found: vec![found],
+                });
+            }
+        }
+        if adapter.config.bias.trains_bias() {
+            if let Some(other) = self
+                .adapters
+                .iter()
+                .find(|a| a.name != name && a.config.bias.trains_bias())
+            {
+                return Err(LoraError::MultipleBiasAdapters {
+                    name,
+                    bias: adapter.config.bias.as_peft_str().to_string(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+        let mut adapter = adapter;
+        if let Some(variant) = adapter.variant() {
+            variant.init(&mut adapter, self.base.weight.val().dequantize());
+        }
+        let trains_bias = adapter.config.bias.trains_bias();
+        let trainable = self.state.active.contains(&name);
+        let old = std::mem::replace(&mut self.adapters[index], adapter.set_trainable(trainable));
+        if trains_bias != old.config.bias.trains_bias() {
+            self.base.bias = self
+                .base
+                .bias
+                .take()
+                .map(|b| b.set_require_grad(trains_bias));
+        }
+        Ok(old)
+    }
+
     /// Renames adapter `from` to `to`; its active and merged state follow it.
     ///
     /// ```

@@ -201,48 +201,8 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
     dir: &Path,
     adapter_name: &str,
 ) -> Result<AdapterConfig, PeftIoError> {
-    let dir =
-        if dir.join(CONFIG_FILE).is_file() || !dir.join(adapter_name).join(CONFIG_FILE).is_file() {
-            dir.to_path_buf()
-        } else {
-            dir.join(adapter_name)
-        };
-    let config_path = dir.join(CONFIG_FILE);
-    let config = AdapterConfig::read(&config_path)?;
-    check_supported(&config, &config_path)?;
-    let (weights_path, tensors) = read_weights(&dir)?;
-    let mut modules: BTreeMap<String, BTreeMap<TensorRole, (String, HostTensor)>> = BTreeMap::new();
-    for (key, tensor) in tensors {
-        let (module, role) = split_key(&key, adapter_name);
-        let unsupported = |feature: &str| PeftIoError::Unsupported {
-            path: weights_path.clone(),
-            feature: format!("{feature} (tensor `{key}`)"),
-        };
-        match role {
-            TensorRole::Embedding => return Err(unsupported("LoRA on embedding layers")),
-            TensorRole::LoraBBias => return Err(unsupported("`lora_bias` (a bias on lora_B)")),
-            TensorRole::Other
-                if config
-                    .modules_to_save()
-                    .iter()
-                    .any(|m| module.contains(m.as_str())) =>
-            {
-                return Err(unsupported("`modules_to_save` weights"))
-            }
-            TensorRole::Other => {
-                return Err(PeftIoError::UnexpectedTensor {
-                    path: weights_path.clone(),
-                    key,
-                    reason: "not a LoRA tensor".into(),
-                })
-            }
-            _ => {}
-        }
-        modules
-            .entry(module)
-            .or_default()
-            .insert(role, (key, tensor));
-    }
+    let dir = resolve_adapter_dir(dir, adapter_name);
+    let (config, weights_path, modules) = read_adapter_dir(&dir, adapter_name)?;
     let defaults = model.default_target_modules();
     let targets = select_targets(&config, &lora_layer_paths(model, ""), defaults)?;
     for (module, roles) in &modules {
@@ -277,6 +237,63 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
     Ok(config)
 }
 
+/// `dir`, or its subfolder `dir/<adapter_name>` where PEFT saves non-default adapters.
+pub(crate) fn resolve_adapter_dir(dir: &Path, adapter_name: &str) -> PathBuf {
+    if dir.join(CONFIG_FILE).is_file() || !dir.join(adapter_name).join(CONFIG_FILE).is_file() {
+        dir.to_path_buf()
+    } else {
+        dir.join(adapter_name)
+    }
+}
+
+/// The tensors of one module of an adapter file, by role, with their keys.
+pub(crate) type ModuleTensors = BTreeMap<TensorRole, (String, HostTensor)>;
+
+/// Reads an adapter directory: its config (checked for unsupported features), the weights
+/// file's path and its LoRA tensors grouped by module path.
+pub(crate) fn read_adapter_dir(
+    dir: &Path,
+    adapter_name: &str,
+) -> Result<(AdapterConfig, PathBuf, BTreeMap<String, ModuleTensors>), PeftIoError> {
+    let config_path = dir.join(CONFIG_FILE);
+    let config = AdapterConfig::read(&config_path)?;
+    check_supported(&config, &config_path)?;
+    let (weights_path, tensors) = read_weights(dir)?;
+    let mut modules: BTreeMap<String, ModuleTensors> = BTreeMap::new();
+    for (key, tensor) in tensors {
+        let (module, role) = split_key(&key, adapter_name);
+        let unsupported = |feature: &str| PeftIoError::Unsupported {
+            path: weights_path.clone(),
+            feature: format!("{feature} (tensor `{key}`)"),
+        };
+        match role {
+            TensorRole::Embedding => return Err(unsupported("LoRA on embedding layers")),
+            TensorRole::LoraBBias => return Err(unsupported("`lora_bias` (a bias on lora_B)")),
+            TensorRole::Other
+                if config
+                    .modules_to_save()
+                    .iter()
+                    .any(|m| module.contains(m.as_str())) =>
+            {
+                return Err(unsupported("`modules_to_save` weights"))
+            }
+            TensorRole::Other => {
+                return Err(PeftIoError::UnexpectedTensor {
+                    path: weights_path.clone(),
+                    key,
+                    reason: "not a LoRA tensor".into(),
+                })
+            }
+            _ => {}
+        }
+        modules
+            .entry(module)
+            .or_default()
+            .insert(role, (key, tensor));
+    }
+    Ok((config, weights_path, modules))
+}
+
 fn read_weights(dir: &Path) -> Result<(PathBuf, BTreeMap<String, HostTensor>), PeftIoError> {
     // `exists`, not `is_file`: a weights file that cannot be read is reported as such.
     let safetensors = dir.join(WEIGHTS_FILE);
@@ -296,7 +313,23 @@ fn read_weights(dir: &Path) -> Result<(PathBuf, BTreeMap<String, HostTensor>), P
 fn build_adapter<B: Backend>(
     path: &str,
     layer: &LoraLinear<B>,
-    roles: Option<&BTreeMap<TensorRole, (String, HostTensor)>>,
+    roles: Option<&ModuleTensors>,
+    config: &AdapterConfig,
+    adapter_name: &str,
+    file: &Path,
+) -> Result<(LoraAdapter<B>, Option<Tensor<B, 1>>), PeftIoError> {
+    let (adapter, bias) = read_adapter(path, layer, roles, config, adapter_name, file)?;
+    check_insertable(layer, &adapter).map_err(|e| layer_error(path, e))?;
+    Ok((adapter, bias))
+}
+
+/// The adapter of module `path` from its tensors, checked against `layer`'s shapes and
+/// `config`, and the base bias the file holds for it (`bias: "all"` / `"lora_only"`).
+#[allow(clippy::type_complexity)]
+pub(crate) fn read_adapter<B: Backend>(
+    path: &str,
+    layer: &LoraLinear<B>,
+    roles: Option<&ModuleTensors>,
     config: &AdapterConfig,
     adapter_name: &str,
     file: &Path,
@@ -366,7 +399,6 @@ fn build_adapter<B: Backend>(
     let lora_b = transposed(&b.1, &device);
     let adapter = LoraAdapter::from_weights(adapter_name, &lora, lora_a, lora_b, magnitude)
         .map_err(|e| layer_error(path, e))?;
-    check_insertable(layer, &adapter).map_err(|e| layer_error(path, e))?;
     Ok((adapter, bias))
 }
 
@@ -419,7 +451,7 @@ fn insert_all<B: Backend, M: LoraModule<B>>(
     })
 }
 
-fn layer_error(path: &str, source: lora_core::LoraError) -> PeftIoError {
+pub(crate) fn layer_error(path: &str, source: lora_core::LoraError) -> PeftIoError {
     PeftIoError::Layer {
         module: path.to_string(),
         source,

@@ -105,6 +105,16 @@ pub enum PeftIoError {
         /// The layer's error.
         source: LoraError,
     },
+    /// An adapter cannot replace the loaded one of the same name ([`hotswap_adapter`](crate::hotswap_adapter)).
+    #[error("{dir}: cannot hot-swap adapter `{adapter}`: {reason}")]
+    HotswapIncompatible {
+        /// The new adapter's directory.
+        dir: PathBuf,
+        /// The adapter name.
+        adapter: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// The directory holds neither `adapter_model.safetensors` nor `adapter_model.bin`.
     #[error("{dir}: no adapter_model.safetensors or adapter_model.bin")]
     NoWeights {

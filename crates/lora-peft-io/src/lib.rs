@@ -41,6 +41,7 @@
 mod adapter_dir;
 mod config;
 mod error;
+mod hotswap;
 mod matching;
 mod pickle;
 mod weights;
@@ -51,6 +52,7 @@ pub use adapter_dir::{
 };
 pub use config::{AdapterConfig, InitLoraWeights, ModuleSelector};
 pub use error::PeftIoError;
+pub use hotswap::hotswap_adapter;
 pub use matching::{is_target, select_targets};
 pub use pickle::parse_torch_bytes;
 pub use weights::{split_key, TensorRole, PEFT_KEY_PREFIX};
