@@ -91,6 +91,15 @@ pub enum LoraError {
         /// The merged adapters.
         merged: Vec<String>,
     },
+    /// The operation is not possible while samples are routed to adapters
+    /// (`set_sample_adapters`).
+    #[error(
+        "{operation} is not possible while samples are routed to adapters: clear the routing first"
+    )]
+    RoutedLayer {
+        /// What was attempted.
+        operation: &'static str,
+    },
     /// The operation is not supported for adapters of a variant (such as DoRA).
     #[error("{operation} is not supported for the {variant} adapter `{name}`")]
     UnsupportedVariant {

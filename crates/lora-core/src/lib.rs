@@ -52,6 +52,7 @@ mod recorded_op;
 mod rms_norm;
 #[cfg(feature = "flex")]
 mod row_exp;
+mod sample_routing;
 mod softmax;
 mod swap_middle_dims;
 mod task_merge;

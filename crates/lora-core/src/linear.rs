@@ -21,6 +21,8 @@ pub(crate) struct AdapterState {
     pub(crate) active: Vec<String>,
     pub(crate) merged: Vec<String>,
     pub(crate) disabled: bool,
+    /// One adapter name per sample (`set_sample_adapters`), for every later forward.
+    pub(crate) sample_adapters: Option<Vec<String>>,
 }
 
 /// A linear layer with a frozen base weight and named low-rank adapters (PEFT's `lora.Linear`).
@@ -364,6 +366,9 @@ impl<B: Backend> LoraLinear<B> {
     /// - `x`: `[..., d_input]` (any number of leading dimensions)
     /// - output: `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(names) = &self.state.sample_adapters {
+            return self.forward_routed(x, names);
+        }
         if self.runs_base_only() {
             return self.base_forward(x);
         }

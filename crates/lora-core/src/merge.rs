@@ -57,6 +57,11 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     fn merge_checked<S: AsRef<str>>(&mut self, names: &[S], safe: bool) -> Result<(), LoraError> {
+        if self.state.sample_adapters.is_some() && !names.is_empty() {
+            return Err(LoraError::RoutedLayer {
+                operation: "merging an adapter",
+            });
+        }
         if self.is_base_quantized() && !names.is_empty() {
             return Err(LoraError::QuantizedBase {
                 operation: "merging an adapter",

@@ -98,6 +98,52 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
         })
     }
 
+    /// Routes every later forward of every layer per sample (PEFT's `adapter_names`): see
+    /// [`LoraLinear::set_sample_adapters`]; [`BASE_ONLY`](crate::BASE_ONLY) for the base alone.
+    /// `None` ends the routing.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraConfig, LoraLinear, LoraModelOps, BASE_ONLY};
+    ///
+    /// let device = Default::default();
+    /// let mut layers: Vec<LoraLinear<NdArray>> = (0..2)
+    ///     .map(|_| LoraLinear::from_linear(LinearConfig::new(4, 4).init(&device), &LoraConfig::new(2, 4.0)).unwrap())
+    ///     .collect();
+    /// layers.set_sample_adapters(Some(&["default", BASE_ONLY])).unwrap();
+    /// assert_eq!(layers[1].sample_adapters().unwrap(), ["default", BASE_ONLY]);
+    /// assert!(layers.set_sample_adapters(Some(&["nope"])).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`LoraError::UnknownAdapter`] for a name that no layer has, a layer's
+    /// [`LoraError::MergedLayer`]; on error no layer changes.
+    fn set_sample_adapters<S: AsRef<str>>(&mut self, names: Option<&[S]>) -> Result<(), LoraError> {
+        if let Some(names) = names {
+            let named: Vec<&str> = names
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|n| *n != crate::BASE_ONLY)
+                .collect();
+            require_in_model(self, &named)?;
+            self.try_visit_lora(|path, layer| {
+                if layer.is_merged() {
+                    in_layer(
+                        path,
+                        Err(LoraError::MergedLayer {
+                            operation: "routing samples to adapters",
+                            merged: layer.merged_adapters().to_vec(),
+                        }),
+                    )
+                } else {
+                    Ok(())
+                }
+            })?;
+        }
+        self.try_visit_lora_mut(|path, layer| in_layer(path, layer.set_sample_adapters(names)))
+    }
+
     /// Turns every adapter off in every layer (merged ones are unmerged first).
     ///
     /// # Errors

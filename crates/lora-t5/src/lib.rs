@@ -12,6 +12,7 @@
 //! Training lives in `lora-train` (its `Seq2SeqModel` is implemented for this model) and PEFT
 //! adapter directories in `lora-peft-io`; this crate is the model alone.
 
+mod adapter_names;
 mod attention;
 mod block;
 mod config;

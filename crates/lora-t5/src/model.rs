@@ -213,15 +213,17 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// [`encode`](Self::encode).
     ///
     /// # Errors
-    /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, or an attention mask
-    /// whose shape differs from `input_ids`.
+    /// [`T5Error::InvalidInput`] for empty ids, ids outside the vocabulary, an attention mask
+    /// whose shape differs from `input_ids`, or a batch other than the number of
+    /// [`with_adapter_names`](Self::with_adapter_names) names.
     pub fn check_source(
         &self,
         input_ids: &Tensor<B, 2, Int>,
         attention_mask: &Tensor<B, 2, Int>,
     ) -> Result<(), T5Error> {
         self.check_ids(input_ids, "input_ids")?;
-        check_same_shape(input_ids, attention_mask)
+        check_same_shape(input_ids, attention_mask)?;
+        self.check_routed_batch(input_ids.dims()[0])
     }
 
     /// `hidden · d_model^-0.5` when `config.scale_decoder_outputs`, as the tied head wants it.
