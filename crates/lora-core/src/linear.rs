@@ -126,26 +126,8 @@ impl<B: Backend> LoraLinear<B> {
         if self.adapter(&name).is_some() {
             return Err(LoraError::DuplicateAdapter { name });
         }
-        for (what, expected, found) in [
-            ("lora_a rows", self.d_input(), adapter.d_input()),
-            ("lora_b columns", self.d_output(), adapter.d_output()),
-        ] {
-            if expected != found {
-                return Err(LoraError::ShapeMismatch {
-                    what: format!("adapter `{name}` {what}"),
-                    expected: vec![expected],
-                    found: vec![found],
-                });
-            }
-        }
+        self.check_fits(&adapter)?;
         if adapter.config.bias.trains_bias() {
-            if let Some(other) = self.adapters.iter().find(|a| a.config.bias.trains_bias()) {
-                return Err(LoraError::MultipleBiasAdapters {
-                    name,
-                    bias: adapter.config.bias.as_peft_str().to_string(),
-                    other: other.name.clone(),
-                });
-            }
             self.base.bias = self.base.bias.take().map(|b| b.set_require_grad(true));
         }
         let mut adapter = adapter;
@@ -269,31 +251,7 @@ impl<B: Backend> LoraLinear<B> {
         if self.state.merged.contains(&name) {
             return Err(LoraError::AdapterMerged { name });
         }
-        for (what, expected, found) in [
-            ("lora_a rows", self.d_input(), adapter.d_input()),
-            ("lora_b columns", self.d_output(), adapter.d_output()),
-        ] {
-            if expected != found {
-                return Err(LoraError::ShapeMismatch {
-                    what: format!("adapter `{name}` {what}"),
-                    expected: vec![expected],
-                    found: vec![found],
-                });
-            }
-        }
-        if adapter.config.bias.trains_bias() {
-            if let Some(other) = self
-                .adapters
-                .iter()
-                .find(|a| a.name != name && a.config.bias.trains_bias())
-            {
-                return Err(LoraError::MultipleBiasAdapters {
-                    name,
-                    bias: adapter.config.bias.as_peft_str().to_string(),
-                    other: other.name.clone(),
-                });
-            }
-        }
+        self.check_fits(&adapter)?;
         let mut adapter = adapter;
         if let Some(variant) = adapter.variant() {
             variant.init(&mut adapter, self.base.weight.val().dequantize());
@@ -519,6 +477,38 @@ impl<B: Backend> LoraLinear<B> {
             .active
             .iter()
             .filter_map(|name| self.adapters.iter().find(|a| &a.name == name))
+    }
+
+    /// Refuses an adapter of another layer's size, or one that trains the bias while another
+    /// adapter (not of its name) already does.
+    fn check_fits(&self, adapter: &LoraAdapter<B>) -> Result<(), LoraError> {
+        let name = &adapter.name;
+        for (what, expected, found) in [
+            ("lora_a rows", self.d_input(), adapter.d_input()),
+            ("lora_b columns", self.d_output(), adapter.d_output()),
+        ] {
+            if expected != found {
+                return Err(LoraError::ShapeMismatch {
+                    what: format!("adapter `{name}` {what}"),
+                    expected: vec![expected],
+                    found: vec![found],
+                });
+            }
+        }
+        if adapter.config.bias.trains_bias() {
+            if let Some(other) = self
+                .adapters
+                .iter()
+                .find(|a| &a.name != name && a.config.bias.trains_bias())
+            {
+                return Err(LoraError::MultipleBiasAdapters {
+                    name: name.clone(),
+                    bias: adapter.config.bias.as_peft_str().to_string(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn require_adapter(&self, name: &str) -> Result<usize, LoraError> {
