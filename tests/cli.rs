@@ -663,3 +663,107 @@ fn bad_words_are_not_generated() {
     assert!(!without.starts_with(banned), "{banned}: {without}");
     assert_ne!(without, plain);
 }
+
+/// Trains a small adapter into `dir/<name>` and returns its `final/` directory.
+fn small_adapter(dir: &Path, name: &str, rank: &str, seed: &str) -> String {
+    let train = first_records("heldout_train.jsonl", 16, dir);
+    let out = dir.join(name).display().to_string();
+    run_ok(&[
+        "train",
+        "--model",
+        &model_dir(),
+        "--train",
+        &train,
+        "--out",
+        &out,
+        "--max-steps",
+        "6",
+        "--r",
+        rank,
+        "--seed",
+        seed,
+        "--learning-rate",
+        "0.05",
+    ]);
+    dir.join(name).join("final").display().to_string()
+}
+
+#[test]
+fn generate_routes_each_record_to_its_adapter() {
+    let dir = scratch("routed");
+    let (a, b) = (
+        small_adapter(&dir, "a", "2", "1"),
+        small_adapter(&dir, "b", "4", "2"),
+    );
+    let prompts = [
+        "顶部搜索，两列商品卡",
+        "底部导航，四个标签",
+        "轮播图，商品列表",
+    ];
+    let input = dir.join("prompts.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"instruction\": \"{}\", \"adapter\": \"a\"}}\n{{\"instruction\": \"{}\", \"adapter\": \"__base__\"}}\n{{\"instruction\": \"{}\"}}\n",
+            prompts[0], prompts[1], prompts[2]
+        ),
+    )
+    .unwrap();
+    let model = model_dir();
+    let (named_a, named_b) = (format!("a={a}"), format!("b={b}"));
+    let input = input.display().to_string();
+    let routed = run_ok(&[
+        "generate",
+        "--model",
+        &model,
+        "--adapter",
+        &named_a,
+        "--adapter",
+        &named_b,
+        "--input",
+        &input,
+        "--adapter-name",
+        "b",
+        "--max-new-tokens",
+        "24",
+    ]);
+    let alone = |prompt: &str, adapter: Option<&str>| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "24",
+        ];
+        if let Some(adapter) = adapter {
+            args.extend(["--adapter", adapter]);
+        }
+        run_ok(&args)
+    };
+    let expected = [
+        alone(prompts[0], Some(&a)),
+        alone(prompts[1], None),
+        alone(prompts[2], Some(&b)),
+    ];
+    assert_eq!(
+        routed.lines().collect::<Vec<_>>(),
+        expected.iter().map(|s| s.trim_end()).collect::<Vec<_>>()
+    );
+    assert_refused(
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--adapter",
+            &named_a,
+            "--prompt",
+            "x",
+            "--adapter-name",
+            "nope",
+        ],
+        &["nope"],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -20,8 +20,8 @@ use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
 use crate::common::{
-    evaluate, existing, generate_texts, read_pairs, read_prompts, tokenize, tokenizer,
-    train_with_display, CliResult, DecodingArgs,
+    evaluate, existing, generate_texts, read_pairs, read_prompts_with_adapters, tokenize,
+    tokenizer, train_with_display, CliResult, DecodingArgs,
 };
 use crate::flags;
 
@@ -235,9 +235,10 @@ pub struct ModelArgs {
     /// Hugging Face T5 / FLAN-T5 directory.
     #[arg(long)]
     model: PathBuf,
-    /// A PEFT adapter directory to apply.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    /// A PEFT adapter directory to apply, as `DIR` (named `default`) or `NAME=DIR`;
+    /// repeatable (the first is active; `generate` routes prompts to the others).
+    #[arg(long, value_parser = flags::adapter_spec())]
+    adapter: Vec<flags::AdapterSpec>,
 }
 
 /// Int8 storage of the frozen base weights for inference.
@@ -277,8 +278,11 @@ fn load_model<B: Backend>(args: &ModelArgs) -> CliResult<T5ForConditionalGenerat
         &existing(&args.model, "model directory")?,
         &device,
     )?;
-    if let Some(adapter) = &args.adapter {
-        load_adapter(&mut model, adapter, "default")?;
+    for (i, spec) in args.adapter.iter().enumerate() {
+        if args.adapter[..i].iter().any(|s| s.name == spec.name) {
+            return Err(format!("--adapter: the name `{}` is given twice", spec.name).into());
+        }
+        load_adapter(&mut model, &spec.dir, &spec.name)?;
     }
     Ok(model)
 }
@@ -296,6 +300,10 @@ pub struct GenerateArgs {
     /// Print each output as it is generated (prompts one at a time).
     #[arg(long)]
     stream: bool,
+    /// The adapter of every prompt that names none (`__base__`: the base alone); records of
+    /// `--input` name theirs in an `adapter` field.
+    #[arg(long)]
+    adapter_name: Option<String>,
     #[command(flatten)]
     decoding: DecodingArgs,
     #[command(flatten)]
@@ -306,11 +314,26 @@ pub fn generate(args: GenerateArgs) -> CliResult {
     let mut model = load_model::<InferenceBackend>(&args.model)?;
     args.quant.apply(&mut model)?;
     let tokenizer = tokenizer(&args.model.model)?;
-    let prompts: Vec<String> = match (&args.prompt, &args.input) {
-        (Some(prompt), _) => vec![prompt.clone()],
-        (None, Some(path)) => read_prompts(path)?,
-        (None, None) => return Err("give --prompt or --input".into()),
-    };
+    let (prompts, record_adapters): (Vec<String>, Vec<Option<String>>) =
+        match (&args.prompt, &args.input) {
+            (Some(prompt), _) => (vec![prompt.clone()], vec![None]),
+            (None, Some(path)) => read_prompts_with_adapters(path)?.into_iter().unzip(),
+            (None, None) => return Err("give --prompt or --input".into()),
+        };
+    // One adapter per prompt when a record or `--adapter-name` asks for one; the others get
+    // `--adapter-name`, else the first (active) adapter, else the base alone.
+    let routing = (args.adapter_name.is_some() || record_adapters.iter().any(Option::is_some))
+        .then(|| {
+            let fallback = args
+                .adapter_name
+                .clone()
+                .or_else(|| args.model.adapter.first().map(|s| s.name.clone()))
+                .unwrap_or_else(|| lora_burn::lora_core::BASE_ONLY.to_string());
+            record_adapters
+                .iter()
+                .map(|a| a.clone().unwrap_or_else(|| fallback.clone()))
+                .collect::<Vec<String>>()
+        });
     let config = args.decoding.config(&args.model.model, &tokenizer)?;
     if args.stream {
         let mut print = |piece: &str| {
@@ -318,11 +341,12 @@ pub fn generate(args: GenerateArgs) -> CliResult {
             // A closed stdout shows when the line ends.
             let _ = std::io::Write::flush(&mut std::io::stdout());
         };
-        for prompt in &prompts {
+        for (index, prompt) in prompts.iter().enumerate() {
             generate_texts(
                 &model,
                 &tokenizer,
                 std::slice::from_ref(prompt),
+                routing.as_ref().map(|r| &r[index..index + 1]),
                 &args.decoding,
                 &config,
                 Some(&mut print),
@@ -331,7 +355,16 @@ pub fn generate(args: GenerateArgs) -> CliResult {
         }
         return Ok(());
     }
-    for output in generate_texts(&model, &tokenizer, &prompts, &args.decoding, &config, None)? {
+    let outputs = generate_texts(
+        &model,
+        &tokenizer,
+        &prompts,
+        routing.as_deref(),
+        &args.decoding,
+        &config,
+        None,
+    )?;
+    for output in outputs {
         println!("{output}");
     }
     Ok(())
@@ -427,8 +460,8 @@ fn merge_probe<B: Backend>(
 }
 
 pub fn merge(args: MergeArgs) -> CliResult {
-    if args.model.adapter.is_none() {
-        return Err("merge needs --adapter".into());
+    if args.model.adapter.len() != 1 {
+        return Err("merge needs one --adapter".into());
     }
     let mut model = load_model::<InferenceBackend>(&args.model)?;
     let tokenizer = tokenizer(&args.model.model)?;
@@ -469,8 +502,15 @@ pub fn inspect(args: InspectArgs) -> CliResult {
         serde_json::to_string_pretty(&model.config.to_hf_json())?
     );
     let mut targets = Vec::new();
+    let shown = args
+        .model
+        .adapter
+        .first()
+        .map_or(lora_burn::lora_core::DEFAULT_ADAPTER_NAME, |s| {
+            s.name.as_str()
+        });
     model.visit_lora("", &mut |path, layer| {
-        if let Some(adapter) = layer.adapter("default") {
+        if let Some(adapter) = layer.adapter(shown) {
             targets.push(format!(
                 "{path} (r={}, scaling={})",
                 adapter.rank(),

@@ -12,7 +12,7 @@ use lora_burn::lora_t5::{
     T5Tokenizer, GENERATION_CONFIG_FILE,
 };
 use lora_burn::lora_train::data::{
-    read_jsonl, BadRecordPolicy, JsonlOptions, Seq2SeqCollator, TokenizedExample,
+    read_jsonl, BadRecordPolicy, JsonlFields, JsonlOptions, Seq2SeqCollator, TokenizedExample,
 };
 use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{LogEntry, TrainEvent, TrainOutcome, Trainer};
@@ -229,23 +229,33 @@ pub fn read_pairs(path: &Path, skip_bad: bool) -> CliResult<Vec<(String, String)
         .collect())
 }
 
-/// The `instruction` of every record of a JSONL file, whatever else it holds; a record without
-/// one is an error naming its line, and a file without records is an error.
-pub fn read_prompts(path: &Path) -> CliResult<Vec<String>> {
-    let options = JsonlOptions {
-        target_must_be_json: false,
-        target_required: false,
-        ..JsonlOptions::default()
+/// The `instruction` of every record of a JSONL file, whatever else it holds, with its
+/// `adapter` field when it has one; a record without an instruction (or with an adapter that
+/// is not a string) is an error naming its line, and a file without records is an error.
+pub fn read_prompts_with_adapters(path: &Path) -> CliResult<Vec<(String, Option<String>)>> {
+    let read = |target: &str| {
+        let options = JsonlOptions {
+            fields: JsonlFields {
+                target: target.to_string(),
+                ..JsonlFields::default()
+            },
+            target_must_be_json: false,
+            target_required: false,
+            ..JsonlOptions::default()
+        };
+        read_jsonl(path, &options).map(|data| data.examples)
     };
-    let prompts: Vec<String> = read_jsonl(path, &options)?
-        .examples
-        .into_iter()
-        .map(|e| e.source)
-        .collect();
-    if prompts.is_empty() {
+    let records = read("adapter")?;
+    if records.is_empty() {
         return Err(format!("{}: no records", path.display()).into());
     }
-    Ok(prompts)
+    Ok(records
+        .into_iter()
+        .map(|e| {
+            let adapter = (!e.target.is_empty()).then_some(e.target);
+            (e.source, adapter)
+        })
+        .collect())
 }
 
 /// Tokenizes pairs for `collator`'s batches (each text cut at what its token limit covers).
@@ -325,12 +335,15 @@ fn plot_losses(path: &Path, history: &[LogEntry]) -> CliResult {
 }
 
 /// Generates for every prompt, in batches, and decodes the outputs (`num_return_sequences`
-/// of them per prompt, next to each other). With `stream`, prompts go one at a time and each
+/// of them per prompt, next to each other). With `adapters`, prompt `i` runs through adapter
+/// `adapters[i]` (PEFT's `adapter_names`). With `stream`, prompts go one at a time and each
 /// output's text is handed to `stream` piece by piece as it is generated.
+#[allow(clippy::too_many_arguments)]
 pub fn generate_texts<B: Backend>(
     model: &T5ForConditionalGeneration<B>,
     tokenizer: &T5Tokenizer,
     prompts: &[String],
+    adapters: Option<&[String]>,
     decoding: &DecodingArgs,
     config: &GenerationConfig,
     mut stream: Option<&mut dyn FnMut(&str)>,
@@ -399,7 +412,16 @@ pub fn generate_texts<B: Backend>(
         if streaming {
             options = options.streamer(&mut print);
         }
-        let sequences = model.generate_with(ids, mask, config, options)?.sequences;
+        let sequences = match adapters {
+            Some(names) => {
+                let names = &names[number * batch..number * batch + chunk.len()];
+                model
+                    .with_adapter_names(names)?
+                    .generate_with(ids, mask, config, options)?
+                    .sequences
+            }
+            None => model.generate_with(ids, mask, config, options)?.sequences,
+        };
         for sequence in sequences {
             outputs.push(decode_checked(
                 tokenizer,
@@ -428,7 +450,7 @@ pub fn evaluate<B: Backend>(
     }
     let prompts: Vec<String> = pairs.iter().map(|(s, _)| s.clone()).collect();
     let references: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
-    let predictions = generate_texts(model, tokenizer, &prompts, decoding, config, None)?;
+    let predictions = generate_texts(model, tokenizer, &prompts, None, decoding, config, None)?;
     let report = EvalReport::compute(&predictions, &references)?
         .with_schema(&predictions, |v| {
             lora_burn::uidsl::validate_uidsl(v).is_ok()

@@ -116,3 +116,42 @@ pub fn fraction_f32() -> ValueParser {
 pub fn share_f32() -> ValueParser {
     number((0.0, 1.0), (true, false), "a number in (0, 1]", to_f32)
 }
+
+/// An adapter to load: its name and directory (`--adapter NAME=DIR`, or `DIR` for `default`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSpec {
+    /// The adapter name.
+    pub name: String,
+    /// The PEFT adapter directory.
+    pub dir: std::path::PathBuf,
+}
+
+/// `NAME=DIR` (a name of letters, digits, `_`, `-` and `.`) or `DIR`, named `default`.
+pub fn adapter_spec() -> ValueParser {
+    StringValueParser::new()
+        .try_map(|text: String| -> Result<AdapterSpec, String> {
+            if let Some((name, dir)) = text.split_once('=') {
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || "_-.".contains(c));
+                if valid && !std::path::Path::new(&text).exists() {
+                    if dir.is_empty() {
+                        return Err(format!("`{text}`: expected NAME=DIR with a directory"));
+                    }
+                    if name == "__base__" {
+                        return Err(format!("`{text}`: `__base__` is the base model's name"));
+                    }
+                    return Ok(AdapterSpec {
+                        name: name.to_string(),
+                        dir: dir.into(),
+                    });
+                }
+            }
+            Ok(AdapterSpec {
+                name: "default".to_string(),
+                dir: text.into(),
+            })
+        })
+        .into()
+}
