@@ -104,29 +104,37 @@ impl<B: Backend, M: EncoderDecoderModel<B>> Search<'_, B, M> {
             .int_tensor::<B, 2>(ids, [rows, 1], &self.device);
         let logits = self.model.step(ids, state);
         self.traffic.step();
-        // A row sum is finite when every logit of the row is, and not astronomically large:
-        // one value a row to read. The rows whose sum is not are read whole: `-inf` masks a
-        // token (a model may do that); a NaN, `+inf`, a row of nothing but `-inf`, or finite
-        // values whose sum overflows come from overflowing weights.
-        let sums = self.traffic.floats(logits.clone().sum_dim(1))?;
-        for (row, sum) in sums.iter().enumerate() {
-            if sum.is_finite() {
+        // Two values a row come back: the sum, finite when every logit is, and the spread of
+        // the finite logits (maximum − minimum), finite unless the logits are so large that
+        // log-softmax overflows. A row whose sum is not finite is read whole: `-inf` masks a
+        // token (a model may do that); a NaN, `+inf` or a row of nothing but `-inf` comes
+        // from overflowing weights, as does a spread that overflows.
+        let [rows, _] = logits.dims();
+        let finite_min = logits
+            .clone()
+            .mask_fill(logits.clone().is_inf(), f32::MAX)
+            .min_dim(1);
+        let spread = logits.clone().max_dim(1) - finite_min;
+        let checks = self
+            .traffic
+            .floats(Tensor::cat(vec![logits.clone().sum_dim(1), spread], 1))?;
+        for row in 0..rows {
+            let (sum, spread) = (checks[2 * row], checks[2 * row + 1]);
+            if sum.is_finite() && spread.is_finite() {
                 continue;
             }
             let values = self.traffic.floats(logits.clone().narrow(0, row, 1))?;
-            let finite = || values.iter().filter(|v| v.is_finite());
+            let finite = || values.iter().filter(|v| v.is_finite()).copied();
+            let extreme = || finite().fold(0.0, |m: f32, v| if v.abs() > m.abs() { v } else { m });
+            let (low, high) = finite().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| {
+                (l.min(v), h.max(v))
+            });
             let bad = values
                 .iter()
                 .find(|v| v.is_nan() || **v == f32::INFINITY)
                 .copied()
                 .or_else(|| finite().next().is_none().then_some(f32::NEG_INFINITY))
-                .or_else(|| {
-                    (!finite().sum::<f32>().is_finite()).then(|| {
-                        finite()
-                            .copied()
-                            .fold(0.0, |m: f32, v| if v.abs() > m.abs() { v } else { m })
-                    })
-                });
+                .or_else(|| (!(high - low).is_finite()).then(extreme));
             if let Some(value) = bad {
                 return Err(GenerationError::NonFinite { step, row, value });
             }

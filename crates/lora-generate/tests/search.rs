@@ -400,7 +400,7 @@ fn greedy_and_beam_steps_read_back_a_few_values_a_row_not_the_vocabulary() {
     let out = generate(&model, ids, mask, &greedy, GenerateOptions::default()).unwrap();
     let per_step = out.traffic.to_host() / out.traffic.steps();
     eprintln!("greedy, {rows} rows: {per_step} bytes to the host a step");
-    assert!(per_step <= rows * 16, "greedy: {per_step} bytes a step");
+    assert!(per_step <= rows * 24, "greedy: {per_step} bytes a step");
     let beam = GenerationConfig {
         num_beams: 4,
         ..greedy
