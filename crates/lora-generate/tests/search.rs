@@ -265,15 +265,22 @@ fn max_time_stops_after_the_step_that_runs_out() {
         max_time: Some(0.04),
         ..GenerationConfig::default()
     };
+    // Each step takes at least 30 ms, so the 40 ms run out after the second step (after the
+    // first on a loaded machine): nowhere near the 50 allowed.
     let out = run(&model, 1, &config);
-    assert_eq!(out[0].len(), 3, "{out:?}");
+    let steps = out[0].len() - 1;
+    assert!((1..=2).contains(&steps), "{out:?}");
     let beams = GenerationConfig {
         num_beams: 2,
         ..config
     };
     model.steps.set(0);
     run(&model, 1, &beams);
-    assert_eq!(model.steps.get(), 2);
+    assert!(
+        (1..=2).contains(&model.steps.get()),
+        "{} steps",
+        model.steps.get()
+    );
 }
 
 #[test]
