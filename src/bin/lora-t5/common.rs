@@ -423,18 +423,10 @@ pub fn generate_texts<B: Backend>(
             None => model.generate_with(ids, mask, config, options)?.sequences,
         };
         for sequence in sequences {
-            outputs.push(decode_checked(
-                tokenizer,
-                &generated_tokens(&sequence, start, eos),
-            )?);
+            outputs.push(tokenizer.decode(&generated_tokens(&sequence, start, eos))?);
         }
     }
     Ok(outputs)
-}
-
-/// The text of `tokens`, or the tokenizer's error.
-fn decode_checked(tokenizer: &T5Tokenizer, tokens: &[u32]) -> CliResult<String> {
-    Ok(tokenizer.decode(tokens)?)
 }
 
 /// Generates for every source of `pairs` and scores the outputs against the targets.
