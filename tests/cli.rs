@@ -209,6 +209,65 @@ fn sweep_prints_one_row_of_loss_and_metrics_per_run() {
 }
 
 #[test]
+fn sweep_concurrent_trains_every_configuration_in_one_run() {
+    let dir = scratch("sweep-concurrent");
+    let train = first_records("heldout_train.jsonl", 16, &dir);
+    let valid = first_records("heldout_valid.jsonl", 4, &dir);
+    let out = dir.join("sweep");
+    let out_text = out.display().to_string();
+    let stdout = run_ok(&[
+        "sweep",
+        "--concurrent",
+        "--model",
+        &model_dir(),
+        "--train",
+        &train,
+        "--valid",
+        &valid,
+        "--out",
+        &out_text,
+        "--max-steps",
+        "2",
+        "--ranks",
+        "2,4",
+        "--learning-rates",
+        "1e-3,5e-3",
+        "--eval-limit",
+        "2",
+        "--eval-max-new-tokens",
+        "16",
+    ]);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 5, "header and four runs:\n{stdout}");
+    for (row, (r, lr)) in
+        rows[1..]
+            .iter()
+            .zip([("2", "1e-3"), ("2", "5e-3"), ("4", "1e-3"), ("4", "5e-3")])
+    {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!((cells[0], cells[3]), (r, lr), "{row}");
+        assert_eq!(cells[5], "2", "best at the last step: {row}");
+        assert!(cells[4].parse::<f64>().is_ok_and(f64::is_finite), "{row}");
+    }
+    // Each run logs its own lines and writes its own outputs.
+    for run in ["run0", "run1", "run2", "run3"] {
+        assert!(stdout.contains(&format!("{run}: step 2")), "{stdout}");
+    }
+    for folder in ["r2-a16-d0.05-lr0.001", "r4-a16-d0.05-lr0.005"] {
+        let run = out.join(folder);
+        for file in [
+            "final/adapter_model.safetensors",
+            "best/adapter_config.json",
+            "metrics.jsonl",
+            "loss.png",
+        ] {
+            assert!(run.join(file).is_file(), "{}", run.join(file).display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_missing_data_file_is_an_error_naming_it() {
     let missing = repository("data/uidsl/no-such-file.jsonl")
         .display()

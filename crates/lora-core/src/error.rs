@@ -122,6 +122,13 @@ pub enum LoraError {
         /// What is wrong.
         reason: String,
     },
+    /// Rows grouped for per-group mean losses ([`LossGroups`](crate::LossGroups)) that do not
+    /// fit their labels.
+    #[error("loss groups: {reason}")]
+    InvalidLossGroups {
+        /// What does not fit.
+        reason: String,
+    },
     /// A checked merge changed the model's outputs more than allowed, or gave non-finite ones.
     #[error("merge check failed: {reason}")]
     MergeCheckFailed {

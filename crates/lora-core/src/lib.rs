@@ -39,6 +39,7 @@ mod linalg;
 mod linear;
 mod linear_cross_entropy;
 mod lora_module;
+mod loss_groups;
 #[cfg(feature = "flex")]
 mod low_rank_accumulate;
 mod merge;
@@ -70,8 +71,11 @@ pub use dropout::Dropout;
 pub use error::LoraError;
 pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
-pub use linear_cross_entropy::{linear_cross_entropy, HeadLayout, IGNORE_INDEX};
+pub use linear_cross_entropy::{
+    linear_cross_entropy, linear_cross_entropy_grouped, HeadLayout, IGNORE_INDEX,
+};
 pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
+pub use loss_groups::LossGroups;
 pub use merge_check::MergeCheck;
 pub use model_ops::{in_layer, LoraModelOps};
 pub use param_count::{count_parameters, ParameterCount};

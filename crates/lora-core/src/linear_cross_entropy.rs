@@ -15,6 +15,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::LossGroups;
+
 /// The label value a sequence loss ignores (PyTorch's and transformers' `-100`): padding in a
 /// batch of labels.
 ///
@@ -76,13 +78,48 @@ pub fn linear_cross_entropy<B: Backend>(
     labels: &[i64],
     ignore_index: i64,
 ) -> Option<Tensor<B, 1>> {
+    let groups = LossGroups::single(labels, ignore_index).ok()?;
+    linear_cross_entropy_grouped(hidden, weight, layout, labels, ignore_index, &groups)
+}
+
+/// [`linear_cross_entropy`] with one mean per group of rows (`[groups]`): group `g`'s value is
+/// the mean loss over its own kept rows, and its gradient reaches only those rows. With one
+/// group per adapter trained in a batch, the sum of the values trains each adapter as a batch
+/// of its own samples would. `None` where the fused path does not apply (as
+/// [`linear_cross_entropy`]) or when `groups` has another number of rows than `labels`.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use lora_core::{linear_cross_entropy_grouped, HeadLayout, LossGroups};
+///
+/// let device = Default::default();
+/// let hidden = Tensor::<NdArray, 2>::ones([3, 4], &device);
+/// let embedding = Tensor::<NdArray, 2>::zeros([5, 4], &device);
+/// let labels = [3, 1, -100];
+/// let groups = LossGroups::new(vec![0, 1, 1], 2, &labels, -100).unwrap();
+/// if let Some(means) = linear_cross_entropy_grouped(hidden, &embedding, HeadLayout::VocabRows, &labels, -100, &groups) {
+///     // Five equal logits: ln 5 in each group.
+///     for mean in means.into_data().to_vec::<f32>().unwrap() {
+///         assert!((mean - 5f32.ln()).abs() < 1e-6);
+///     }
+/// }
+/// ```
+pub fn linear_cross_entropy_grouped<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    layout: HeadLayout,
+    labels: &[i64],
+    ignore_index: i64,
+    groups: &LossGroups,
+) -> Option<Tensor<B, 1>> {
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (hidden, weight, layout, labels, ignore_index);
+        let _ = (hidden, weight, layout, labels, ignore_index, groups);
         None
     }
     #[cfg(feature = "flex")]
-    flex::linear_cross_entropy(hidden, weight, layout, labels, ignore_index)
+    flex::linear_cross_entropy(hidden, weight, layout, labels, ignore_index, groups)
 }
 
 #[cfg(feature = "flex")]
@@ -96,6 +133,7 @@ mod flex {
         any_float_primitive, gemm_into, row_major_f32, zeros_f32, MatrixView,
     };
     use crate::row_exp::{max_and_sum_exp, softmax_times};
+    use crate::LossGroups;
 
     /// Vocabulary columns per slab: one task's product and reduction. The slab's product keeps
     /// the GEMM's full rate on one thread (`[1024, 512] · [512, 2048]`).
@@ -109,6 +147,7 @@ mod flex {
         layout: HeadLayout,
         labels: &[i64],
         ignore_index: i64,
+        groups: &LossGroups,
     ) -> Option<Tensor<B, 1>> {
         let [rows, d] = hidden.dims();
         let [first, second] = weight.dims();
@@ -117,7 +156,13 @@ mod flex {
             HeadLayout::VocabColumns if first == d => second,
             _ => return None,
         };
-        if weight.is_require_grad() || labels.len() != rows || rows == 0 || d == 0 || vocab == 0 {
+        if weight.is_require_grad()
+            || labels.len() != rows
+            || groups.rows() != rows
+            || rows == 0
+            || d == 0
+            || vocab == 0
+        {
             return None;
         }
         let mut targets = Vec::with_capacity(rows);
@@ -130,10 +175,6 @@ mod flex {
                 return None;
             }
         }
-        let kept = targets.iter().filter(|t| t.is_some()).count();
-        if kept == 0 {
-            return None;
-        }
         let hidden_flex = any_float_primitive(&hidden)?;
         let weight_flex = any_float_primitive(weight)?;
         let hidden_values = row_major_f32(&hidden_flex)?;
@@ -145,16 +186,26 @@ mod flex {
             d,
         };
         let want_gradient = B::ad_enabled(&hidden.device());
-        let (value, gradient) =
-            head.loss(&hidden_values, &targets, 1.0 / kept as f64, want_gradient)?;
+        let (row_losses, gradient) =
+            head.loss(&hidden_values, &targets, groups.weights(), want_gradient)?;
+        let mut totals = vec![0f64; groups.len()];
+        for (group, loss) in groups.of_row().iter().zip(&row_losses) {
+            totals[*group] += loss;
+        }
         let device = hidden.device();
-        let value = Tensor::<B, 1>::from_data(TensorData::new(vec![value as f32], [1]), &device);
+        let totals = totals.into_iter().map(|t| t as f32).collect();
+        let value = Tensor::<B, 1>::from_data(TensorData::new(totals, [groups.len()]), &device);
         let Some(gradient) = gradient else {
             return Some(value);
         };
         let gradient = Tensor::<B, 2>::from_data(TensorData::new(gradient, [rows, d]), &device);
-        // `Σ hidden·g` has the gradient `g`; subtracting its detached value leaves the loss's.
-        let surrogate = (hidden * gradient).sum();
+        // `Σ hidden·g` over a group's rows has the gradient `g` there; subtracting its detached
+        // value leaves the loss's.
+        let surrogate = if groups.len() == 1 {
+            (hidden * gradient).sum()
+        } else {
+            groups.sum_rows((hidden * gradient).sum_dim(1))
+        };
         Some(surrogate.clone() - surrogate.detach() + value)
     }
 
@@ -187,37 +238,43 @@ mod flex {
             }
         }
 
-        /// `Σ w·(logsumexp(z) − z_label)` over the rows with a target, `w` the weight of each
-        /// kept row, and its gradient with respect to `hidden` (`[rows, d]`) when wanted.
+        /// Each row's `w·(logsumexp(z) − z_label)` (0 for a row without a target), `w` the row's
+        /// weight, and the gradient of their sum with respect to `hidden` (`[rows, d]`) when
+        /// wanted.
         pub(crate) fn loss(
             &self,
             hidden: &[f32],
             targets: &[Option<usize>],
-            row_weight: f64,
+            row_weights: &[f64],
             want_gradient: bool,
-        ) -> Option<(f64, Option<Vec<f32>>)> {
+        ) -> Option<(Vec<f64>, Option<Vec<f32>>)> {
             let d = self.d;
-            let mut total = 0.0;
+            let mut losses = vec![0.0; targets.len()];
             let mut gradient = want_gradient.then(|| zeros_f32(targets.len() * d));
             for (block, block_targets) in targets.chunks(ROW_BLOCK).enumerate() {
                 let start = block * ROW_BLOCK;
-                let block_hidden = &hidden[start * d..(start + block_targets.len()) * d];
-                let block_gradient = gradient
-                    .as_mut()
-                    .map(|g| &mut g[start * d..(start + block_targets.len()) * d]);
-                total +=
-                    self.block_loss(block_hidden, block_targets, row_weight, block_gradient)?;
+                let end = start + block_targets.len();
+                let block_hidden = &hidden[start * d..end * d];
+                let block_gradient = gradient.as_mut().map(|g| &mut g[start * d..end * d]);
+                self.block_loss(
+                    block_hidden,
+                    block_targets,
+                    &row_weights[start..end],
+                    &mut losses[start..end],
+                    block_gradient,
+                )?;
             }
-            Some((total, gradient))
+            Some((losses, gradient))
         }
 
         fn block_loss(
             &self,
             hidden: &[f32],
             targets: &[Option<usize>],
-            row_weight: f64,
+            row_weights: &[f64],
+            losses: &mut [f64],
             gradient: Option<&mut [f32]>,
-        ) -> Option<f64> {
+        ) -> Option<()> {
             let rows = targets.len();
             let d = self.d;
             // The logits in slabs of `SLAB_COLUMNS` vocabulary columns, each slab `[rows, width]`.
@@ -243,7 +300,6 @@ mod flex {
             // Each row's log-sum-exp from its slabs' maxima and sums, and the loss.
             let slab_of = |label: usize| (label / SLAB_COLUMNS, label % SLAB_COLUMNS);
             let mut log_sum_exp = vec![0f32; rows];
-            let mut total = 0.0;
             for (row, target) in targets.iter().enumerate() {
                 let Some(label) = *target else { continue };
                 let max = stats
@@ -258,16 +314,15 @@ mod flex {
                 let (slab, column) = slab_of(label);
                 let width = SLAB_COLUMNS.min(self.vocab - slab * SLAB_COLUMNS);
                 let picked = logits[slab * rows * SLAB_COLUMNS + row * width + column];
-                total += row_weight * (lse - picked as f64);
+                losses[row] = row_weights[row] * (lse - picked as f64);
                 log_sum_exp[row] = lse as f32;
             }
             let Some(gradient) = gradient else {
-                return Some(total);
+                return Some(());
             };
 
             // The slabs become `w·(softmax − onehot)` in place and are multiplied by the weight's
             // words at once, each thread accumulating its own `[rows, d]` sum.
-            let weight = row_weight as f32;
             // Each slab's product goes to a buffer of its own and the buffers are summed in slab
             // order, so the gradient does not depend on how the threads split the work (a
             // seeded run gives the same adapter every time).
@@ -281,6 +336,7 @@ mod flex {
                         match targets[row] {
                             None => values.fill(0.0),
                             Some(label) => {
+                                let weight = row_weights[row] as f32;
                                 softmax_times(values, log_sum_exp[row], weight);
                                 if (v0..v0 + width).contains(&label) {
                                     values[label - v0] -= weight;
@@ -304,7 +360,7 @@ mod flex {
             for partial in &partials {
                 gradient.iter_mut().zip(partial).for_each(|(g, p)| *g += p);
             }
-            Some(total)
+            Some(())
         }
     }
 
@@ -315,9 +371,10 @@ mod flex {
         use burn::tensor::{Distribution, Int, Tensor, TensorData};
         use burn_flex::Flex;
 
-        use super::super::linear_cross_entropy;
+        use super::super::{linear_cross_entropy, linear_cross_entropy_grouped};
         use super::HeadLayout;
         use crate::test_util::{assert_close, values};
+        use crate::LossGroups;
 
         type T = Autodiff<Flex>;
         const IGNORE: i64 = -100;
@@ -400,6 +457,62 @@ mod flex {
         #[test]
         fn more_rows_than_a_block_match_recorded_log_softmax_and_gather() {
             check(1030, 16, 2050, HeadLayout::VocabRows);
+        }
+
+        #[test]
+        fn grouped_means_match_each_group_alone() {
+            let device = Default::default();
+            let (rows, d, vocab) = (50, 24, 2500);
+            let hidden =
+                Tensor::<T, 2>::random([rows, d], Distribution::Uniform(-2.0, 2.0), &device);
+            let weight =
+                Tensor::<T, 2>::random([vocab, d], Distribution::Uniform(-1.0, 1.0), &device);
+            let labels = labels(rows, vocab);
+            let of_row: Vec<usize> = (0..rows).map(|r| (r / 7) % 3).collect();
+            let groups = LossGroups::new(of_row.clone(), 3, &labels, IGNORE).expect("groups");
+
+            let h = hidden.clone().detach().require_grad();
+            let means = linear_cross_entropy_grouped(
+                h.clone(),
+                &weight,
+                HeadLayout::VocabRows,
+                &labels,
+                IGNORE,
+                &groups,
+            )
+            .expect("fused");
+            let found = values(means.clone());
+            // Each group's loss weighed differently: each row's gradient is its own group's.
+            let factors = Tensor::<T, 1>::from_floats([1.0, 2.0, 3.0], &device);
+            let grads = (means * factors).sum().backward();
+            let grad = values(h.grad(&grads).expect("gradient"));
+            for (group, found) in found.iter().enumerate() {
+                let members: Vec<usize> = (0..rows).filter(|r| of_row[*r] == group).collect();
+                let index = Tensor::<T, 1, Int>::from_data(
+                    TensorData::new(members.iter().map(|r| *r as i64).collect(), [members.len()]),
+                    &device,
+                );
+                let group_labels: Vec<i64> = members.iter().map(|r| labels[*r]).collect();
+                let (expected, expected_grad) = reference(
+                    &hidden.clone().select(0, index),
+                    &weight,
+                    HeadLayout::VocabRows,
+                    &group_labels,
+                );
+                assert!(
+                    (found - expected).abs() <= 1e-5 * expected.abs(),
+                    "group {group}: {found} against {expected}"
+                );
+                let scaled: Vec<f32> = expected_grad
+                    .iter()
+                    .map(|g| g * (group + 1) as f32)
+                    .collect();
+                let picked: Vec<f32> = members
+                    .iter()
+                    .flat_map(|r| grad[r * d..(r + 1) * d].iter().copied())
+                    .collect();
+                assert_close(&picked, &scaled, 1e-5, "gradient element");
+            }
         }
 
         #[test]

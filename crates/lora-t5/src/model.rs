@@ -3,8 +3,10 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
-use lora_core::{few_rows_times_transposed, linear_cross_entropy, HeadLayout, LoraLinear};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use lora_core::{
+    few_rows_times_transposed, linear_cross_entropy_grouped, HeadLayout, LoraLinear, LossGroups,
+};
 
 use crate::{
     DecoderState, Seq2SeqInput, Seq2SeqLossOutput, Seq2SeqOutput, T5Config, T5Error, T5Stack,
@@ -310,16 +312,78 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         labels: Tensor<B, 2, Int>,
     ) -> Result<Tensor<B, 1>, T5Error> {
         let values = self.checked_labels(&labels)?;
+        self.loss_with(input_ids, attention_mask, labels, &values)
+    }
+
+    /// [`loss`](Self::loss) with one mean per group of samples: sample `i` of the batch
+    /// belongs to group `sample_groups[i]`, the groups are `0..=max`, and the output's value
+    /// `g` is the mean loss over group `g`'s target tokens (`[groups]`), whose gradient reaches
+    /// only that group's samples. When each group is an adapter's samples under
+    /// [`with_adapter_names`](Self::with_adapter_names), the sum of the values trains every
+    /// adapter as a batch of its own samples would: several adapters train in one batch on
+    /// one resident base.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::{Int, Tensor};
+    /// use lora_t5::{T5Config, T5ForConditionalGeneration};
+    ///
+    /// let config = T5Config { vocab_size: 40, d_model: 16, d_kv: 4, d_ff: 32, num_layers: 1,
+    ///     num_heads: 2, ..T5Config::default() };
+    /// let device = Default::default();
+    /// let model = T5ForConditionalGeneration::<NdArray>::new(&config, &device);
+    /// let input = Tensor::<NdArray, 2, Int>::from_ints([[5, 6, 1], [7, 8, 1]], &device);
+    /// let mask = Tensor::<NdArray, 2, Int>::ones([2, 3], &device);
+    /// let labels = Tensor::<NdArray, 2, Int>::from_ints([[9, 1], [3, 1]], &device);
+    /// let means = model.group_losses(input.clone(), mask.clone(), labels.clone(), &[0, 1]).unwrap();
+    /// let first = model.loss(input.clone().slice([0..1]), mask.clone().slice([0..1]), labels.clone().slice([0..1])).unwrap();
+    /// let found = means.into_data().to_vec::<f32>().unwrap();
+    /// assert!((found[0] - first.into_scalar()).abs() < 1e-5);
+    /// // A group without a sample has no mean.
+    /// assert!(model.group_losses(input, mask, labels, &[0, 2]).is_err());
+    /// ```
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, source_len]`
+    /// - `labels`: `[batch, target_len]`
+    /// - `sample_groups`: `batch` values
+    /// - output: `[groups]`
+    ///
+    /// # Errors
+    /// As [`forward_with_labels`](Self::forward_with_labels), and [`T5Error::InvalidInput`] /
+    /// [`T5Error::Lora`] when `sample_groups` does not hold one group per sample or a group in
+    /// `0..=max` has no target token.
+    pub fn group_losses(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        labels: Tensor<B, 2, Int>,
+        sample_groups: &[usize],
+    ) -> Result<Tensor<B, 1>, T5Error> {
+        let length = labels.dims()[1];
+        let values = self
+            .checked_labels(&labels)?
+            .grouped(sample_groups, length)?;
+        self.loss_with(input_ids, attention_mask, labels, &values)
+    }
+
+    fn loss_with(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        labels: Tensor<B, 2, Int>,
+        values: &CheckedLabels,
+    ) -> Result<Tensor<B, 1>, T5Error> {
         let decoder_input_ids = self.shift_right(labels.clone());
         let input = Seq2SeqInput::new(input_ids, decoder_input_ids).attention_mask(attention_mask);
         let (hidden, _) = self.decoder_output(input);
-        if let Some(loss) = self.fused_head_loss(&hidden, &values) {
+        if let Some(loss) = self.fused_head_loss(&hidden, values) {
             return Ok(loss);
         }
         Ok(cross_entropy_with_labels(
             self.lm_logits(hidden),
             labels,
-            &values,
+            values,
         ))
     }
 
@@ -350,7 +414,14 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             Some(_) => return None,
         };
         let hidden = self.scaled_for_head(hidden.clone().reshape([batch * length, d_model]));
-        linear_cross_entropy(hidden, &weight, layout, &labels.values, IGNORE_INDEX)
+        linear_cross_entropy_grouped(
+            hidden,
+            &weight,
+            layout,
+            &labels.values,
+            IGNORE_INDEX,
+            &labels.groups,
+        )
     }
 
     /// transformers' `_shift_right`: prepend the decoder start token, drop the last label, and
@@ -453,10 +524,11 @@ pub fn cross_entropy_ignoring<B: Backend>(
 }
 
 /// Labels read back to the host and checked: each inside the vocabulary or [`IGNORE_INDEX`],
-/// and `count` of them kept (at least one).
+/// with the groups their means are taken over (one for the batch's mean loss), each holding a
+/// kept label.
 struct CheckedLabels {
     values: Vec<i64>,
-    count: usize,
+    groups: LossGroups,
 }
 
 impl CheckedLabels {
@@ -470,14 +542,36 @@ impl CheckedLabels {
                 reason: format!("labels hold token id {bad}, outside the vocabulary of {vocab}"),
             });
         }
-        let count = values.iter().filter(|v| **v != IGNORE_INDEX).count();
-        if count == 0 {
-            return Err(T5Error::InvalidInput {
+        let groups =
+            LossGroups::single(&values, IGNORE_INDEX).map_err(|_| T5Error::InvalidInput {
                 reason: "every label is ignored (-100): there is nothing to compute a loss on"
                     .into(),
+            })?;
+        Ok(Self { values, groups })
+    }
+
+    /// The same labels (`[batch, length]` row-major) with one mean per group of samples:
+    /// sample `i` in group `sample_groups[i]`, groups `0..=max`.
+    fn grouped(self, sample_groups: &[usize], length: usize) -> Result<Self, T5Error> {
+        let batch = self.values.len() / length.max(1);
+        if sample_groups.len() != batch {
+            return Err(T5Error::InvalidInput {
+                reason: format!(
+                    "{} sample groups for a batch of {batch} samples",
+                    sample_groups.len()
+                ),
             });
         }
-        Ok(Self { values, count })
+        let count = sample_groups.iter().max().map_or(0, |g| g + 1);
+        let of_row = sample_groups
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(*g, length))
+            .collect();
+        let groups = LossGroups::new(of_row, count, &self.values, IGNORE_INDEX)?;
+        Ok(Self {
+            values: self.values,
+            groups,
+        })
     }
 }
 
@@ -488,14 +582,15 @@ fn cross_entropy_with_labels<B: Backend>(
     checked: &CheckedLabels,
 ) -> Tensor<B, 1> {
     let [batch, length, vocab] = logits.dims();
-    let count = checked.count;
     let keep = labels.clone().not_equal_elem(IGNORE_INDEX);
     let rows = batch * length;
-    let safe_labels = labels
-        .mask_fill(keep.clone().bool_not(), 0)
-        .reshape([rows, 1]);
-    // Each row's weight in the mean: 1 / count for the kept labels, 0 for the ignored ones.
-    let weights = keep.float().reshape([rows, 1]) / (count as f64);
+    let safe_labels = labels.mask_fill(keep.bool_not(), 0).reshape([rows, 1]);
+    // Each row's weight in its group's mean: 1 / (its group's kept labels), 0 for the ignored.
+    let device = logits.device();
+    let weights = Tensor::<B, 2>::from_data(
+        TensorData::new(checked.groups.weights_f32(), [rows, 1]),
+        &device,
+    );
 
     // The value and the gradient are computed apart from the autodiff graph, on `logits`
     // detached: `loss = Σ w·(m + ln Σ exp(z − m) − z_label)` with `m` the row maximum, and its
@@ -508,7 +603,8 @@ fn cross_entropy_with_labels<B: Backend>(
     let exp = (detached.clone() - max.clone()).exp();
     let sum = exp.clone().sum_dim(1);
     let picked = detached.gather(1, safe_labels.clone());
-    let value = ((max + sum.clone().log() - picked) * weights.clone()).sum();
+    let groups = &checked.groups;
+    let value = groups.sum_rows((max + sum.clone().log() - picked) * weights.clone());
     if !B::ad_enabled(&z.device()) {
         // No autodiff backend, no gradient to carry (inference, evaluation): only the value.
         return value;
@@ -519,6 +615,6 @@ fn cross_entropy_with_labels<B: Backend>(
         weights.neg(),
         IndexingUpdateOp::Add,
     );
-    let surrogate = (z * gradient).sum();
+    let surrogate = groups.sum_rows((z * gradient).sum_dim(1));
     surrogate.clone() - surrogate.detach() + value
 }

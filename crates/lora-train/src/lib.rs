@@ -4,12 +4,15 @@
 //!   evaluation, PEFT checkpoints with exact resume, best-adapter keeping and early stopping;
 //!   [`TrainingMode::Full`] trains every parameter instead (pretraining). It reports its
 //!   progress as [`TrainEvent`]s and writes `metrics.jsonl`.
+//! - [`ConcurrentTrainer`]: several adapters of one model trained in one batch on the shared
+//!   base, each with its own optimizer, schedule, evaluation and outputs.
 //! - [`Seq2SeqModel`]: what the trainer needs of a model (a loss on a padded batch). T5
 //!   implements it with the `t5` feature (on by default).
 //! - [`data`]: JSONL reading with bad-record reports, a seeded train/validation split and a
 //!   padding collator.
 //! - [`metrics`]: exact match, BLEU, ROUGE-L and JSON validity of generated text.
 
+mod concurrent;
 pub mod data;
 mod error;
 mod events;
@@ -24,6 +27,7 @@ mod trainer;
 mod clip;
 
 pub use clip::clip_global_norm;
+pub use concurrent::ConcurrentTrainer;
 pub use error::TrainError;
 pub use events::TrainEvent;
 pub use model::Seq2SeqModel;

@@ -49,6 +49,20 @@ pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> {
     /// The model's own refusal of the batch (labels it cannot score), as
     /// [`TrainError::Model`].
     fn seq2seq_loss(&self, batch: Seq2SeqBatch<B>) -> Result<Tensor<B, 1>, TrainError>;
+
+    /// One mean cross-entropy per group of samples (`[groups]`): sample `i` belongs to group
+    /// `sample_groups[i]`, the groups are `0..=max`, and group `g`'s value is the mean over its
+    /// own kept labels, with a gradient that reaches only its own samples. The
+    /// [`ConcurrentTrainer`](crate::ConcurrentTrainer) trains one adapter per group this way.
+    ///
+    /// # Errors
+    /// As [`seq2seq_loss`](Self::seq2seq_loss), and a refusal of groups that do not match the
+    /// batch (one per sample, each group holding a kept label).
+    fn seq2seq_group_losses(
+        &self,
+        batch: Seq2SeqBatch<B>,
+        sample_groups: &[usize],
+    ) -> Result<Tensor<B, 1>, TrainError>;
 }
 
 #[cfg(feature = "t5")]
@@ -63,5 +77,18 @@ impl<B: Backend> Seq2SeqModel<B> for lora_t5::T5ForConditionalGeneration<B> {
 
     fn seq2seq_loss(&self, batch: Seq2SeqBatch<B>) -> Result<Tensor<B, 1>, TrainError> {
         Ok(self.loss(batch.input_ids, batch.attention_mask, batch.labels)?)
+    }
+
+    fn seq2seq_group_losses(
+        &self,
+        batch: Seq2SeqBatch<B>,
+        sample_groups: &[usize],
+    ) -> Result<Tensor<B, 1>, TrainError> {
+        Ok(self.group_losses(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.labels,
+            sample_groups,
+        )?)
     }
 }

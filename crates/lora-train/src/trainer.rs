@@ -89,6 +89,27 @@ impl Default for TrainerConfig {
     }
 }
 
+impl TrainerConfig {
+    /// AdamW with this run's decay, ε and β.
+    pub(crate) fn adamw(&self) -> AdamWConfig {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_epsilon(self.adam_epsilon as f32)
+            .with_beta_1(self.adam_beta1 as f32)
+            .with_beta_2(self.adam_beta2 as f32)
+    }
+
+    /// The learning rate of each step of a run of `total` steps.
+    pub(crate) fn schedule(&self, total: usize) -> LrSchedule {
+        LrSchedule {
+            peak: self.learning_rate,
+            warmup_steps: self.warmup_steps,
+            total_steps: total,
+            decay: self.decay,
+        }
+    }
+}
+
 /// What a run trains and what its saved directories hold.
 // One value per run: the size of the adapter config does not matter, and boxing it would only
 // make the variant awkward to build.
@@ -119,6 +140,20 @@ pub struct TrainOutcome<M> {
     pub model: M,
     /// The final trainer state, with the metrics history.
     pub state: TrainerState,
+}
+
+/// What an optimizer step hands to [`Trainer::finish_step`].
+pub(crate) struct StepEnd {
+    /// The step's learning rate.
+    pub(crate) learning_rate: f64,
+    /// The global gradient norm before clipping.
+    pub(crate) grad_norm: f64,
+    /// Whether an evaluation was due (a log line is, then).
+    pub(crate) eval_due: bool,
+    /// The validation loss, when there was an evaluation.
+    pub(crate) eval_loss: Option<f64>,
+    /// All optimizer steps of the run.
+    pub(crate) total_steps: usize,
 }
 
 /// Trains a [`Seq2SeqModel`] and writes everything under `output_dir`: `metrics.jsonl`,
@@ -171,7 +206,7 @@ impl Trainer {
         c.max_steps.unwrap_or(per_epoch * c.epochs)
     }
 
-    fn validate(&self, train: &[TokenizedExample]) -> Result<(), TrainError> {
+    pub(crate) fn validate(&self, train: &[TokenizedExample]) -> Result<(), TrainError> {
         let c = &self.config;
         let bad = |reason: String| Err(TrainError::InvalidInput { reason });
         if train.is_empty() {
@@ -260,17 +295,15 @@ impl Trainer {
         let device = model.device();
         let mut model = match &self.mode {
             // Only the adapters train, as with PEFT's get_peft_model.
-            TrainingMode::Adapter { config, .. } => {
+            // The adapter becomes the active one: an adapter that is not active is frozen.
+            TrainingMode::Adapter { name, config } => {
+                let mut model = model;
+                model.set_adapter(&[name])?;
                 lora_core::mark_only_lora_as_trainable(model, config.bias())
             }
             TrainingMode::Full => lora_core::mark_all_as_trainable(model),
         };
-        let mut optimizer = AdamWConfig::new()
-            .with_weight_decay(c.weight_decay as f32)
-            .with_epsilon(c.adam_epsilon as f32)
-            .with_beta_1(c.adam_beta1 as f32)
-            .with_beta_2(c.adam_beta2 as f32)
-            .init::<B, M>();
+        let mut optimizer = c.adamw().init::<B, M>();
         let settings = run_settings(self, train, valid);
         let mut state = TrainerState::default();
         let mut best_model = None;
@@ -318,12 +351,7 @@ impl Trainer {
         }
         state.settings = Some(settings);
         let total = self.total_steps(train.len());
-        let schedule = LrSchedule {
-            peak: c.learning_rate,
-            warmup_steps: c.warmup_steps,
-            total_steps: total,
-            decay: c.decay,
-        };
+        let schedule = c.schedule(total);
         observer(&TrainEvent::Started {
             total_steps: total,
             start_step: state.step,
@@ -370,72 +398,35 @@ impl Trainer {
                 let lr = schedule.at(state.step);
                 model = optimizer.step(lr, model, grads);
                 state.step += 1;
-                let eval_now = (c.eval_every > 0 && state.step % c.eval_every == 0)
-                    || (c.eval_every == 0 && end_of_epoch)
-                    || state.step == total;
-                let log_now = state.step % c.log_every.max(1) == 0 || eval_now;
-                let mut entry = None;
-                if log_now {
-                    let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
-                    entry = Some(LogEntry {
-                        step: state.step,
-                        epoch: state.epoch,
-                        loss: state.window.loss_sum / state.window.batches.max(1) as f64,
-                        learning_rate: lr,
-                        grad_norm,
-                        tokens_per_second: state.window.tokens as f64 / seconds,
-                        eval_loss: None,
-                    });
-                    state.window = LogWindow::default();
-                    window_start = Instant::now();
-                }
-                if eval_now && !valid.is_empty() {
-                    let eval_loss =
-                        evaluate_loss(&model.valid(), valid, c.batch_size, &self.collator)?;
-                    if !eval_loss.is_finite() {
-                        return Err(TrainError::NonFiniteLoss {
-                            what: "validation",
-                            step: state.step,
-                            loss: eval_loss,
-                        });
-                    }
-                    if let Some(e) = entry.as_mut() {
-                        e.eval_loss = Some(eval_loss);
-                    }
-                    let improved = state.best.is_none_or(|(best, _)| eval_loss < best);
-                    if improved {
-                        state.best = Some((eval_loss, state.step));
-                        state.evals_without_improvement = 0;
-                        best_model = Some(model.clone());
-                        let dir = self.output_dir.join("best");
-                        if self.save_adapter(&model, &dir)? {
-                            observer(&TrainEvent::Saved { dir: &dir });
-                        }
-                    } else {
-                        state.evals_without_improvement += 1;
-                    }
-                    if c.patience
-                        .is_some_and(|p| state.evals_without_improvement >= p)
-                    {
-                        stop = true;
-                    }
-                }
-                if let Some(entry) = entry {
-                    self.append_log(&entry)?;
-                    state.history.push(entry);
-                    if let Some(entry) = state.history.last() {
-                        observer(&TrainEvent::Logged {
-                            entry,
-                            history: &state.history,
-                        });
-                    }
-                }
+                let eval_now = self.eval_due(&state, end_of_epoch, total);
+                let eval_loss = if eval_now && !valid.is_empty() {
+                    Some(evaluate_loss(
+                        &model.valid(),
+                        valid,
+                        c.batch_size,
+                        &self.collator,
+                    )?)
+                } else {
+                    None
+                };
+                let step = StepEnd {
+                    learning_rate: lr,
+                    grad_norm,
+                    eval_due: eval_now,
+                    eval_loss,
+                    total_steps: total,
+                };
+                stop = self.finish_step(
+                    &mut state,
+                    &step,
+                    &model,
+                    &mut best_model,
+                    &mut window_start,
+                    observer,
+                )?;
                 if c.save_every > 0 && state.step % c.save_every == 0 {
                     let dir = self.checkpoint(&model, best_model.as_ref(), &optimizer, &state)?;
                     observer(&TrainEvent::Saved { dir: &dir });
-                }
-                if state.step >= total {
-                    stop = true;
                 }
                 if stop {
                     break 'epochs;
@@ -453,9 +444,93 @@ impl Trainer {
         Ok(TrainOutcome { model, state })
     }
 
+    /// Whether optimizer step `state.step` (just taken) ends with an evaluation: every
+    /// `eval_every` steps, else at the end of each epoch, and at the last step.
+    pub(crate) fn eval_due(&self, state: &TrainerState, end_of_epoch: bool, total: usize) -> bool {
+        let c = &self.config;
+        (c.eval_every > 0 && state.step.is_multiple_of(c.eval_every))
+            || (c.eval_every == 0 && end_of_epoch)
+            || state.step == total
+    }
+
+    /// The bookkeeping after optimizer step `state.step`: the log line when one is due (with
+    /// the validation loss when there was an evaluation), the best model and `best/` when it
+    /// improved, early stopping. Returns whether the run stops (patience or the last step).
+    ///
+    /// # Errors
+    /// A non-finite validation loss, and failures to write `best/` or `metrics.jsonl`.
+    pub(crate) fn finish_step<B: Backend, M: LoraModule<B> + Clone>(
+        &self,
+        state: &mut TrainerState,
+        step: &StepEnd,
+        model: &M,
+        best_model: &mut Option<M>,
+        window_start: &mut Instant,
+        observer: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<bool, TrainError> {
+        let c = &self.config;
+        let mut stop = false;
+        let log_now = state.step.is_multiple_of(c.log_every.max(1)) || step.eval_due;
+        let mut entry = None;
+        if log_now {
+            let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
+            entry = Some(LogEntry {
+                step: state.step,
+                epoch: state.epoch,
+                loss: state.window.loss_sum / state.window.batches.max(1) as f64,
+                learning_rate: step.learning_rate,
+                grad_norm: step.grad_norm,
+                tokens_per_second: state.window.tokens as f64 / seconds,
+                eval_loss: None,
+            });
+            state.window = LogWindow::default();
+            *window_start = Instant::now();
+        }
+        if let Some(eval_loss) = step.eval_loss {
+            if !eval_loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    what: "validation",
+                    step: state.step,
+                    loss: eval_loss,
+                });
+            }
+            if let Some(e) = entry.as_mut() {
+                e.eval_loss = Some(eval_loss);
+            }
+            let improved = state.best.is_none_or(|(best, _)| eval_loss < best);
+            if improved {
+                state.best = Some((eval_loss, state.step));
+                state.evals_without_improvement = 0;
+                *best_model = Some(model.clone());
+                let dir = self.output_dir.join("best");
+                if self.save_adapter(model, &dir)? {
+                    observer(&TrainEvent::Saved { dir: &dir });
+                }
+            } else {
+                state.evals_without_improvement += 1;
+            }
+            if c.patience
+                .is_some_and(|p| state.evals_without_improvement >= p)
+            {
+                stop = true;
+            }
+        }
+        if let Some(entry) = entry {
+            self.append_log(&entry)?;
+            state.history.push(entry);
+            if let Some(entry) = state.history.last() {
+                observer(&TrainEvent::Logged {
+                    entry,
+                    history: &state.history,
+                });
+            }
+        }
+        Ok(stop || state.step >= step.total_steps)
+    }
+
     /// Writes the trained adapter to `dir` as the default adapter of a PEFT directory, whatever
     /// its name in the model; `false` (nothing written) when the whole model trains.
-    fn save_adapter<B: Backend, M: LoraModule<B> + Clone>(
+    pub(crate) fn save_adapter<B: Backend, M: LoraModule<B> + Clone>(
         &self,
         model: &M,
         dir: &Path,
@@ -465,6 +540,14 @@ impl Trainer {
         };
         let mut copy = model.clone();
         if name != lora_core::DEFAULT_ADAPTER_NAME {
+            // Another adapter of the model may hold the name (concurrent runs).
+            if copy
+                .adapter_names()
+                .iter()
+                .any(|n| n == lora_core::DEFAULT_ADAPTER_NAME)
+            {
+                copy.delete_adapter(lora_core::DEFAULT_ADAPTER_NAME)?;
+            }
             copy.rename_adapter(name, lora_core::DEFAULT_ADAPTER_NAME)?;
         }
         lora_peft_io::save_adapter(
@@ -634,7 +717,7 @@ impl Trainer {
     /// Before a run that starts from step 0: deletes the outputs of an earlier run in
     /// `output_dir` when `allowed` (a resume of a run interrupted before its first checkpoint,
     /// or `overwrite_output_dir`), else refuses them.
-    fn clear_outputs(&self, allowed: bool) -> Result<(), TrainError> {
+    pub(crate) fn clear_outputs(&self, allowed: bool) -> Result<(), TrainError> {
         let entries = std::fs::read_dir(&self.output_dir).map_err(|source| TrainError::Io {
             path: self.output_dir.clone(),
             source,
@@ -679,7 +762,7 @@ impl Trainer {
         )?)
     }
 
-    fn append_log(&self, entry: &LogEntry) -> Result<(), TrainError> {
+    pub(crate) fn append_log(&self, entry: &LogEntry) -> Result<(), TrainError> {
         use std::io::Write;
         let path = self.output_dir.join("metrics.jsonl");
         let line = serde_json::to_string(entry).expect("log entries serialise");
@@ -780,7 +863,7 @@ pub fn evaluate_loss<B: Backend, M: Seq2SeqModel<B>>(
 
 /// Refuses an example holding a token id the model does not know, before any batch is built
 /// (the model's forward pass does not read ids back).
-fn check_token_ids(
+pub(crate) fn check_token_ids(
     examples: &[TokenizedExample],
     vocab_size: usize,
     what: &str,
@@ -800,6 +883,6 @@ fn check_token_ids(
     Ok(())
 }
 
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+pub(crate) fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     burn::tensor::ElementConversion::elem::<f64>(t.into_scalar())
 }

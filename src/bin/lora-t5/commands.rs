@@ -8,7 +8,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{
-    count_parameters, int8_quantizer, quantize_base_weights, LoraConfig, LoraModelOps, LoraModule,
+    count_parameters, int8_quantizer, quantize_base_weights, LoraBias, LoraConfig, LoraModelOps,
+    LoraModule,
 };
 use lora_burn::lora_hf::StagedDir;
 use lora_burn::lora_peft_io::{inject_adapter, load_adapter, AdapterConfig, ModuleSelector};
@@ -17,11 +18,13 @@ use lora_burn::lora_t5::{
 };
 use lora_burn::lora_train::data::{train_valid_split, Seq2SeqCollator};
 use lora_burn::lora_train::metrics::EvalReport;
-use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
+use lora_burn::lora_train::{
+    ConcurrentTrainer, DecayKind, TrainEvent, Trainer, TrainerConfig, TrainingMode,
+};
 
 use crate::common::{
-    evaluate, existing, generate_texts, read_pairs, read_prompts_with_adapters, tokenize,
-    tokenizer, train_with_display, CliResult, DecodingArgs,
+    evaluate, existing, generate_texts, plot_losses, read_pairs, read_prompts_with_adapters,
+    tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
 use crate::flags;
 
@@ -140,18 +143,40 @@ struct TrainingRun {
     model: T5ForConditionalGeneration<InferenceBackend>,
 }
 
-/// Trains as `args` says.
-fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
-    type B = TrainBackend;
+/// What the runs of a `train` or `sweep` share: the base model, its tokenizer and the data.
+struct TrainingInputs {
+    model: T5ForConditionalGeneration<TrainBackend>,
+    tokenizer: T5Tokenizer,
+    train: Vec<(String, String)>,
+    valid: Vec<(String, String)>,
+}
+
+/// Reads the model, the tokenizer and the training and validation pairs `args` name.
+fn training_inputs(args: &TrainArgs) -> CliResult<TrainingInputs> {
     let device = Default::default();
     let model_dir = existing(&args.model, "model directory")?;
     let tokenizer = tokenizer(&model_dir)?;
-    let mut model = T5ForConditionalGeneration::<B>::from_pretrained(&model_dir, &device)?;
+    let model = T5ForConditionalGeneration::<TrainBackend>::from_pretrained(&model_dir, &device)?;
     let pairs = read_pairs(&args.train, args.skip_bad_records)?;
     let (train, valid) = match &args.valid {
         Some(path) => (pairs, read_pairs(path, args.skip_bad_records)?),
         None => train_valid_split(pairs, args.valid_ratio, args.seed)?,
     };
+    Ok(TrainingInputs {
+        model,
+        tokenizer,
+        train,
+        valid,
+    })
+}
+
+/// Adds a fresh adapter `name` as `args` configure it to `model`, its random initialisation
+/// drawn from `--seed`, and returns the trainer of that adapter.
+fn add_trained_adapter(
+    args: &TrainArgs,
+    model: &mut T5ForConditionalGeneration<TrainBackend>,
+    name: &str,
+) -> CliResult<Trainer> {
     let targets: Vec<String> = args
         .targets
         .split(',')
@@ -164,15 +189,8 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
     let adapter_config = AdapterConfig::from_lora_config(&lora, ModuleSelector::Names(targets))?;
     // On resume the trainer replaces this fresh adapter with the checkpoint's. The random
     // initialisation draws from the backend RNG: seed it for a reproducible run.
-    B::seed(&device, args.seed);
-    inject_adapter(&mut model, &adapter_config, "default")?;
-    println!(
-        "{}",
-        count_parameters(&lora_burn::lora_core::mark_only_lora_as_trainable(
-            model.clone(),
-            adapter_config.bias()
-        ))
-    );
+    TrainBackend::seed(&Default::default(), args.seed);
+    inject_adapter(model, &adapter_config, name)?;
     let decay = match args.schedule.as_str() {
         "cosine" => DecayKind::Cosine,
         "linear" => DecayKind::Linear,
@@ -183,7 +201,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
             )
         }
     };
-    let trainer = Trainer {
+    Ok(Trainer {
         config: TrainerConfig {
             learning_rate: args.learning_rate,
             weight_decay: args.weight_decay,
@@ -204,7 +222,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
         },
         output_dir: args.out.clone(),
         mode: TrainingMode::Adapter {
-            name: "default".into(),
+            name: name.into(),
             config: adapter_config,
         },
         collator: Seq2SeqCollator {
@@ -212,7 +230,25 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
             max_target_len: args.max_target_len,
             pad_id: model.config.pad_token_id,
         },
-    };
+    })
+}
+
+/// Trains as `args` says.
+fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
+    let TrainingInputs {
+        mut model,
+        tokenizer,
+        train,
+        valid,
+    } = training_inputs(args)?;
+    let trainer = add_trained_adapter(args, &mut model, "default")?;
+    println!(
+        "{}",
+        count_parameters(&lora_burn::lora_core::mark_only_lora_as_trainable(
+            model.clone(),
+            LoraBias::None
+        ))
+    );
     let outcome = train_with_display(
         &trainer,
         model,
@@ -556,39 +592,144 @@ pub struct SweepArgs {
     /// Most new tokens per generation.
     #[arg(long, default_value_t = 96, value_parser = flags::count(1..=flags::MAX_NEW_TOKENS))]
     eval_max_new_tokens: usize,
+    /// Train every configuration at once on one resident base model: each step batches every
+    /// run's samples, each routed to its own adapter, in one forward and backward pass
+    /// (`lora_train::ConcurrentTrainer`); each run keeps its own optimizer, schedule,
+    /// evaluation and outputs. No checkpoints (`--save-every` is refused).
+    #[arg(long, conflicts_with = "resume")]
+    concurrent: bool,
+}
+
+/// One configuration of a sweep's grid.
+#[derive(Debug, Clone, Copy)]
+struct SweepPoint {
+    r: usize,
+    alpha: f64,
+    dropout: f64,
+    learning_rate: f64,
+}
+
+impl SweepArgs {
+    /// Every combination of the grid, ranks outermost.
+    fn grid(&self) -> Vec<SweepPoint> {
+        let mut points = Vec::new();
+        for &r in &self.ranks {
+            for &alpha in &self.alphas {
+                for &dropout in &self.dropouts {
+                    for &learning_rate in &self.learning_rates {
+                        points.push(SweepPoint {
+                            r,
+                            alpha,
+                            dropout,
+                            learning_rate,
+                        });
+                    }
+                }
+            }
+        }
+        points
+    }
+
+    /// The training arguments of one configuration, writing under its own folder of `--out`.
+    fn run_args(&self, point: &SweepPoint) -> TrainArgs {
+        let mut run = self.train.clone();
+        run.r = point.r;
+        run.alpha = point.alpha;
+        run.dropout = point.dropout;
+        run.learning_rate = point.learning_rate;
+        run.out = self.train.out.join(format!(
+            "r{}-a{}-d{}-lr{}",
+            point.r, point.alpha, point.dropout, point.learning_rate
+        ));
+        run.resume = false;
+        run
+    }
+}
+
+/// Trains every configuration of the grid at once (`sweep --concurrent`).
+fn sweep_concurrently(args: &SweepArgs) -> CliResult<Vec<TrainingRun>> {
+    let TrainingInputs {
+        mut model,
+        tokenizer,
+        train,
+        valid,
+    } = training_inputs(&args.train)?;
+    let grid = args.grid();
+    let mut runs = Vec::with_capacity(grid.len());
+    let mut names = Vec::with_capacity(grid.len());
+    for (index, point) in grid.iter().enumerate() {
+        let name = format!("run{index}");
+        runs.push(add_trained_adapter(
+            &args.run_args(point),
+            &mut model,
+            &name,
+        )?);
+        names.push(name);
+    }
+    let collator = runs[0].collator;
+    let trainer = ConcurrentTrainer { runs };
+    let train = tokenize(&tokenizer, &train, &collator)?;
+    let valid_ids = tokenize(&tokenizer, &valid, &collator)?;
+    let mut plot_error = None;
+    let outcomes = trainer.train_observed(model, &train, &valid_ids, &mut |run, event| {
+        if let TrainEvent::Logged { entry, history } = event {
+            let eval = entry
+                .eval_loss
+                .map(|l| format!(", eval loss {l:.4}"))
+                .unwrap_or_default();
+            println!(
+                "{}: step {}, loss {:.4}, lr {:.2e}{eval}",
+                names[run], entry.step, entry.loss, entry.learning_rate
+            );
+            let picture = trainer.runs[run].output_dir.join("loss.png");
+            if let Err(error) = plot_losses(&picture, history) {
+                plot_error.get_or_insert(error);
+            }
+        }
+    })?;
+    if let Some(error) = plot_error {
+        return Err(error);
+    }
+    outcomes
+        .into_iter()
+        .zip(&names)
+        .map(|(outcome, name)| {
+            let (best_loss, best_step) =
+                outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
+            let mut model = outcome.model.valid();
+            model.set_adapter(&[name])?;
+            Ok(TrainingRun {
+                best_loss,
+                best_step,
+                valid: valid.clone(),
+                model,
+            })
+        })
+        .collect()
 }
 
 pub fn sweep(args: SweepArgs) -> CliResult {
     let tokenizer = tokenizer(&existing(&args.train.model, "model directory")?)?;
+    let grid = args.grid();
+    let results = if args.concurrent {
+        sweep_concurrently(&args)?
+    } else {
+        grid.iter()
+            .map(|point| run_training(&args.run_args(point)))
+            .collect::<CliResult<Vec<_>>>()?
+    };
     let mut rows = Vec::new();
-    for &r in &args.ranks {
-        for &alpha in &args.alphas {
-            for &dropout in &args.dropouts {
-                for &lr in &args.learning_rates {
-                    let mut run = args.train.clone();
-                    run.r = r;
-                    run.alpha = alpha;
-                    run.dropout = dropout;
-                    run.learning_rate = lr;
-                    run.out = args
-                        .train
-                        .out
-                        .join(format!("r{r}-a{alpha}-d{dropout}-lr{lr}"));
-                    run.resume = false;
-                    let result = run_training(&run)?;
-                    let report = sweep_metrics(&result, &tokenizer, &args)?;
-                    rows.push((
-                        r,
-                        alpha,
-                        dropout,
-                        lr,
-                        result.best_loss,
-                        result.best_step,
-                        report,
-                    ));
-                }
-            }
-        }
+    for (point, result) in grid.iter().zip(&results) {
+        let report = sweep_metrics(result, &tokenizer, &args)?;
+        rows.push((
+            point.r,
+            point.alpha,
+            point.dropout,
+            point.learning_rate,
+            result.best_loss,
+            result.best_step,
+            report,
+        ));
     }
     println!(
         "| r | alpha | dropout | lr | best eval loss | step | exact match | BLEU | ROUGE-L | valid JSON | schema-valid |"

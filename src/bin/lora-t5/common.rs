@@ -319,7 +319,7 @@ pub fn train_with_display<B: AutodiffBackend>(
 }
 
 /// The training loss (red) and validation loss (blue) by step.
-fn plot_losses(path: &Path, history: &[LogEntry]) -> CliResult {
+pub fn plot_losses(path: &Path, history: &[LogEntry]) -> CliResult {
     let train = Curve {
         points: history.iter().map(|e| (e.step as f64, e.loss)).collect(),
         rgb: [200, 40, 40],
