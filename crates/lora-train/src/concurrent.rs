@@ -98,7 +98,7 @@ struct TakenStep {
 impl ConcurrentTrainer {
     /// Trains every run on `train`, evaluating on `valid`; returns each run's outcome in the
     /// order of [`runs`](Self::runs), whose model holds that run's adapter at its best (by
-    /// validation loss, else its last).
+    /// validation loss, else its last) as its only active adapter.
     ///
     /// # Errors
     /// No runs, a run that is not an adapter run, two runs of one adapter, an adapter the
@@ -319,7 +319,9 @@ impl ConcurrentTrainer {
 
         let mut outcomes = Vec::with_capacity(progress.len());
         for (k, run) in progress.into_iter().enumerate() {
-            let trained = run.best_model.unwrap_or_else(|| model.clone());
+            let mut trained = run.best_model.unwrap_or_else(|| model.clone());
+            // The run's own adapter alone active: the outcome serves as that run's model.
+            trained.set_adapter(&[&names[k]])?;
             let dir = self.runs[k].output_dir.join("final");
             if self.runs[k].save_adapter(&trained, &dir)? {
                 observer(k, &TrainEvent::Saved { dir: &dir });

@@ -268,6 +268,12 @@ fn concurrent_runs_equal_separate_runs() {
             .train(model, &train, &valid, false)
             .expect("separate training");
         compare(spec.name, found, &separate);
+        // Each outcome serves as its run's model: its adapter alone is active.
+        found.model.visit_lora("", &mut |path, layer| {
+            if layer.adapter(spec.name).is_some() {
+                assert_eq!(layer.active_adapters(), [spec.name], "{path}");
+            }
+        });
         let dir = output_dir("equal", "concurrent", spec.name);
         assert!(dir.join("final/adapter_model.safetensors").is_file());
         assert!(dir.join("metrics.jsonl").is_file());

@@ -690,22 +690,19 @@ fn sweep_concurrently(args: &SweepArgs) -> CliResult<Vec<TrainingRun>> {
     if let Some(error) = plot_error {
         return Err(error);
     }
-    outcomes
+    Ok(outcomes
         .into_iter()
-        .zip(&names)
-        .map(|(outcome, name)| {
+        .map(|outcome| {
             let (best_loss, best_step) =
                 outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
-            let mut model = outcome.model.valid();
-            model.set_adapter(&[name])?;
-            Ok(TrainingRun {
+            TrainingRun {
                 best_loss,
                 best_step,
                 valid: valid.clone(),
-                model,
-            })
+                model: outcome.model.valid(),
+            }
         })
-        .collect()
+        .collect())
 }
 
 pub fn sweep(args: SweepArgs) -> CliResult {
