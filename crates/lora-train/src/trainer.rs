@@ -116,7 +116,8 @@ impl TrainerConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainingMode {
-    /// The LoRA adapter `name`, everything else frozen (PEFT's `get_peft_model`). `best/`,
+    /// The LoRA adapter `name`, everything else frozen (PEFT's `get_peft_model`); the run
+    /// makes it the model's only active adapter, as PEFT trains the active one. `best/`,
     /// `final/` and every `checkpoint-<step>/` hold it as a PEFT adapter directory with
     /// `config` as its `adapter_config.json`, under the default adapter name.
     Adapter {
