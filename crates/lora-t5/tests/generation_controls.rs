@@ -8,12 +8,14 @@
 //! `generation_config.json`, must give identical ids; returned scores must agree within 1e-4
 //! relative to the largest magnitude.
 
+mod common;
+
 use std::path::Path;
 use std::sync::OnceLock;
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use lora_t5::{GenerateOptions, GenerationConfig, T5ForConditionalGeneration};
 use serde_json::Value;
 
@@ -33,16 +35,7 @@ fn fixture() -> &'static Value {
 }
 
 fn ints<B: Backend>(value: &Value) -> Tensor<B, 2, Int> {
-    let rows = value.as_array().unwrap();
-    let width = rows[0].as_array().unwrap().len();
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
-        .collect();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), width]),
-        &Default::default(),
-    )
+    common::int_matrix(value)
 }
 
 fn assert_close(got: &[f32], expected: &[f32], what: &str) {

@@ -5,11 +5,13 @@
 //! prompts to `a`, `__base__` and `b`: the forward logits must agree within 1e-4 relative to
 //! the largest magnitude, the greedy and 4-beam ids of `generate` must be identical.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use lora_peft_io::load_adapter;
 use lora_t5::{GenerationConfig, Seq2SeqInput, T5Error, T5ForConditionalGeneration};
 use serde_json::Value;
@@ -26,16 +28,7 @@ fn fixture() -> Value {
 }
 
 fn ints<B: Backend>(value: &Value) -> Tensor<B, 2, Int> {
-    let rows = value.as_array().unwrap();
-    let width = rows[0].as_array().unwrap().len();
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
-        .collect();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), width]),
-        &Default::default(),
-    )
+    common::int_matrix(value)
 }
 
 fn names(f: &Value) -> Vec<String> {

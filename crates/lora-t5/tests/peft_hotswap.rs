@@ -7,10 +7,12 @@
 //! the adapters PEFT refuses (another `use_rslora`; a target `a` leaves out) are refused and
 //! leave the model as it was.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use lora_core::LoraModule;
 use lora_peft_io::{hotswap_adapter, load_adapter, PeftIoError};
 use lora_t5::{Seq2SeqInput, T5ForConditionalGeneration};
@@ -29,16 +31,7 @@ fn expected() -> Value {
 }
 
 fn ints(value: &Value) -> Tensor<B, 2, Int> {
-    let rows = value.as_array().unwrap();
-    let width = rows[0].as_array().unwrap().len();
-    let flat: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
-        .collect();
-    Tensor::from_data(
-        TensorData::new(flat, [rows.len(), width]),
-        &Default::default(),
-    )
+    common::int_matrix(value)
 }
 
 fn floats(value: &Value) -> Vec<f32> {
