@@ -110,6 +110,20 @@ pub enum LoraError {
         /// The adapter.
         name: String,
     },
+    /// A layer holds module copies (PEFT's `modules_to_save`) and LoRA adapters at once.
+    #[error("adapter `{name}` cannot join this layer: it holds `{other}` of the other kind (a layer saved whole by `modules_to_save` is not a LoRA target, and a LoRA target is not saved whole)")]
+    MixedModuleCopy {
+        /// The adapter being added.
+        name: String,
+        /// An adapter of the other kind the layer holds.
+        other: String,
+    },
+    /// The operation is not possible on a layer holding module copies (`modules_to_save`).
+    #[error("{operation} is not supported on a layer holding module copies (`modules_to_save`)")]
+    ModuleCopyUnsupported {
+        /// What was attempted.
+        operation: &'static str,
+    },
     /// An adapter was given a DoRA magnitude although its config does not have `use_dora`.
     #[error("adapter `{name}` has a DoRA magnitude but its config has `use_dora: false`")]
     UnexpectedMagnitude {

@@ -27,6 +27,7 @@ mod adapter;
 mod config;
 mod dora;
 mod dropout;
+mod embedding;
 mod error;
 mod few_rows_product;
 #[cfg(feature = "flex")]
@@ -46,8 +47,10 @@ mod merge;
 mod merge_check;
 mod mixed_batch;
 mod model_ops;
+mod module_copy;
 mod param_count;
 mod quantize;
+mod quantized_merge;
 #[cfg(feature = "flex")]
 mod recorded_op;
 mod rms_norm;
@@ -74,12 +77,14 @@ pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use linear_cross_entropy::{
     linear_cross_entropy, linear_cross_entropy_grouped, HeadLayout, IGNORE_INDEX,
 };
-pub use lora_module::{join_module_path, lora_layer_paths, LoraModule};
+pub use lora_module::{join_module_path, lora_layer_paths, LoraModule, EMBEDDING_LAYER_NAMES};
 pub use loss_groups::LossGroups;
 pub use merge_check::MergeCheck;
 pub use model_ops::{in_layer, LoraModelOps};
+pub use module_copy::ModuleCopy;
 pub use param_count::{count_parameters, ParameterCount};
 pub use quantize::{int8_quantizer, quantize_base_weights};
+pub use quantized_merge::{merge_and_unload_quantized, RequantizationError};
 pub use rms_norm::rms_norm;
 pub use softmax::{softmax_last_dim, softmax_last_dim_with_bias};
 pub use swap_middle_dims::swap_middle_dims;

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::tensor_util::linear_flat;
-use crate::{BaseTerms, LoraAdapter, LoraConfig, LoraError};
+use crate::{BaseTerms, LoraAdapter, LoraConfig, LoraError, ModuleCopy};
 
 /// The name PEFT gives the first adapter.
 pub const DEFAULT_ADAPTER_NAME: &str = "default";
@@ -23,6 +23,15 @@ pub(crate) struct AdapterState {
     pub(crate) disabled: bool,
     /// One adapter name per sample (`set_sample_adapters`), for every later forward.
     pub(crate) sample_adapters: Option<Vec<String>>,
+}
+
+/// What a [`LoraLinear`]'s base weight is: a linear layer's, or an embedding table looked up
+/// by token ids ([`LoraLinear::from_embedding`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LayerKind {
+    #[default]
+    Linear,
+    Embedding,
 }
 
 /// A linear layer with a frozen base weight and named low-rank adapters (PEFT's `lora.Linear`).
@@ -49,8 +58,13 @@ pub struct LoraLinear<B: Backend> {
     pub base: Linear<B>,
     /// The adapters, in the order they were added.
     pub adapters: Vec<LoraAdapter<B>>,
+    /// Full copies of the base per adapter (PEFT's `modules_to_save`), in the order they were
+    /// added; a layer holds copies or LoRA adapters, not both.
+    pub copies: Vec<ModuleCopy<B>>,
     #[module(skip)]
     pub(crate) state: AdapterState,
+    #[module(skip)]
+    pub(crate) kind: LayerKind,
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -72,8 +86,18 @@ impl<B: Backend> LoraLinear<B> {
         Self {
             base,
             adapters: Vec::new(),
+            copies: Vec::new(),
             state: AdapterState::default(),
+            kind: LayerKind::Linear,
         }
+    }
+
+    /// A layer without adapters around `base`, of this layer's kind (linear or embedding
+    /// table).
+    pub(crate) fn rewrapped(&self, base: Linear<B>) -> Self {
+        let mut layer = Self::new(base);
+        layer.kind = self.kind;
+        layer
     }
 
     /// Wraps `base` and adds one adapter named [`DEFAULT_ADAPTER_NAME`], as PEFT's
@@ -104,9 +128,26 @@ impl<B: Backend> LoraLinear<B> {
     /// # Errors
     /// An invalid `config`, and the refusals of [`insert_adapter`](Self::insert_adapter).
     pub fn add_adapter(&mut self, name: &str, config: &LoraConfig) -> Result<(), LoraError> {
-        let device = self.base.weight.device();
-        let adapter = LoraAdapter::new(name, self.d_input(), self.d_output(), config, &device)?;
+        let adapter = self.new_adapter(name, config)?;
         self.insert_adapter(adapter)
+    }
+
+    /// A freshly initialised adapter of this layer's shape, not yet added: PEFT's
+    /// initialisation for a linear layer ([`LoraAdapter::new`]) or for an embedding table (A
+    /// zeros, B standard normal).
+    ///
+    /// # Errors
+    /// An invalid `config` (as [`LoraConfig::validate`](crate::LoraConfig::validate)).
+    pub fn new_adapter(
+        &self,
+        name: &str,
+        config: &LoraConfig,
+    ) -> Result<LoraAdapter<B>, LoraError> {
+        if self.is_embedding() {
+            return self.new_embedding_adapter(name, config);
+        }
+        let device = self.base.weight.device();
+        LoraAdapter::new(name, self.d_input(), self.d_output(), config, &device)
     }
 
     /// Adds an adapter built elsewhere (for example read from a file). Its shapes must match the
@@ -116,17 +157,12 @@ impl<B: Backend> LoraLinear<B> {
     ///
     /// # Errors
     /// [`LoraError::ReservedAdapterName`], [`LoraError::DuplicateAdapter`],
-    /// [`LoraError::ShapeMismatch`] for an adapter of another layer's size, and
-    /// [`LoraError::MultipleBiasAdapters`] for a second adapter that trains the bias.
+    /// [`LoraError::ShapeMismatch`] for an adapter of another layer's size,
+    /// [`LoraError::MultipleBiasAdapters`] for a second adapter that trains the bias, and
+    /// [`LoraError::UnsupportedVariant`] for a DoRA adapter on an embedding table.
     pub fn insert_adapter(&mut self, adapter: LoraAdapter<B>) -> Result<(), LoraError> {
+        self.check_insertable(&adapter)?;
         let name = adapter.name.clone();
-        if name == BASE_ONLY {
-            return Err(LoraError::ReservedAdapterName { name });
-        }
-        if self.adapter(&name).is_some() {
-            return Err(LoraError::DuplicateAdapter { name });
-        }
-        self.check_fits(&adapter)?;
         if adapter.config.bias.trains_bias() {
             self.base.bias = self.base.bias.take().map(|b| b.set_require_grad(true));
         }
@@ -142,14 +178,42 @@ impl<B: Backend> LoraLinear<B> {
         Ok(())
     }
 
+    /// Checks what [`insert_adapter`](Self::insert_adapter) would refuse, without changing the
+    /// layer.
+    ///
+    /// # Errors
+    /// As [`insert_adapter`](Self::insert_adapter).
+    pub fn check_insertable(&self, adapter: &LoraAdapter<B>) -> Result<(), LoraError> {
+        let name = adapter.name.clone();
+        if name == BASE_ONLY {
+            return Err(LoraError::ReservedAdapterName { name });
+        }
+        if self.has_adapter(&name) {
+            return Err(LoraError::DuplicateAdapter { name });
+        }
+        if let Some(copy) = self.copies.first() {
+            return Err(LoraError::MixedModuleCopy {
+                name,
+                other: copy.name.clone(),
+            });
+        }
+        self.check_fits(adapter)
+    }
+
     /// The adapter called `name`.
     pub fn adapter(&self, name: &str) -> Option<&LoraAdapter<B>> {
         self.adapters.iter().find(|a| a.name == name)
     }
 
-    /// The names of all adapters, in the order they were added.
+    /// The names of all adapters (LoRA adapters, then module copies), in the order they were
+    /// added.
     pub fn adapter_names(&self) -> Vec<&str> {
-        self.adapters.iter().map(|a| a.name.as_str()).collect()
+        let copies = self.copies.iter().map(|c| c.name.as_str());
+        self.adapters
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(copies)
+            .collect()
     }
 
     /// The active adapters, in the order they are applied.
@@ -160,10 +224,19 @@ impl<B: Backend> LoraLinear<B> {
     /// Makes exactly these adapters active and trainable; all others are frozen.
     ///
     /// # Errors
-    /// [`LoraError::UnknownAdapter`] for a name the layer does not have (nothing changes).
+    /// [`LoraError::UnknownAdapter`] for a name the layer does not have, and
+    /// [`LoraError::ModuleCopyUnsupported`] for more than one name on a layer with module copies
+    /// (PEFT activates one `modules_to_save` copy at a time); nothing changes then.
     pub fn set_active_adapters<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), LoraError> {
         for name in names {
-            self.require_adapter(name.as_ref())?;
+            if self.module_copy(name.as_ref()).is_none() {
+                self.require_adapter(name.as_ref())?;
+            }
+        }
+        if !self.copies.is_empty() && names.len() > 1 {
+            return Err(LoraError::ModuleCopyUnsupported {
+                operation: "activating several adapters at once",
+            });
         }
         let active: Vec<String> = names.iter().map(|n| n.as_ref().to_string()).collect();
         self.adapters = std::mem::take(&mut self.adapters)
@@ -174,6 +247,7 @@ impl<B: Backend> LoraLinear<B> {
             })
             .collect();
         self.state.active = active;
+        self.set_copies_trainable();
         Ok(())
     }
 
@@ -287,17 +361,25 @@ impl<B: Backend> LoraLinear<B> {
     /// [`LoraError::UnknownAdapter`] for `from`, [`LoraError::ReservedAdapterName`] or
     /// [`LoraError::DuplicateAdapter`] for `to`.
     pub fn rename_adapter(&mut self, from: &str, to: &str) -> Result<(), LoraError> {
-        let index = self.require_adapter(from)?;
+        let copy = self.copies.iter().position(|c| c.name == from);
+        let index = match copy {
+            Some(_) => None,
+            None => Some(self.require_adapter(from)?),
+        };
         if from == to {
             return Ok(());
         }
         if to == BASE_ONLY {
             return Err(LoraError::ReservedAdapterName { name: to.into() });
         }
-        if self.adapter(to).is_some() {
+        if self.has_adapter(to) {
             return Err(LoraError::DuplicateAdapter { name: to.into() });
         }
-        self.adapters[index].name = to.to_string();
+        match (index, copy) {
+            (Some(index), _) => self.adapters[index].name = to.to_string(),
+            (None, Some(copy)) => self.copies[copy].name = to.to_string(),
+            (None, None) => unreachable!("`from` was found above"),
+        }
         for name in self
             .state
             .active
@@ -314,7 +396,8 @@ impl<B: Backend> LoraLinear<B> {
     /// Applies the layer to `x` of shape `[..., d_input]`, giving `[..., d_output]`.
     ///
     /// With adapters disabled, or with any adapter merged, this is the base layer alone (merged
-    /// adapters live in its weight), as in PEFT. Otherwise the update is applied in factored form
+    /// adapters live in its weight), as in PEFT; while the active adapter has a module copy
+    /// (`modules_to_save`), it is that copy. Otherwise the update is applied in factored form
     /// ([`forward_factored`](Self::forward_factored)), except for inference (no autodiff) over
     /// many tokens, where adding `s·A·B` to the weight once costs fewer operations than the two
     /// thin products per token ([`forward_materialized`](Self::forward_materialized)); both give
@@ -326,6 +409,9 @@ impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         if let Some(names) = &self.state.sample_adapters {
             return self.forward_routed(x, names);
+        }
+        if let Some(y) = self.copy_forward(&x) {
+            return y;
         }
         if self.runs_base_only() {
             return self.base_forward(x);
@@ -349,6 +435,9 @@ impl<B: Backend> LoraLinear<B> {
     /// - `x`: `[..., d_input]` (any number of leading dimensions)
     /// - output: `[..., d_output]`
     pub fn forward_factored<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(y) = self.copy_forward(&x) {
+            return y;
+        }
         if self.runs_base_only() {
             return self.base_forward(x);
         }
@@ -404,6 +493,9 @@ impl<B: Backend> LoraLinear<B> {
     /// - `x`: `[..., d_input]` (any number of leading dimensions)
     /// - output: `[..., d_output]`
     pub fn forward_materialized<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(y) = self.copy_forward(&x) {
+            return y;
+        }
         if self.runs_base_only() {
             return self.base_forward(x);
         }
@@ -436,6 +528,13 @@ impl<B: Backend> LoraLinear<B> {
         // The materialised path runs a thin product and a full-size add at lower efficiency than
         // the big product: it needs a 3/2 margin (measured in `benches/lora_linear.rs`).
         2 * tokens * (r * (i + o) + o) > 3 * i * o * (r + 1)
+    }
+
+    /// The active module copy applied to `x`, when one replaces the layer.
+    fn copy_forward<const D: usize>(&self, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+        let copy = self.active_copy()?;
+        let bias = copy.bias.as_ref().map(|b| b.val());
+        Some(linear_flat(x.clone(), copy.weight.val(), bias))
     }
 
     /// The frozen base layer alone.
@@ -482,6 +581,7 @@ impl<B: Backend> LoraLinear<B> {
     /// Refuses an adapter of another layer's size, or one that trains the bias while another
     /// adapter (not of its name) already does.
     fn check_fits(&self, adapter: &LoraAdapter<B>) -> Result<(), LoraError> {
+        self.check_embedding_adapter(adapter)?;
         let name = &adapter.name;
         for (what, expected, found) in [
             ("lora_a rows", self.d_input(), adapter.d_input()),

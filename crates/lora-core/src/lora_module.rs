@@ -36,7 +36,48 @@ pub trait LoraModule<B: Backend> {
     fn default_target_modules(&self) -> Option<&'static [&'static str]> {
         None
     }
+
+    /// The model's input and output embedding layers among its LoRA layers (transformers'
+    /// `get_input_embeddings` / `get_output_embeddings`): those whose base weight PEFT's
+    /// `save_embedding_layers` writes into an adapter file, when an adapter targets one of
+    /// [`EMBEDDING_LAYER_NAMES`]. None by default, as PEFT writes none for a model that is not
+    /// a transformers model; T5 names its head.
+    fn embedding_layer_paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Module paths of layers that become LoRA layers only when an adapter targets them, as
+    /// PEFT wraps a module only at injection: layers whose weight is shared with another one
+    /// (T5's `lm_head` tied to the embedding, its stacks' `embed_tokens`). Target matching
+    /// considers them beside the visited layers; [`wrap_lora_layer`](Self::wrap_lora_layer)
+    /// makes one a LoRA layer. None by default. Paths are from the model's root.
+    fn wrappable_lora_paths(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Makes the layer at `path` (one of [`wrappable_lora_paths`](Self::wrappable_lora_paths))
+    /// a LoRA layer without adapters, computing what it computed before; returns whether it
+    /// did (false for a path that is not wrappable or already wrapped).
+    fn wrap_lora_layer(&mut self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
+
+    /// Undoes [`wrap_lora_layer`](Self::wrap_lora_layer) for a layer that holds no adapter
+    /// (after a failed load); returns whether it did.
+    fn unwrap_lora_layer(&mut self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
 }
+
+/// PEFT's `EMBEDDING_LAYER_NAMES`: the module names of embedding-like layers, whose base weight
+/// an adapter file may carry.
+///
+/// ```
+/// assert_eq!(lora_core::EMBEDDING_LAYER_NAMES, ["embed_tokens", "lm_head"]);
+/// ```
+pub const EMBEDDING_LAYER_NAMES: [&str; 2] = ["embed_tokens", "lm_head"];
 
 /// Joins a module path and a child name with a dot (no dot after an empty prefix).
 ///
@@ -111,6 +152,22 @@ impl<B: Backend, T: LoraModule<B>> LoraModule<B> for Box<T> {
 
     fn default_target_modules(&self) -> Option<&'static [&'static str]> {
         self.as_ref().default_target_modules()
+    }
+
+    fn embedding_layer_paths(&self) -> Vec<String> {
+        self.as_ref().embedding_layer_paths()
+    }
+
+    fn wrappable_lora_paths(&self) -> Vec<String> {
+        self.as_ref().wrappable_lora_paths()
+    }
+
+    fn wrap_lora_layer(&mut self, path: &str) -> bool {
+        self.as_mut().wrap_lora_layer(path)
+    }
+
+    fn unwrap_lora_layer(&mut self, path: &str) -> bool {
+        self.as_mut().unwrap_lora_layer(path)
     }
 }
 

@@ -67,11 +67,16 @@ impl<B: Backend> LoraLinear<B> {
                 operation: "merging an adapter",
             });
         }
-        for name in names {
-            self.require_adapter(name.as_ref())?;
+        // Module copies are not merged: the layer computes the active one anyway (PEFT).
+        let names: Vec<&str> = names
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|n| self.module_copy(n).is_none())
+            .collect();
+        for name in &names {
+            self.require_adapter(name)?;
         }
-        for name in names {
-            let name = name.as_ref();
+        for &name in &names {
             if self.state.merged.iter().any(|m| m == name) {
                 continue;
             }
@@ -150,6 +155,14 @@ impl<B: Backend> LoraLinear<B> {
     /// The refusals of [`safe_merge`](Self::safe_merge) for the active adapters (a non-finite
     /// result, a quantized base).
     pub fn merge_and_unload(mut self) -> Result<Linear<B>, LoraError> {
+        // A module copy replaces the layer, as PEFT's `merge_and_unload` puts the active
+        // `modules_to_save` copy in the module's place.
+        if let Some(copy) = self.active_copy() {
+            return Ok(Linear {
+                weight: copy.weight.clone().set_require_grad(false),
+                bias: copy.bias.clone().map(|b| b.set_require_grad(false)),
+            });
+        }
         if !self.state.disabled {
             let active = self.state.active.clone();
             self.safe_merge(&active)?;

@@ -92,7 +92,7 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
             let present: Vec<&str> = names
                 .iter()
                 .map(AsRef::as_ref)
-                .filter(|n| layer.adapter(n).is_some())
+                .filter(|n| layer.has_adapter(n))
                 .collect();
             in_layer(path, layer.set_active_adapters(&present))
         })
@@ -165,7 +165,10 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
         require_in_model(self, &[name])?;
         let mut count = 0;
         self.try_visit_lora_mut(|path, layer| {
-            if layer.adapter(name).is_some() {
+            if layer.module_copy(name).is_some() {
+                in_layer(path, layer.delete_module_copy(name))?;
+                count += 1;
+            } else if layer.adapter(name).is_some() {
                 in_layer(path, layer.delete_adapter(name))?;
                 count += 1;
             }
@@ -184,7 +187,7 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
         require_in_model(self, &[from])?;
         let mut count = 0;
         self.try_visit_lora_mut(|path, layer| {
-            if layer.adapter(from).is_some() {
+            if layer.has_adapter(from) {
                 in_layer(path, layer.rename_adapter(from, to))?;
                 count += 1;
             }
@@ -253,7 +256,8 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
     /// Adds adapter `name` to every layer as a weighted combination of `adapters`
     /// ([`LoraLinear::add_weighted_adapter`]); a layer that has only some of them combines
     /// those with their weights, as PEFT skips the missing ones. Returns how many layers got
-    /// the new adapter.
+    /// the new adapter. An `…Svd` method without a rank takes the largest rank of the sources
+    /// over the whole model, as PEFT takes it from their configurations.
     ///
     /// # Errors
     /// [`LoraError::UnknownAdapter`] for a source no layer has; [`LoraError::InvalidWeightedAdapter`]
@@ -271,6 +275,20 @@ pub trait LoraModelOps<B: Backend>: LoraModule<B> {
             });
         }
         require_in_model(self, adapters)?;
+        // PEFT's default SVD rank is model-wide: the largest rank any source has anywhere.
+        let combination = if combination.needs_default_rank() {
+            let mut largest = 0;
+            self.visit_lora("", &mut |_, layer| {
+                for adapter in &layer.adapters {
+                    if adapters.iter().any(|a| a.as_ref() == adapter.name) {
+                        largest = largest.max(adapter.rank());
+                    }
+                }
+            });
+            combination.with_default_rank(largest)
+        } else {
+            combination
+        };
         let mut count = 0;
         self.try_visit_lora_mut(|path, layer| {
             let (present, present_weights): (Vec<&str>, Vec<f64>) = adapters
@@ -338,10 +356,10 @@ fn unload_each<B: Backend, M: LoraModule<B> + ?Sized>(
 ) -> Result<usize, LoraError> {
     let mut count = 0;
     model.try_visit_lora_mut(|path, layer| {
-        if layer.adapters.is_empty() {
+        if layer.adapters.is_empty() && layer.copies.is_empty() {
             return Ok(());
         }
-        *layer = LoraLinear::new(in_layer(path, take(layer.clone()))?);
+        *layer = layer.rewrapped(in_layer(path, take(layer.clone()))?);
         count += 1;
         Ok(())
     })?;

@@ -41,6 +41,11 @@ impl<B: Backend> LoraLinear<B> {
             self.state.sample_adapters = None;
             return Ok(());
         };
+        if !self.copies.is_empty() {
+            return Err(LoraError::ModuleCopyUnsupported {
+                operation: "routing samples to adapters",
+            });
+        }
         if self.is_merged() {
             return Err(LoraError::MergedLayer {
                 operation: "routing samples to adapters",

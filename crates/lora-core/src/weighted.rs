@@ -15,7 +15,11 @@ use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear, MajoritySi
 /// `MagnitudePrune`) merge the `A` factors and the `B` factors separately, each source weighing
 /// `±√|wᵢsᵢ|` (`wᵢ` its weight, `sᵢ` its scaling; the sign on `A` only), and need equal ranks.
 /// The `…Svd` methods merge the full updates `sᵢAᵢBᵢ` with the weights `wᵢ`, then keep the best
-/// rank-`rank` approximation. Pruning keeps `⌊density · n⌋` entries by magnitude (`Ties`,
+/// rank-`rank` approximation (PEFT's `svd_rank`; `None` keeps the largest rank among the
+/// sources), optionally clamping both factors to the `clamp` quantile of their entries (PEFT's
+/// `svd_clamp`, `[-q, q]`). Each singular pair is oriented so that the largest-magnitude entry of
+/// its output-side vector is positive: PEFT takes LAPACK's orientation, which is
+/// implementation-defined, and a clamp depends on it. Pruning keeps `⌊density · n⌋` entries by magnitude (`Ties`,
 /// `MagnitudePrune`) or each entry with probability `density`, rescaled by `1 / density`
 /// (`Dare…`); a density of 1 or more prunes nothing. PEFT draws DARE's masks from torch's
 /// global generator; here they come from a xoshiro256++ stream seeded with `seed` (plus the
@@ -24,7 +28,7 @@ use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear, MajoritySi
 /// ```
 /// use lora_core::{MajoritySign, WeightedCombination};
 ///
-/// let method = WeightedCombination::Svd { rank: 8 };
+/// let method = WeightedCombination::Svd { rank: Some(8), clamp: None };
 /// assert_ne!(method, WeightedCombination::Cat);
 /// let ties = WeightedCombination::Ties { density: 0.5, majority_sign: MajoritySign::Total };
 /// assert_ne!(ties, WeightedCombination::MagnitudePrune { density: 0.5 });
@@ -39,8 +43,10 @@ pub enum WeightedCombination {
     Linear,
     /// The best rank-`rank` approximation (truncated SVD) of `Σ wᵢ sᵢ Aᵢ Bᵢ`.
     Svd {
-        /// The rank of the new adapter.
-        rank: usize,
+        /// The rank of the new adapter; `None` for the largest source rank.
+        rank: Option<usize>,
+        /// The quantile (in `[0, 1]`) both factors are clamped to; `None` for no clamp.
+        clamp: Option<f64>,
     },
     /// TIES on the factors: magnitude pruning, sign election, disjoint merge.
     Ties {
@@ -51,8 +57,10 @@ pub enum WeightedCombination {
     },
     /// TIES on the full updates, then a rank-`rank` SVD.
     TiesSvd {
-        /// The rank of the new adapter.
-        rank: usize,
+        /// The rank of the new adapter; `None` for the largest source rank.
+        rank: Option<usize>,
+        /// The quantile (in `[0, 1]`) both factors are clamped to; `None` for no clamp.
+        clamp: Option<f64>,
         /// Share of entries kept.
         density: f64,
         /// How the sign of each entry is elected.
@@ -67,8 +75,10 @@ pub enum WeightedCombination {
     },
     /// DARE on the full updates, then a rank-`rank` SVD.
     DareLinearSvd {
-        /// The rank of the new adapter.
-        rank: usize,
+        /// The rank of the new adapter; `None` for the largest source rank.
+        rank: Option<usize>,
+        /// The quantile (in `[0, 1]`) both factors are clamped to; `None` for no clamp.
+        clamp: Option<f64>,
         /// Probability of keeping an entry.
         density: f64,
         /// Seed of the pruning masks.
@@ -85,8 +95,10 @@ pub enum WeightedCombination {
     },
     /// DARE-TIES on the full updates, then a rank-`rank` SVD.
     DareTiesSvd {
-        /// The rank of the new adapter.
-        rank: usize,
+        /// The rank of the new adapter; `None` for the largest source rank.
+        rank: Option<usize>,
+        /// The quantile (in `[0, 1]`) both factors are clamped to; `None` for no clamp.
+        clamp: Option<f64>,
         /// Probability of keeping an entry.
         density: f64,
         /// How the sign of each entry is elected.
@@ -101,39 +113,53 @@ pub enum WeightedCombination {
     },
     /// Magnitude pruning of the full updates, the weighted sum, then a rank-`rank` SVD.
     MagnitudePruneSvd {
-        /// The rank of the new adapter.
-        rank: usize,
+        /// The rank of the new adapter; `None` for the largest source rank.
+        rank: Option<usize>,
+        /// The quantile (in `[0, 1]`) both factors are clamped to; `None` for no clamp.
+        clamp: Option<f64>,
         /// Share of entries kept.
         density: f64,
     },
 }
 
 impl WeightedCombination {
-    /// The pruning, the summing and (for the `…Svd` methods) the rank; `None` for `Cat`.
-    fn parts(self) -> Option<(Pruning, Summing, Option<usize>)> {
+    /// The pruning, the summing and (for the `…Svd` methods) the SVD settings; `None` for
+    /// `Cat`.
+    fn parts(self) -> Option<(Pruning, Summing, Option<SvdSettings>)> {
         use WeightedCombination as W;
+        let svd = |rank, clamp| SvdSettings { rank, clamp };
         let disjoint = Summing::Disjoint;
         let magnitude = |density| Pruning::Magnitude { density };
         let random = |density, seed| Pruning::Random { density, seed };
         Some(match self {
             W::Cat => return None,
             W::Linear => (Pruning::None, Summing::Weighted, None),
-            W::Svd { rank } => (Pruning::None, Summing::Weighted, Some(rank)),
+            W::Svd { rank, clamp } => (Pruning::None, Summing::Weighted, Some(svd(rank, clamp))),
             W::Ties {
                 density,
                 majority_sign,
             } => (magnitude(density), disjoint(majority_sign), None),
             W::TiesSvd {
                 rank,
+                clamp,
                 density,
                 majority_sign,
-            } => (magnitude(density), disjoint(majority_sign), Some(rank)),
+            } => (
+                magnitude(density),
+                disjoint(majority_sign),
+                Some(svd(rank, clamp)),
+            ),
             W::DareLinear { density, seed } => (random(density, seed), Summing::Weighted, None),
             W::DareLinearSvd {
                 rank,
+                clamp,
                 density,
                 seed,
-            } => (random(density, seed), Summing::Weighted, Some(rank)),
+            } => (
+                random(density, seed),
+                Summing::Weighted,
+                Some(svd(rank, clamp)),
+            ),
             W::DareTies {
                 density,
                 majority_sign,
@@ -141,16 +167,99 @@ impl WeightedCombination {
             } => (random(density, seed), disjoint(majority_sign), None),
             W::DareTiesSvd {
                 rank,
+                clamp,
                 density,
                 majority_sign,
                 seed,
-            } => (random(density, seed), disjoint(majority_sign), Some(rank)),
+            } => (
+                random(density, seed),
+                disjoint(majority_sign),
+                Some(svd(rank, clamp)),
+            ),
             W::MagnitudePrune { density } => (magnitude(density), Summing::Weighted, None),
-            W::MagnitudePruneSvd { rank, density } => {
-                (magnitude(density), Summing::Weighted, Some(rank))
-            }
+            W::MagnitudePruneSvd {
+                rank,
+                clamp,
+                density,
+            } => (
+                magnitude(density),
+                Summing::Weighted,
+                Some(svd(rank, clamp)),
+            ),
         })
     }
+
+    /// Whether this is an `…Svd` method without a rank (PEFT's `svd_rank=None`).
+    pub(crate) fn needs_default_rank(self) -> bool {
+        matches!(
+            self.parts(),
+            Some((_, _, Some(SvdSettings { rank: None, .. })))
+        )
+    }
+
+    /// This combination with `rank` where an `…Svd` method has none.
+    pub(crate) fn with_default_rank(self, default: usize) -> Self {
+        use WeightedCombination as W;
+        let fill = |rank: Option<usize>| Some(rank.unwrap_or(default));
+        match self {
+            W::Svd { rank, clamp } => W::Svd {
+                rank: fill(rank),
+                clamp,
+            },
+            W::TiesSvd {
+                rank,
+                clamp,
+                density,
+                majority_sign,
+            } => W::TiesSvd {
+                rank: fill(rank),
+                clamp,
+                density,
+                majority_sign,
+            },
+            W::DareLinearSvd {
+                rank,
+                clamp,
+                density,
+                seed,
+            } => W::DareLinearSvd {
+                rank: fill(rank),
+                clamp,
+                density,
+                seed,
+            },
+            W::DareTiesSvd {
+                rank,
+                clamp,
+                density,
+                majority_sign,
+                seed,
+            } => W::DareTiesSvd {
+                rank: fill(rank),
+                clamp,
+                density,
+                majority_sign,
+                seed,
+            },
+            W::MagnitudePruneSvd {
+                rank,
+                clamp,
+                density,
+            } => W::MagnitudePruneSvd {
+                rank: fill(rank),
+                clamp,
+                density,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The rank and clamp of an `…Svd` method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SvdSettings {
+    rank: Option<usize>,
+    clamp: Option<f64>,
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -178,7 +287,8 @@ impl<B: Backend> LoraLinear<B> {
     /// # Errors
     /// [`LoraError::InvalidWeightedAdapter`] for no sources, mismatched lengths, non-finite
     /// weights, a negative or non-finite density, or sources the combination cannot join
-    /// (unequal ranks for the methods on the factors, an SVD rank outside `1..=min(in, out)`),
+    /// (unequal ranks for the methods on the factors, an SVD rank outside `1..=min(in, out)`,
+    /// an SVD clamp outside `[0, 1]`),
     /// [`LoraError::UnknownAdapter`], [`LoraError::DuplicateAdapter`] for `name`, and
     /// [`LoraError::UnsupportedVariant`] for a DoRA source.
     pub fn add_weighted_adapter<S: AsRef<str>>(
@@ -216,6 +326,13 @@ impl<B: Backend> LoraLinear<B> {
                 )));
             }
         }
+        if let Some((_, _, Some(SvdSettings { clamp: Some(q), .. }))) = combination.parts() {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(invalid(format!(
+                    "svd_clamp must be a quantile in [0, 1], got {q}"
+                )));
+            }
+        }
         let mut sources = Vec::with_capacity(adapters.len());
         for (adapter, weight) in adapters.iter().zip(weights) {
             let source = &self.adapters[self.require_adapter(adapter.as_ref())?];
@@ -228,14 +345,16 @@ impl<B: Backend> LoraLinear<B> {
             }
             sources.push((source, *weight * source.scaling()));
         }
-        let (lora_a, lora_b) = match combination.parts() {
+        // PEFT's default SVD rank: the largest among the sources.
+        let largest_rank = sources.iter().map(|(s, _)| s.rank()).max().unwrap_or(1);
+        let (lora_a, lora_b) = match combination.with_default_rank(largest_rank).parts() {
             None => combine_cat(&sources),
             Some((Pruning::None, Summing::Weighted, None)) => combine_linear(&sources)?,
-            Some((Pruning::None, Summing::Weighted, Some(rank))) => combine_svd(&sources, rank)?,
+            Some((Pruning::None, Summing::Weighted, Some(svd))) => combine_svd(&sources, svd)?,
             Some((pruning, summing, None)) => combine_factors(&sources, pruning, summing)?,
-            Some((pruning, summing, Some(rank))) => {
+            Some((pruning, summing, Some(svd))) => {
                 let raw: Vec<f64> = adapters.iter().zip(weights).map(|(_, w)| *w).collect();
-                combine_updates_svd(&sources, &raw, pruning, summing, rank)?
+                combine_updates_svd(&sources, &raw, pruning, summing, svd)?
             }
         };
         let new_rank = lora_a.dims()[1];
@@ -342,11 +461,11 @@ fn combine_updates_svd<B: Backend>(
     raw_weights: &[f64],
     pruning: Pruning,
     summing: Summing,
-    rank: usize,
+    svd: SvdSettings,
 ) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
     let first = sources[0].0;
     let (d_input, d_output) = (first.d_input(), first.d_output());
-    check_svd_rank(rank, d_input, d_output)?;
+    let rank = check_svd_rank(svd.rank, d_input, d_output)?;
     let device = first.lora_a.val().device();
     let mut updates = Vec::with_capacity(sources.len());
     for (source, _) in sources {
@@ -364,14 +483,21 @@ fn combine_updates_svd<B: Backend>(
         data: merge_task_tensors(&updates, raw_weights, pruning, summing),
     };
     let (left, s, right) = dense_svd(&merged);
-    let (a, b) = truncate(&left, &s, &right, rank);
+    let (a, b) = truncate(&left, &s, &right, rank, svd.clamp);
     Ok((
         from_host_f64(a.data, [d_input, rank], &device),
         from_host_f64(b.data, [rank, d_output], &device),
     ))
 }
 
-fn check_svd_rank(rank: usize, d_input: usize, d_output: usize) -> Result<(), LoraError> {
+/// The SVD rank (set by then: [`WeightedCombination::with_default_rank`]), checked against the
+/// layer.
+fn check_svd_rank(
+    rank: Option<usize>,
+    d_input: usize,
+    d_output: usize,
+) -> Result<usize, LoraError> {
+    let rank = rank.unwrap_or(0);
     if rank == 0 || rank > d_input.min(d_output) {
         return Err(LoraError::InvalidWeightedAdapter {
             reason: format!(
@@ -380,7 +506,7 @@ fn check_svd_rank(rank: usize, d_input: usize, d_output: usize) -> Result<(), Lo
             ),
         });
     }
-    Ok(())
+    Ok(rank)
 }
 
 /// `m = left · diag(s) · rightᵀ` for any `[rows, cols]` matrix, by a thin QR of the taller side
@@ -398,28 +524,72 @@ fn dense_svd(m: &Matrix) -> (Matrix, Vec<f64>, Matrix) {
 
 /// The rank-`rank` factors of `left · diag(s) · rightᵀ`: `A = left[:, :rank]` and
 /// `B = diag(s[:rank]) · right[:, :rank]ᵀ` (the singular values on `B`, as PEFT puts them).
-fn truncate(left: &Matrix, s: &[f64], right: &Matrix, rank: usize) -> (Matrix, Matrix) {
+/// Each pair is oriented so that the largest-magnitude entry of its output-side vector is
+/// positive; with `clamp`, both factors are then clamped to `[-q, q]`, `q` the `clamp` quantile
+/// of all their entries (PEFT's `svd_clamp`).
+fn truncate(
+    left: &Matrix,
+    s: &[f64],
+    right: &Matrix,
+    rank: usize,
+    clamp: Option<f64>,
+) -> (Matrix, Matrix) {
     let (d_input, d_output) = (left.rows, right.rows);
     let mut a = Matrix::zeros(d_input, rank);
     let mut b = Matrix::zeros(rank, d_output);
     for (k, sigma) in s.iter().enumerate().take(rank) {
+        let sign = orientation((0..d_output).map(|o| right.at(o, k)));
         for i in 0..d_input {
-            a.data[i * rank + k] = left.at(i, k);
+            a.data[i * rank + k] = sign * left.at(i, k);
         }
         for o in 0..d_output {
-            b.data[k * d_output + o] = sigma * right.at(o, k);
+            b.data[k * d_output + o] = sign * sigma * right.at(o, k);
+        }
+    }
+    if let Some(q) = clamp {
+        let all: Vec<f64> = a.data.iter().chain(&b.data).copied().collect();
+        let high = quantile(all, q);
+        for v in a.data.iter_mut().chain(b.data.iter_mut()) {
+            // torch.clamp(v, -high, high): the upper bound wins when the bounds cross.
+            *v = v.max(-high).min(high);
         }
     }
     (a, b)
 }
 
+/// `1` or `-1`: the sign that makes the first entry of largest magnitude positive.
+fn orientation(values: impl Iterator<Item = f64>) -> f64 {
+    let mut largest = 0.0f64;
+    for v in values {
+        if v.abs() > largest.abs() {
+            largest = v;
+        }
+    }
+    if largest < 0.0 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// The `q` quantile of `values` with linear interpolation between the two nearest ranks
+/// (`torch.quantile`'s default).
+fn quantile(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let position = q * (values.len() - 1) as f64;
+    let below = position.floor() as usize;
+    let above = (below + 1).min(values.len() - 1);
+    let fraction = position - below as f64;
+    values[below] + fraction * (values[above] - values[below])
+}
+
 fn combine_svd<B: Backend>(
     sources: &[Source<'_, B>],
-    rank: usize,
+    svd: SvdSettings,
 ) -> Result<(Tensor<B, 2>, Tensor<B, 2>), LoraError> {
     let first = sources[0].0;
     let (d_input, d_output) = (first.d_input(), first.d_output());
-    check_svd_rank(rank, d_input, d_output)?;
+    let rank = check_svd_rank(svd.rank, d_input, d_output)?;
     // ΔW = P · Qᵀ with P = [w₁s₁A₁ …] ([in, R]) and Q = [B₁ … ]ᵀ ([out, R]); the SVD of the
     // small R×R core gives the SVD of ΔW without forming it.
     let (cat_a, cat_b) = combine_cat(sources);
@@ -441,7 +611,7 @@ fn combine_svd<B: Backend>(
     let (u, s, v) = jacobi_svd(&r1.matmul(&r2.transpose()));
     let left = q1.matmul(&u); // [in, R]: input-side singular vectors
     let right = q2.matmul(&v); // [out, R]: output-side singular vectors
-    let (new_a, new_b) = truncate(&left, &s, &right, rank);
+    let (new_a, new_b) = truncate(&left, &s, &right, rank, svd.clamp);
     Ok((
         from_host_f64(new_a.data, [d_input, rank], &device),
         from_host_f64(new_b.data, [rank, d_output], &device),

@@ -271,7 +271,10 @@ fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
     let method = match combination_type {
         "cat" => WeightedCombination::Cat,
         "linear" => WeightedCombination::Linear,
-        "svd" => WeightedCombination::Svd { rank: rank() },
+        "svd" => WeightedCombination::Svd {
+            rank: Some(rank()),
+            clamp: None,
+        },
         "ties" => WeightedCombination::Ties {
             density: density(),
             majority_sign,
@@ -287,21 +290,25 @@ fn weighted_adapter_matches_peft(case: &str) -> LoraLinear<Cpu> {
             seed,
         },
         "ties_svd" => WeightedCombination::TiesSvd {
-            rank: rank(),
+            rank: Some(rank()),
+            clamp: None,
             density: density(),
             majority_sign,
         },
         "magnitude_prune_svd" => WeightedCombination::MagnitudePruneSvd {
-            rank: rank(),
+            rank: Some(rank()),
+            clamp: None,
             density: density(),
         },
         "dare_linear_svd" => WeightedCombination::DareLinearSvd {
-            rank: rank(),
+            rank: Some(rank()),
+            clamp: None,
             density: density(),
             seed,
         },
         "dare_ties_svd" => WeightedCombination::DareTiesSvd {
-            rank: rank(),
+            rank: Some(rank()),
+            clamp: None,
             density: density(),
             majority_sign,
             seed,

@@ -6,7 +6,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use lora_core::{
-    int8_quantizer, quantize_base_weights, LoraConfig, LoraError, LoraInit, LoraLinear,
+    int8_quantizer, merge_and_unload_quantized, quantize_base_weights, LoraConfig, LoraError,
+    LoraInit, LoraLinear,
 };
 
 type Cpu = NdArray<f32>;
@@ -205,4 +206,106 @@ fn adapters_are_added_switched_and_deleted_on_an_int8_base() {
     int8.delete_adapter("dora").unwrap();
     assert_eq!(int8.adapter_names(), ["default"]);
     assert!(int8.is_base_quantized());
+}
+
+/// The layer merged in float, then its weight quantized as `merge_and_unload_quantized` does.
+fn float_merged(seed: u64) -> Vec<f64> {
+    let mut float = layer::<Cpu>(seed);
+    float.merge_active().unwrap();
+    values(float.base.weight.val())
+}
+
+#[test]
+fn merging_into_an_int8_base_requantizes_and_reports_the_rounding() {
+    let _rng = rng_lock();
+    let mut quantized = layer::<Cpu>(11);
+    let dequantized_before = {
+        let mut q = layer::<Cpu>(11);
+        q.quantize_base(&mut int8_quantizer::<Cpu>(Some(32)))
+            .unwrap();
+        values(q.base.weight.val().dequantize())
+    };
+    quantized
+        .quantize_base(&mut int8_quantizer::<Cpu>(Some(32)))
+        .unwrap();
+    let report = quantized.merge_and_unload_quantized().unwrap();
+    assert!(
+        quantized.is_base_quantized(),
+        "the merged weight is int8 again"
+    );
+    assert!(quantized.adapters.is_empty());
+    assert_eq!((report.layers, report.weights), (1, D_IN * D_OUT));
+    // The exact merge is the dequantized base plus the float update.
+    let update: Vec<f64> = float_merged(11)
+        .iter()
+        .zip(values(layer::<Cpu>(11).base.weight.val()))
+        .map(|(merged, base)| merged - base)
+        .collect();
+    let exact: Vec<f64> = dequantized_before
+        .iter()
+        .zip(&update)
+        .map(|(w, u)| w + u)
+        .collect();
+    let got = values(quantized.base.weight.val().dequantize());
+    let measured = max_abs_diff(&got, &exact);
+    assert!(measured > 0.0, "the requantization rounds");
+    assert!(
+        (report.max_abs_error - measured).abs() <= 1e-6,
+        "{report:?} vs {measured}"
+    );
+    let largest_update = update.iter().fold(0.0f64, |m, u| m.max(u.abs()));
+    assert!((report.max_abs_update - largest_update).abs() <= 1e-6);
+    // Half a step of the coarsest block bounds the rounding.
+    let step = exact.iter().fold(0.0f64, |m, w| m.max(w.abs())) / 127.0;
+    assert!(report.max_abs_error <= step / 2.0 * 1.001, "{report:?}");
+    assert!(report.mean_abs_error > 0.0 && report.mean_abs_error <= report.max_abs_error);
+}
+
+#[test]
+fn an_update_beyond_the_int8_range_shows_in_the_report() {
+    let _rng = rng_lock();
+    // One scale for the whole tensor: a large update widens the range, and every small
+    // weight loses its precision.
+    let device = Default::default();
+    Cpu::seed(&device, 3);
+    let base: Linear<Cpu> = LinearConfig::new(D_IN, D_OUT).init(&device);
+    let config = LoraConfig::new(8, 4000.0).with_init_lora_weights(LoraInit::Random);
+    let mut loud = LoraLinear::from_linear(base.clone(), &config).unwrap();
+    loud.quantize_base(&mut int8_quantizer::<Cpu>(None))
+        .unwrap();
+    let loud = loud.merge_and_unload_quantized().unwrap();
+    let quiet_config = LoraConfig::new(8, 0.5).with_init_lora_weights(LoraInit::Random);
+    let mut quiet = LoraLinear::from_linear(base, &quiet_config).unwrap();
+    quiet
+        .quantize_base(&mut int8_quantizer::<Cpu>(None))
+        .unwrap();
+    let quiet = quiet.merge_and_unload_quantized().unwrap();
+    assert!(
+        loud.max_abs_error > 100.0 * quiet.max_abs_error,
+        "{loud:?} vs {quiet:?}"
+    );
+}
+
+#[test]
+fn merging_a_float_base_this_way_is_exact() {
+    let _rng = rng_lock();
+    let mut float = layer::<Cpu>(13);
+    let report = float.merge_and_unload_quantized().unwrap();
+    assert_eq!(report.max_abs_error, 0.0);
+    assert!(!float.is_base_quantized() && float.adapters.is_empty());
+    assert_eq!(values(float.base.weight.val()), float_merged(13));
+}
+
+#[test]
+fn a_module_reports_every_merged_layer() {
+    let _rng = rng_lock();
+    let mut layers: Vec<LoraLinear<Cpu>> = (0..3).map(|i| layer::<Cpu>(20 + i)).collect();
+    layers.push(LoraLinear::new(layer::<Cpu>(30).base));
+    quantize_base_weights(&mut layers, &mut int8_quantizer::<Cpu>(None)).unwrap();
+    let report = merge_and_unload_quantized(&mut layers).unwrap();
+    assert_eq!(report.layers, 3, "the layer without adapters is left alone");
+    assert_eq!(report.weights, 3 * D_IN * D_OUT);
+    assert!(layers
+        .iter()
+        .all(|l| l.adapters.is_empty() && l.is_base_quantized()));
 }

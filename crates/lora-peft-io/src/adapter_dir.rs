@@ -8,9 +8,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use lora_core::{lora_layer_paths, LoraAdapter, LoraBias, LoraLinear, LoraModelOps, LoraModule};
 
-use crate::matching::select_targets;
+use crate::matching::{select_targets, selector_matches};
 use crate::weights::{split_key, TensorRole};
-use crate::{AdapterConfig, InitLoraWeights, PeftIoError, WeightDtype, PEFT_KEY_PREFIX};
+use crate::{
+    AdapterConfig, InitLoraWeights, ModuleSelector, PeftIoError, WeightDtype, PEFT_KEY_PREFIX,
+};
 use lora_hf::{commit, read_safetensors, serialize_safetensors, stage, HfFileError, HostTensor};
 
 /// The config file of an adapter directory.
@@ -23,13 +25,71 @@ pub const LEGACY_WEIGHTS_FILE: &str = "adapter_model.bin";
 /// How [`save_adapter`] writes the weights.
 ///
 /// ```
-/// let options = lora_peft_io::SaveOptions { dtype: lora_peft_io::WeightDtype::BF16 };
-/// assert_ne!(options, lora_peft_io::SaveOptions::default());
+/// use lora_peft_io::{SaveEmbeddingLayers, SaveOptions, WeightDtype};
+///
+/// let options = SaveOptions { dtype: WeightDtype::BF16, ..SaveOptions::default() };
+/// assert_ne!(options, SaveOptions::default());
+/// assert_eq!(options.save_embedding_layers, SaveEmbeddingLayers::Auto);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SaveOptions {
     /// Element type of the tensors (PEFT writes F32).
     pub dtype: WeightDtype,
+    /// Whether the base weights of adapted embedding-like layers go into the file (PEFT's
+    /// `save_embedding_layers`).
+    pub save_embedding_layers: SaveEmbeddingLayers,
+}
+
+/// PEFT's `save_embedding_layers`: whether an adapter file carries the full base weight
+/// (`<path>.base_layer.weight`) of the model's adapted input and output embedding layers
+/// ([`LoraModule::embedding_layer_paths`]), so that the adapter brings the table it was
+/// trained against.
+///
+/// ```
+/// use lora_peft_io::{AdapterConfig, SaveEmbeddingLayers};
+///
+/// let text = r#"{"peft_type": "LORA", "target_modules": ["q", "v", "lm_head"]}"#;
+/// let config = AdapterConfig::from_json_str(text, "adapter_config.json".as_ref()).unwrap();
+/// assert!(SaveEmbeddingLayers::Auto.resolve(&config));
+/// assert!(!SaveEmbeddingLayers::No.resolve(&config));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaveEmbeddingLayers {
+    /// PEFT's `"auto"`: when `target_modules` names `embed_tokens` or `lm_head` (a list
+    /// entry, or a regex matching such a path).
+    #[default]
+    Auto,
+    /// PEFT's `True`: always, for the adapted embedding-like layers.
+    Yes,
+    /// PEFT's `False`: never.
+    No,
+}
+
+impl SaveEmbeddingLayers {
+    /// Whether base weights are written for an adapter with `config`.
+    pub fn resolve(self, config: &AdapterConfig) -> bool {
+        match self {
+            Self::Yes => true,
+            Self::No => false,
+            Self::Auto => match config.target_modules() {
+                Some(ModuleSelector::Names(names)) => names
+                    .iter()
+                    .any(|n| lora_core::EMBEDDING_LAYER_NAMES.contains(&n.as_str())),
+                Some(ModuleSelector::Regex(pattern)) if pattern != "all-linear" => {
+                    let selector = ModuleSelector::Regex(pattern.clone());
+                    [
+                        "lm_head",
+                        "encoder.embed_tokens",
+                        "decoder.embed_tokens",
+                        "embed_tokens",
+                    ]
+                    .iter()
+                    .any(|path| selector_matches(&selector, path))
+                }
+                _ => false,
+            },
+        }
+    }
 }
 
 /// Where PEFT keeps adapter `name` of a model saved to `dir`: `dir` itself for `"default"`,
@@ -65,29 +125,145 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
     adapter_name: &str,
 ) -> Result<Vec<String>, PeftIoError> {
     check_supported(config, Path::new(CONFIG_FILE))?;
-    let defaults = model.default_target_modules();
-    let targets = select_targets(config, &lora_layer_paths(model, ""), defaults)?;
+    let Selection {
+        targets,
+        saved,
+        wrapped,
+    } = select_and_wrap(model, config)?;
     let mut adapters = BTreeMap::new();
-    model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+    let mut copies = BTreeMap::new();
+    let read = model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+        if saved.iter().any(|s| s == path) {
+            let copy = base_copy(layer);
+            layer
+                .check_module_copy(adapter_name, &copy)
+                .map_err(|e| layer_error(path, e))?;
+            copies.insert(path.to_string(), copy);
+            return Ok(());
+        }
         if !targets.iter().any(|t| t == path) {
             return Ok(());
         }
         let lora = config.lora_config_for(path);
-        let device = layer.base.weight.device();
-        let adapter = LoraAdapter::new(
-            adapter_name,
-            layer.d_input(),
-            layer.d_output(),
-            &lora,
-            &device,
-        )
-        .and_then(|a| check_insertable(layer, &a).map(|_| a))
-        .map_err(|source| layer_error(path, source))?;
-        adapters.insert(path.to_string(), adapter);
+        let adapter = layer
+            .new_adapter(adapter_name, &lora)
+            .and_then(|a| layer.check_insertable(&a).map(|_| a))
+            .map_err(|source| layer_error(path, source))?;
+        let tensors = LayerTensors {
+            adapter,
+            bias: None,
+            base_weight: None,
+        };
+        adapters.insert(path.to_string(), tensors);
         Ok(())
-    })?;
-    insert_all(model, adapters, &BTreeMap::new())?;
-    Ok(targets)
+    });
+    if let Err(e) = read {
+        unwrap_all(model, &wrapped);
+        return Err(e);
+    }
+    insert_all(model, adapters, copies, adapter_name)?;
+    Ok(targets.into_iter().chain(saved).collect())
+}
+
+/// A fresh copy of `layer`'s base, for a module saved whole.
+fn base_copy<B: Backend>(layer: &LoraLinear<B>) -> burn::nn::Linear<B> {
+    burn::nn::Linear {
+        weight: Param::from_tensor(layer.base.weight.val().dequantize().detach()),
+        bias: layer
+            .base
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(b.val().detach())),
+    }
+}
+
+/// Where an adapter applies: its LoRA targets, the layers it saves whole (`modules_to_save`),
+/// and the layers wrapped on demand for either.
+struct Selection {
+    targets: Vec<String>,
+    saved: Vec<String>,
+    wrapped: Vec<String>,
+}
+
+/// The layer among `modules_to_save` that `module` (a file key without the prefix and the
+/// parameter name) belongs to, and the tensor's role: `lm_head.weight` is the weight of
+/// `lm_head` when `lm_head` is saved whole. PEFT matches the entries as path suffixes.
+fn saved_module_tensor(modules_to_save: &[String], key: &str) -> Option<(String, TensorRole)> {
+    let (module, role) = if let Some(module) = key.strip_suffix(".weight") {
+        (module, TensorRole::ModuleWeight)
+    } else {
+        (key.strip_suffix(".bias")?, TensorRole::ModuleBias)
+    };
+    modules_to_save
+        .iter()
+        .any(|m| module.ends_with(m.as_str()))
+        .then(|| (module.to_string(), role))
+}
+
+/// The targets of `config` among the model's LoRA layers and the layers it wraps on demand
+/// ([`LoraModule::wrappable_lora_paths`]; not for `all-linear`, which PEFT applies to linear
+/// layers only), wrapping the targeted ones. Returns the targets and the paths wrapped.
+fn select_and_wrap<B: Backend, M: LoraModule<B>>(
+    model: &mut M,
+    config: &AdapterConfig,
+) -> Result<Selection, PeftIoError> {
+    let mut paths = lora_layer_paths(model, "");
+    let all_linear =
+        matches!(config.target_modules(), Some(ModuleSelector::Regex(p)) if p == "all-linear");
+    let wrappable = if all_linear {
+        Vec::new()
+    } else {
+        model.wrappable_lora_paths()
+    };
+    paths.extend(
+        wrappable
+            .iter()
+            .filter(|p| !paths.contains(p))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let targets = select_targets(config, &paths, model.default_target_modules())?;
+    let mut saved = Vec::new();
+    for entry in config.modules_to_save() {
+        let matched: Vec<&String> = paths
+            .iter()
+            .filter(|p| p.ends_with(entry.as_str()))
+            .collect();
+        if matched.is_empty() {
+            return Err(PeftIoError::Unsupported {
+                path: PathBuf::from(CONFIG_FILE),
+                feature: format!(
+                    "`modules_to_save` entry `{entry}`, which names no linear layer or embedding lookup (only those can be saved whole here)"
+                ),
+            });
+        }
+        saved.extend(
+            matched
+                .into_iter()
+                .filter(|p| !saved.contains(*p))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+    }
+    let wrapped: Vec<String> = targets
+        .iter()
+        .chain(&saved)
+        .filter(|t| wrappable.contains(t))
+        .filter(|t| model.wrap_lora_layer(t))
+        .cloned()
+        .collect();
+    Ok(Selection {
+        targets,
+        saved,
+        wrapped,
+    })
+}
+
+/// Undoes the wrapping of [`select_and_wrap`] after a failure.
+fn unwrap_all<B: Backend, M: LoraModule<B>>(model: &mut M, wrapped: &[String]) {
+    for path in wrapped {
+        model.unwrap_lora_layer(path);
+    }
 }
 
 /// Writes adapter `adapter_name` of `model` as a PEFT adapter directory:
@@ -108,11 +284,58 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     options: SaveOptions,
 ) -> Result<PathBuf, PeftIoError> {
     let mut tensors = BTreeMap::new();
+    let embedding_layers = if options.save_embedding_layers.resolve(config) {
+        model.embedding_layer_paths()
+    } else {
+        Vec::new()
+    };
     model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
-        match layer.adapter(adapter_name) {
-            Some(adapter) => export_layer(path, layer, adapter, config.bias(), &mut tensors),
-            None => Ok(()),
+        if let Some(copy) = layer.module_copy(adapter_name) {
+            // PEFT writes a module saved whole under its own keys, without the adapter name.
+            let weight = copy.layer.weight.val();
+            let weight = if layer.is_embedding() {
+                weight
+            } else {
+                weight.transpose()
+            };
+            tensors.insert(
+                format!("{PEFT_KEY_PREFIX}{path}.weight"),
+                host(weight, path)?,
+            );
+            if let Some(bias) = &copy.layer.bias {
+                tensors.insert(
+                    format!("{PEFT_KEY_PREFIX}{path}.bias"),
+                    host(bias.val(), path)?,
+                );
+            }
+            return Ok(());
         }
+        let Some(adapter) = layer.adapter(adapter_name) else {
+            return Ok(());
+        };
+        export_layer(path, layer, adapter, config.bias(), &mut tensors)?;
+        if embedding_layers.iter().any(|p| p == path) {
+            if !layer.merged_adapters().is_empty() {
+                return Err(layer_error(
+                    path,
+                    lora_core::LoraError::MergedLayer {
+                        operation: "saving the base weight with the adapter",
+                        merged: layer.merged_adapters().to_vec(),
+                    },
+                ));
+            }
+            let weight = layer.base.weight.val().dequantize();
+            let weight = if layer.is_embedding() {
+                weight
+            } else {
+                weight.transpose()
+            };
+            tensors.insert(
+                format!("{PEFT_KEY_PREFIX}{path}.base_layer.weight"),
+                host(weight, path)?,
+            );
+        }
+        Ok(())
     })?;
     if tensors.is_empty() {
         return Err(PeftIoError::Layer {
@@ -145,15 +368,15 @@ fn export_layer<B: Backend>(
     out: &mut BTreeMap<String, HostTensor>,
 ) -> Result<(), PeftIoError> {
     let key = |suffix: &str| format!("{PEFT_KEY_PREFIX}{path}.{suffix}");
-    // Burn keeps `x·A·B`; PEFT keeps `B(A(x))` with A `[r, in]` and B `[out, r]`.
-    out.insert(
-        key("lora_A.weight"),
-        host(adapter.lora_a.val().transpose(), path)?,
-    );
-    out.insert(
-        key("lora_B.weight"),
-        host(adapter.lora_b.val().transpose(), path)?,
-    );
+    // Burn keeps `x·A·B`; PEFT keeps `B(A(x))` with A `[r, in]` and B `[out, r]`, under
+    // `lora_embedding_A` / `_B` for an embedding table.
+    let [a_key, b_key] = if layer.is_embedding() {
+        ["lora_embedding_A", "lora_embedding_B"]
+    } else {
+        ["lora_A.weight", "lora_B.weight"]
+    };
+    out.insert(key(a_key), host(adapter.lora_a.val().transpose(), path)?);
+    out.insert(key(b_key), host(adapter.lora_b.val().transpose(), path)?);
     if let Some(magnitude) = &adapter.magnitude {
         out.insert(key("lora_magnitude_vector"), host(magnitude.val(), path)?);
     }
@@ -203,38 +426,125 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
 ) -> Result<AdapterConfig, PeftIoError> {
     let dir = resolve_adapter_dir(dir, adapter_name);
     let (config, weights_path, modules) = read_adapter_dir(&dir, adapter_name)?;
-    let defaults = model.default_target_modules();
-    let targets = select_targets(&config, &lora_layer_paths(model, ""), defaults)?;
-    for (module, roles) in &modules {
+    let Selection {
+        targets,
+        saved,
+        wrapped,
+    } = select_and_wrap(model, &config)?;
+    let mut adapters = BTreeMap::new();
+    let mut copies = BTreeMap::new();
+    let expected: Vec<String> = targets.iter().chain(&saved).cloned().collect();
+    let read = check_modules_targeted(&modules, &expected, &weights_path).and_then(|()| {
+        model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+            if saved.iter().any(|s| s == path) {
+                let copy = read_module_copy(path, layer, modules.get(path), &weights_path)?;
+                layer
+                    .check_module_copy(adapter_name, &copy)
+                    .map_err(|e| layer_error(path, e))?;
+                copies.insert(path.to_string(), copy);
+                return Ok(());
+            }
+            if !targets.iter().any(|t| t == path) {
+                return Ok(());
+            }
+            let roles = modules.get(path);
+            let tensors = read_adapter(path, layer, roles, &config, adapter_name, &weights_path)?;
+            layer
+                .check_insertable(&tensors.adapter)
+                .map_err(|e| layer_error(path, e))?;
+            adapters.insert(path.to_string(), tensors);
+            Ok(())
+        })
+    });
+    if let Err(e) = read {
+        unwrap_all(model, &wrapped);
+        return Err(e);
+    }
+    insert_all(model, adapters, copies, adapter_name)?;
+    Ok(config)
+}
+
+/// The full copy of the layer at `path` that a file saving it whole holds: `<path>.weight`
+/// (`[out, in]`, an embedding's `[num, dim]`) and `<path>.bias` exactly when the layer has one.
+fn read_module_copy<B: Backend>(
+    path: &str,
+    layer: &LoraLinear<B>,
+    roles: Option<&ModuleTensors>,
+    file: &Path,
+) -> Result<burn::nn::Linear<B>, PeftIoError> {
+    let device = layer.base.weight.device();
+    let get = |role: TensorRole| roles.and_then(|r| r.get(&role));
+    let (key, weight) =
+        get(TensorRole::ModuleWeight).ok_or_else(|| PeftIoError::MissingTensor {
+            path: file.to_path_buf(),
+            module: path.to_string(),
+            key: format!("{PEFT_KEY_PREFIX}{path}.weight"),
+        })?;
+    let (d_in, d_out) = (layer.d_input(), layer.d_output());
+    let expected = if layer.is_embedding() {
+        vec![d_in, d_out]
+    } else {
+        vec![d_out, d_in]
+    };
+    let mismatch = |key: &str, expected: Vec<usize>, found: &[usize]| PeftIoError::ShapeMismatch {
+        path: file.to_path_buf(),
+        key: key.to_string(),
+        expected,
+        found: found.to_vec(),
+    };
+    if weight.shape != expected {
+        return Err(mismatch(key, expected, &weight.shape));
+    }
+    let weight = if layer.is_embedding() {
+        matrix(weight, &device)
+    } else {
+        transposed(weight, &device)
+    };
+    let bias = match (get(TensorRole::ModuleBias), &layer.base.bias) {
+        (None, None) => None,
+        (Some((key, bias)), Some(_)) if bias.shape == [d_out] => Some(tensor1(bias, &device)),
+        (Some((key, bias)), Some(_)) => return Err(mismatch(key, vec![d_out], &bias.shape)),
+        (Some((key, _)), None) => {
+            return Err(PeftIoError::UnexpectedTensor {
+                path: file.to_path_buf(),
+                key: key.clone(),
+                reason: format!("module `{path}` has no bias"),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(PeftIoError::MissingTensor {
+                path: file.to_path_buf(),
+                module: path.to_string(),
+                key: format!("{PEFT_KEY_PREFIX}{path}.bias"),
+            })
+        }
+    };
+    Ok(burn::nn::Linear {
+        weight: Param::from_tensor(weight),
+        bias: bias.map(Param::from_tensor),
+    })
+}
+
+/// Refuses a file holding tensors for a module the config does not target.
+fn check_modules_targeted(
+    modules: &BTreeMap<String, ModuleTensors>,
+    targets: &[String],
+    weights_path: &Path,
+) -> Result<(), PeftIoError> {
+    for (module, roles) in modules {
         if !targets.contains(module) {
             let (key, _) = roles
                 .values()
                 .next()
                 .expect("a module entry holds a tensor");
             return Err(PeftIoError::UnexpectedTensor {
-                path: weights_path.clone(),
+                path: weights_path.to_path_buf(),
                 key: key.clone(),
                 reason: format!("module `{module}` is not a target of the config"),
             });
         }
     }
-    let mut adapters = BTreeMap::new();
-    let mut biases = BTreeMap::new();
-    model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
-        if !targets.iter().any(|t| t == path) {
-            return Ok(());
-        }
-        let roles = modules.get(path);
-        let (adapter, bias) =
-            build_adapter(path, layer, roles, &config, adapter_name, &weights_path)?;
-        adapters.insert(path.to_string(), adapter);
-        if let Some(bias) = bias {
-            biases.insert(path.to_string(), bias);
-        }
-        Ok(())
-    })?;
-    insert_all(model, adapters, &biases)?;
-    Ok(config)
+    Ok(())
 }
 
 /// `dir`, or its subfolder `dir/<adapter_name>` where PEFT saves non-default adapters.
@@ -267,22 +577,21 @@ pub(crate) fn read_adapter_dir(
             feature: format!("{feature} (tensor `{key}`)"),
         };
         match role {
-            TensorRole::Embedding => return Err(unsupported("LoRA on embedding layers")),
             TensorRole::LoraBBias => return Err(unsupported("`lora_bias` (a bias on lora_B)")),
-            TensorRole::Other
-                if config
-                    .modules_to_save()
-                    .iter()
-                    .any(|m| module.contains(m.as_str())) =>
-            {
-                return Err(unsupported("`modules_to_save` weights"))
-            }
             TensorRole::Other => {
+                if let Some((saved, role)) = saved_module_tensor(config.modules_to_save(), &module)
+                {
+                    modules
+                        .entry(saved)
+                        .or_default()
+                        .insert(role, (key, tensor));
+                    continue;
+                }
                 return Err(PeftIoError::UnexpectedTensor {
                     path: weights_path.clone(),
                     key,
                     reason: "not a LoRA tensor".into(),
-                })
+                });
             }
             _ => {}
         }
@@ -309,23 +618,18 @@ fn read_weights(dir: &Path) -> Result<(PathBuf, BTreeMap<String, HostTensor>), P
     })
 }
 
-#[allow(clippy::type_complexity)]
-fn build_adapter<B: Backend>(
-    path: &str,
-    layer: &LoraLinear<B>,
-    roles: Option<&ModuleTensors>,
-    config: &AdapterConfig,
-    adapter_name: &str,
-    file: &Path,
-) -> Result<(LoraAdapter<B>, Option<Tensor<B, 1>>), PeftIoError> {
-    let (adapter, bias) = read_adapter(path, layer, roles, config, adapter_name, file)?;
-    check_insertable(layer, &adapter).map_err(|e| layer_error(path, e))?;
-    Ok((adapter, bias))
+/// What an adapter file holds for one layer, in Burn's layout.
+pub(crate) struct LayerTensors<B: Backend> {
+    /// The adapter.
+    pub(crate) adapter: LoraAdapter<B>,
+    /// The base bias (`bias: "all"` / `"lora_only"`).
+    pub(crate) bias: Option<Tensor<B, 1>>,
+    /// The base weight (`base_layer.weight`, PEFT's `save_embedding_layers`).
+    pub(crate) base_weight: Option<Tensor<B, 2>>,
 }
 
 /// The adapter of module `path` from its tensors, checked against `layer`'s shapes and
-/// `config`, and the base bias the file holds for it (`bias: "all"` / `"lora_only"`).
-#[allow(clippy::type_complexity)]
+/// `config`, with the base bias and weight the file holds for it.
 pub(crate) fn read_adapter<B: Backend>(
     path: &str,
     layer: &LoraLinear<B>,
@@ -333,7 +637,7 @@ pub(crate) fn read_adapter<B: Backend>(
     config: &AdapterConfig,
     adapter_name: &str,
     file: &Path,
-) -> Result<(LoraAdapter<B>, Option<Tensor<B, 1>>), PeftIoError> {
+) -> Result<LayerTensors<B>, PeftIoError> {
     let lora = config.lora_config_for(path);
     let missing = |suffix: &str| PeftIoError::MissingTensor {
         path: file.to_path_buf(),
@@ -358,9 +662,39 @@ pub(crate) fn read_adapter<B: Backend>(
         }
     };
     let (d_in, d_out, r) = (layer.d_input(), layer.d_output(), lora.r);
-    let a = get(TensorRole::LoraA, "lora_A.weight")?;
+    let ([a_role, b_role], [a_key, b_key], [other_a, other_b]) = if layer.is_embedding() {
+        (
+            [TensorRole::EmbeddingA, TensorRole::EmbeddingB],
+            ["lora_embedding_A", "lora_embedding_B"],
+            [TensorRole::LoraA, TensorRole::LoraB],
+        )
+    } else {
+        (
+            [TensorRole::LoraA, TensorRole::LoraB],
+            ["lora_A.weight", "lora_B.weight"],
+            [TensorRole::EmbeddingA, TensorRole::EmbeddingB],
+        )
+    };
+    if let Some((key, _)) = [other_a, other_b]
+        .iter()
+        .find_map(|role| roles.and_then(|r| r.get(role)))
+    {
+        return Err(PeftIoError::UnexpectedTensor {
+            path: file.to_path_buf(),
+            key: key.clone(),
+            reason: format!(
+                "module `{path}` is {}, whose factors are `{a_key}` and `{b_key}`",
+                if layer.is_embedding() {
+                    "an embedding table"
+                } else {
+                    "a linear layer"
+                }
+            ),
+        });
+    }
+    let a = get(a_role, a_key)?;
     check(a, vec![r, d_in])?;
-    let b = get(TensorRole::LoraB, "lora_B.weight")?;
+    let b = get(b_role, b_key)?;
     check(b, vec![d_out, r])?;
     let device = layer.base.weight.device();
     let magnitude = match (
@@ -395,11 +729,35 @@ pub(crate) fn read_adapter<B: Backend>(
             Some(tensor1(&entry.1, &device))
         }
     };
+    // PEFT stores a linear base weight `[out, in]` and an embedding table `[num, dim]`, which
+    // is Burn's layout for both.
+    let base_weight = match roles.and_then(|r| r.get(&TensorRole::BaseWeight)) {
+        None => None,
+        Some(entry) if layer.is_embedding() => {
+            check(entry, vec![d_in, d_out])?;
+            Some(matrix(&entry.1, &device))
+        }
+        Some(entry) => {
+            check(entry, vec![d_out, d_in])?;
+            Some(transposed(&entry.1, &device))
+        }
+    };
     let lora_a = transposed(&a.1, &device);
     let lora_b = transposed(&b.1, &device);
     let adapter = LoraAdapter::from_weights(adapter_name, &lora, lora_a, lora_b, magnitude)
         .map_err(|e| layer_error(path, e))?;
-    Ok((adapter, bias))
+    Ok(LayerTensors {
+        adapter,
+        bias,
+        base_weight,
+    })
+}
+
+fn matrix<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(
+        TensorData::new(t.values.clone(), [t.shape[0], t.shape[1]]),
+        device,
+    )
 }
 
 fn tensor1<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 1> {
@@ -419,31 +777,38 @@ fn transposed<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values, [cols, rows]), device)
 }
 
-/// Checks what [`LoraLinear::insert_adapter`] would refuse, without changing the layer.
-fn check_insertable<B: Backend>(
-    layer: &LoraLinear<B>,
-    adapter: &LoraAdapter<B>,
-) -> Result<(), lora_core::LoraError> {
-    let mut probe = LoraLinear::new(layer.base.clone());
-    probe.adapters = layer.adapters.clone();
-    probe.insert_adapter(adapter.clone())
-}
-
+/// Inserts every layer's adapter, replacing the base bias and weight where the file holds them
+/// (as PEFT's loading does).
 fn insert_all<B: Backend, M: LoraModule<B>>(
     model: &mut M,
-    mut adapters: BTreeMap<String, LoraAdapter<B>>,
-    biases: &BTreeMap<String, Tensor<B, 1>>,
+    mut adapters: BTreeMap<String, LayerTensors<B>>,
+    mut copies: BTreeMap<String, burn::nn::Linear<B>>,
+    adapter_name: &str,
 ) -> Result<(), PeftIoError> {
     model.try_visit_lora_mut(|path, layer| -> Result<(), PeftIoError> {
-        let Some(adapter) = adapters.remove(path) else {
+        if let Some(copy) = copies.remove(path) {
+            return layer
+                .insert_module_copy(adapter_name, copy)
+                .map_err(|e| layer_error(path, e));
+        }
+        let Some(LayerTensors {
+            adapter,
+            bias,
+            base_weight,
+        }) = adapters.remove(path)
+        else {
             return Ok(());
         };
-        if let (Some(bias), Some(param)) = (biases.get(path), layer.base.bias.take()) {
+        if let (Some(bias), Some(param)) = (bias, layer.base.bias.take()) {
             let trainable = adapter.config.bias.trains_bias();
             layer.base.bias = Some(Param::initialized(
                 param.id,
-                bias.clone().set_require_grad(trainable),
+                bias.set_require_grad(trainable),
             ));
+        }
+        if let Some(weight) = base_weight {
+            let id = layer.base.weight.id;
+            layer.base.weight = Param::initialized(id, weight.set_require_grad(false));
         }
         layer
             .insert_adapter(adapter)
@@ -474,6 +839,12 @@ fn check_supported(config: &AdapterConfig, path: &Path) -> Result<(), PeftIoErro
                 ),
             });
         }
+    }
+    if config.get("ensure_weight_tying").and_then(|v| v.as_bool()) == Some(true) {
+        return Err(PeftIoError::Unsupported {
+            path: path.to_path_buf(),
+            feature: "`ensure_weight_tying: true` (one adapter shared by tied layers)".into(),
+        });
     }
     if config.get("lora_bias").and_then(|v| v.as_bool()) == Some(true) {
         return Err(PeftIoError::Unsupported {

@@ -75,13 +75,14 @@ pub fn hotswap_adapter<B: Backend, M: LoraModule<B>>(
         }
         let new = match modules.get(path) {
             Some(roles) => {
-                let (adapter, bias) =
+                let tensors =
                     read_adapter(path, layer, Some(roles), &config, adapter_name, &weights_path)?;
-                if bias.is_some() {
+                if tensors.bias.is_some() || tensors.base_weight.is_some() {
                     return Err(refuse(format!(
-                        "the new adapter carries a base bias for `{path}`"
+                        "the new adapter carries a base weight or bias for `{path}`"
                     )));
                 }
+                let adapter = tensors.adapter;
                 for (key, before, after) in [
                     ("use_rslora", old.config.use_rslora.to_string(), adapter.config.use_rslora.to_string()),
                     ("use_dora", old.config.use_dora.to_string(), adapter.config.use_dora.to_string()),

@@ -47,8 +47,8 @@ mod pickle;
 mod weights;
 
 pub use adapter_dir::{
-    adapter_dir, inject_adapter, load_adapter, save_adapter, SaveOptions, CONFIG_FILE,
-    LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
+    adapter_dir, inject_adapter, load_adapter, save_adapter, SaveEmbeddingLayers, SaveOptions,
+    CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE,
 };
 pub use config::{AdapterConfig, InitLoraWeights, ModuleSelector};
 pub use error::PeftIoError;
@@ -59,4 +59,5 @@ pub use weights::{split_key, TensorRole, PEFT_KEY_PREFIX};
 
 /// The file-level types of this crate's API, from [`lora_hf`]: the tensors adapter files hold
 /// and the element type [`SaveOptions`] writes.
+pub use lora_core::EMBEDDING_LAYER_NAMES;
 pub use lora_hf::{HfFileError, HostTensor, WeightDtype};

@@ -34,7 +34,7 @@ pub(crate) fn first_pattern_match<T: Copy>(patterns: &[(String, T)], path: &str)
         .map(|(_, value)| *value)
 }
 
-fn selector_matches(selector: &ModuleSelector, path: &str) -> bool {
+pub(crate) fn selector_matches(selector: &ModuleSelector, path: &str) -> bool {
     match selector {
         ModuleSelector::Regex(pattern) => matches(&full_match_regex(pattern), path),
         ModuleSelector::Names(names) => names

@@ -16,9 +16,18 @@ pub enum TensorRole {
     LoraBBias,
     /// The base layer's bias (`bias = "all"` / `"lora_only"`).
     BaseBias,
-    /// `lora_embedding_A` / `lora_embedding_B` (LoRA on embeddings).
-    Embedding,
-    /// Anything else: a `modules_to_save` weight or an unknown key.
+    /// `lora_embedding_A`, `[r, num_embeddings]` (LoRA on an embedding table).
+    EmbeddingA,
+    /// `lora_embedding_B`, `[dim, r]`.
+    EmbeddingB,
+    /// The base layer's weight (`base_layer.weight`), which PEFT writes for targeted
+    /// embedding-like layers (`embed_tokens`, `lm_head`) under `save_embedding_layers`.
+    BaseWeight,
+    /// The full weight of a module saved whole (`modules_to_save`), `<path>.weight`.
+    ModuleWeight,
+    /// Its bias, `<path>.bias`.
+    ModuleBias,
+    /// Anything else: an unknown key.
     Other,
 }
 
@@ -32,6 +41,8 @@ pub enum TensorRole {
 /// let key = "base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight";
 /// assert_eq!(split_key(key, "default"), ("encoder.block.0.layer.0.SelfAttention.q".into(), TensorRole::LoraA));
 /// assert_eq!(split_key("q.lora_B.default.weight", "default"), ("q".into(), TensorRole::LoraB));
+/// let head = "base_model.model.lm_head.base_layer.weight";
+/// assert_eq!(split_key(head, "default"), ("lm_head".into(), TensorRole::BaseWeight));
 /// ```
 pub fn split_key(key: &str, adapter_name: &str) -> (String, TensorRole) {
     let key = key.strip_prefix(PEFT_KEY_PREFIX).unwrap_or(key);
@@ -51,9 +62,10 @@ pub fn split_key(key: &str, adapter_name: &str) -> (String, TensorRole) {
         ("lora_B.bias", TensorRole::LoraBBias),
         ("lora_magnitude_vector", TensorRole::Magnitude),
         ("lora_magnitude_vector.weight", TensorRole::Magnitude),
-        ("lora_embedding_A", TensorRole::Embedding),
-        ("lora_embedding_B", TensorRole::Embedding),
+        ("lora_embedding_A", TensorRole::EmbeddingA),
+        ("lora_embedding_B", TensorRole::EmbeddingB),
         ("base_layer.bias", TensorRole::BaseBias),
+        ("base_layer.weight", TensorRole::BaseWeight),
     ];
     for (suffix, role) in roles {
         for candidate in named(suffix) {

@@ -67,7 +67,9 @@ fn load_error(dir: &Path) -> PeftIoError {
         .map(|_| ())
         .expect_err("the load must fail");
     let mut untouched = true;
-    model.visit_lora("", &mut |_, layer| untouched &= layer.adapters.is_empty());
+    model.visit_lora("", &mut |_, layer| {
+        untouched &= layer.adapters.is_empty() && layer.copies.is_empty()
+    });
     assert!(untouched, "a failed load changed the model: {err}");
     err
 }
@@ -957,8 +959,24 @@ fn lora_bias_is_unsupported() {
 }
 
 #[test]
-fn lora_on_embeddings_is_unsupported() {
+fn embedding_factors_on_a_linear_layer_are_refused() {
     let scratch = Scratch::new("embedding");
+    let dir = scratch.copy("list_qv", "adapter");
+    let mut tensors = read_tensors(&dir);
+    let embedding = key(Q0, "lora_embedding_A");
+    tensors.insert(embedding.clone(), host(&[4, 8], 0.1));
+    write_tensors(&dir, &tensors);
+    let err = load_error(&dir);
+    assert!(
+        matches!(&err, PeftIoError::UnexpectedTensor { path, key, reason }
+            if path == &dir.join(WEIGHTS_FILE) && key == &embedding && reason.contains("a linear layer")),
+        "{err}"
+    );
+}
+
+#[test]
+fn embedding_factors_for_a_module_outside_the_targets_are_refused() {
+    let scratch = Scratch::new("embedding_module");
     let dir = scratch.copy("list_qv", "adapter");
     let mut tensors = read_tensors(&dir);
     let embedding = key("shared", "lora_embedding_A");
@@ -966,26 +984,78 @@ fn lora_on_embeddings_is_unsupported() {
     write_tensors(&dir, &tensors);
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Unsupported { path, feature }
-            if path == &dir.join(WEIGHTS_FILE) && feature.contains("embedding") && feature.contains(&embedding)),
+        matches!(&err, PeftIoError::UnexpectedTensor { path, key, reason }
+            if path == &dir.join(WEIGHTS_FILE) && key == &embedding && reason.contains("`shared`")),
         "{err}"
     );
 }
 
-#[test]
-fn modules_to_save_weights_are_unsupported() {
-    let scratch = Scratch::new("modules-to-save");
+/// `list_qv` saving `lm_head` whole, with `edit` applied to its weights.
+fn saving_the_head(
+    name: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, HostTensor>),
+) -> (Scratch, PathBuf) {
+    let scratch = Scratch::new(name);
     let dir = scratch.copy("list_qv", "adapter");
     edit_config(&dir, |c| {
         c.insert("modules_to_save".into(), json!(["lm_head"]));
     });
     let mut tensors = read_tensors(&dir);
     tensors.insert(key("lm_head", "weight"), host(&[12, 8], 0.1));
+    edit(&mut tensors);
     write_tensors(&dir, &tensors);
+    (scratch, dir)
+}
+
+#[test]
+fn a_module_saved_whole_loads_as_a_copy() {
+    let (_scratch, dir) = saving_the_head("modules-to-save", |_| {});
+    let mut model = base_model();
+    load_adapter(&mut model, &dir, "default").unwrap();
+    let copy = model
+        .lm_head
+        .module_copy("default")
+        .expect("a copy of lm_head");
+    assert_eq!(copy.layer.weight.dims(), [8, 12]);
+    assert!(model.lm_head.adapters.is_empty());
+}
+
+#[test]
+fn a_module_saved_whole_without_its_weight_is_refused() {
+    let (_scratch, dir) = saving_the_head("modules-to-save-missing", |t| {
+        t.remove(&key("lm_head", "weight"));
+    });
     let err = load_error(&dir);
     assert!(
-        matches!(&err, PeftIoError::Unsupported { path, feature }
-            if path == &dir.join(WEIGHTS_FILE) && feature.contains("modules_to_save") && feature.contains("lm_head.weight")),
+        matches!(&err, PeftIoError::MissingTensor { key: k, .. } if k == &key("lm_head", "weight")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_saved_whole_of_another_shape_is_refused() {
+    let (_scratch, dir) = saving_the_head("modules-to-save-shape", |t| {
+        t.insert(key("lm_head", "weight"), host(&[8, 12], 0.1));
+    });
+    let err = load_error(&dir);
+    assert!(
+        matches!(&err, PeftIoError::ShapeMismatch { key: k, expected, .. }
+            if k == &key("lm_head", "weight") && expected == &[12, 8]),
+        "{err}"
+    );
+}
+
+#[test]
+fn modules_to_save_naming_no_layer_is_refused_by_name() {
+    let scratch = Scratch::new("modules-to-save-norm");
+    let dir = scratch.copy("list_qv", "adapter");
+    edit_config(&dir, |c| {
+        c.insert("modules_to_save".into(), json!(["final_layer_norm"]));
+    });
+    let err = load_error(&dir);
+    assert!(
+        matches!(&err, PeftIoError::Unsupported { feature, .. }
+            if feature.contains("modules_to_save") && feature.contains("`final_layer_norm`")),
         "{err}"
     );
 }

@@ -211,7 +211,17 @@ fn saves_as_peft_did(case: &Case) {
         _ => WeightDtype::F32,
     };
     let out = scratch.join(case.name);
-    let written = save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
+    let written = save_adapter(
+        &model,
+        &out,
+        case.adapter,
+        &config,
+        SaveOptions {
+            dtype,
+            ..SaveOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(written, lora_peft_io::adapter_dir(&out, case.adapter));
     let original_config = std::fs::read_to_string(source.join("adapter_config.json")).unwrap();
     let saved_config = std::fs::read_to_string(written.join("adapter_config.json")).unwrap();
@@ -260,7 +270,17 @@ fn export_adapters_for_the_peft_check() {
             _ => WeightDtype::F32,
         };
         let out = root.join(case.name);
-        save_adapter(&model, &out, case.adapter, &config, SaveOptions { dtype }).unwrap();
+        save_adapter(
+            &model,
+            &out,
+            case.adapter,
+            &config,
+            SaveOptions {
+                dtype,
+                ..SaveOptions::default()
+            },
+        )
+        .unwrap();
         let meta = serde_json::json!({"case": case.name, "adapter_name": case.adapter});
         std::fs::write(out.join("case.json"), meta.to_string()).unwrap();
     }

@@ -15,6 +15,10 @@
 //! {encoder,decoder}.final_layer_norm.weight
 //! lm_head.weight                                             (untied heads only)
 //! ```
+//!
+//! LoRA on `{encoder,decoder}.embed_tokens` (transformers' names for the stacks' lookups of
+//! `shared`) is visited as a LoRA layer but is not a checkpoint tensor: transformers ties both
+//! to `shared`.
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
@@ -39,6 +43,8 @@ pub(crate) enum HfTensor<'a, B: Backend> {
     Vector(&'a Param<Tensor<B, 1>>),
     /// A matrix stored as is under its key (embeddings, the relative attention bias).
     Matrix(&'a Param<Tensor<B, 2>>),
+    /// A stack's LoRA-wrapped lookup of `shared` (`encoder.embed_tokens`), not stored.
+    TiedEmbedding(&'a LoraLinear<B>),
 }
 
 /// One checkpoint tensor as the walk meets it, to be replaced.
@@ -49,6 +55,8 @@ pub(crate) enum HfTensorMut<'a, B: Backend> {
     Vector(&'a mut Param<Tensor<B, 1>>),
     /// See [`HfTensor::Matrix`].
     Matrix(&'a mut Param<Tensor<B, 2>>),
+    /// See [`HfTensor::TiedEmbedding`].
+    TiedEmbedding(&'a mut LoraLinear<B>),
 }
 
 /// The layout, once, for both walks: `$walk` visits with `$Item`, borrowing with `& $($m)?`.
@@ -104,7 +112,10 @@ macro_rules! hf_layout {
         impl<B: Backend> T5Stack<B> {
             /// Visits the stack's tensors under `prefix` (`encoder` or `decoder`).
             pub(crate) fn $walk(& $($m)? self, prefix: &str, visit: &mut dyn FnMut(&str, $Item<'_, B>)) {
-                let T5Stack { block, final_layer_norm, .. } = self;
+                let T5Stack { block, final_layer_norm, embed_tokens, .. } = self;
+                if let Some(layer) = embed_tokens {
+                    visit(&join_module_path(prefix, "embed_tokens"), $Item::TiedEmbedding(layer));
+                }
                 for (i, block) in block.into_iter().enumerate() {
                     block.$walk(&join_module_path(prefix, &format!("block.{i}")), visit);
                 }
@@ -132,29 +143,30 @@ macro_rules! hf_layout {
 hf_layout!(visit_hf, HfTensor);
 hf_layout!(visit_hf_mut, HfTensorMut, mut);
 
-/// [`LoraModule`] from the layout: the linear layers, by the paths the layout gives them.
+/// [`LoraModule`] from the layout: the linear layers and wrapped lookups, by the paths the
+/// layout gives them; `{ … }` after a type adds its own methods (the whole model's wrapping).
 macro_rules! lora_module_from_layout {
-    ($($ty:ident),*) => {$(
+    ($($ty:ident $({ $($extra:tt)* })?),*) => {$(
         impl<B: Backend> LoraModule<B> for $ty<B> {
             fn visit_lora(&self, prefix: &str, visit: &mut dyn FnMut(&str, &LoraLinear<B>)) {
-                self.visit_hf(prefix, &mut |path, tensor| {
-                    if let HfTensor::Linear(layer) = tensor {
-                        visit(path, layer);
-                    }
+                self.visit_hf(prefix, &mut |path, tensor| match tensor {
+                    HfTensor::Linear(layer) | HfTensor::TiedEmbedding(layer) => visit(path, layer),
+                    HfTensor::Vector(_) | HfTensor::Matrix(_) => {}
                 });
             }
 
             fn visit_lora_mut(&mut self, prefix: &str, visit: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
-                self.visit_hf_mut(prefix, &mut |path, tensor| {
-                    if let HfTensorMut::Linear(layer) = tensor {
-                        visit(path, layer);
-                    }
+                self.visit_hf_mut(prefix, &mut |path, tensor| match tensor {
+                    HfTensorMut::Linear(layer) | HfTensorMut::TiedEmbedding(layer) => visit(path, layer),
+                    HfTensorMut::Vector(_) | HfTensorMut::Matrix(_) => {}
                 });
             }
 
             fn default_target_modules(&self) -> Option<&'static [&'static str]> {
                 Some(crate::T5_DEFAULT_TARGET_MODULES)
             }
+
+            $($($extra)*)?
         }
     )*};
 }
@@ -164,5 +176,22 @@ lora_module_from_layout!(
     T5FeedForward,
     T5Block,
     T5Stack,
-    T5ForConditionalGeneration
+    T5ForConditionalGeneration {
+        fn embedding_layer_paths(&self) -> Vec<String> {
+            // transformers' input embedding is `shared`, never wrapped; the output one the head.
+            self.lm_head.iter().map(|_| "lm_head".to_string()).collect()
+        }
+
+        fn wrappable_lora_paths(&self) -> Vec<String> {
+            self.tied_layer_paths()
+        }
+
+        fn wrap_lora_layer(&mut self, path: &str) -> bool {
+            self.wrap_tied_layer(path)
+        }
+
+        fn unwrap_lora_layer(&mut self, path: &str) -> bool {
+            self.unwrap_tied_layer(path)
+        }
+    }
 );

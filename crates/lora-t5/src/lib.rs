@@ -27,6 +27,7 @@ mod position_bias;
 mod saving;
 mod seq2seq_io;
 mod stack;
+mod tied_layers;
 mod tokenizer;
 
 pub use attention::{KeyValue, T5Attention};

@@ -55,6 +55,8 @@ fn load_tensor<B: Backend>(
                 bias: None,
             });
         }
+        // Not a checkpoint tensor: a fresh model has no wrapped lookups.
+        HfTensorMut::TiedEmbedding(_) => {}
         HfTensorMut::Vector(param) => {
             let host = take(weights, &[key], &param.lazy_shape().to_vec())?;
             *param = Param::from_tensor(Tensor::from_data(to_device(host), device));

@@ -43,11 +43,15 @@ pub struct T5ForConditionalGeneration<B: Backend> {
     pub encoder: T5Stack<B>,
     /// The decoder stack.
     pub decoder: T5Stack<B>,
-    /// The language-model head when it is not tied to `shared`.
+    /// The language-model head when it is not tied to `shared`, or a tied head wrapped for
+    /// LoRA (holding a frozen copy of `shared`).
     pub lm_head: Option<LoraLinear<B>>,
     /// The configuration.
     #[module(skip)]
     pub config: T5Config,
+    /// Whether `lm_head` is a tied head wrapped for LoRA (saved tied while it equals `shared`).
+    #[module(skip)]
+    pub(crate) head_wrapped_from_tie: bool,
 }
 
 /// The modules a LoRA adapter targets on T5 when its `target_modules` is unset: the attention
@@ -77,6 +81,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
                 )
             }),
             config: config.clone(),
+            head_wrapped_from_tie: false,
         }
     }
 
@@ -95,7 +100,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        let embeddings = self.shared.forward(input_ids);
+        let embeddings = self.look_up(&self.encoder, input_ids);
         self.encoder.encode(embeddings, mask_bias(attention_mask))
     }
 
@@ -132,7 +137,9 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         decoder_ids: Tensor<B, 2, Int>,
         state: &mut DecoderState<B>,
     ) -> Tensor<B, 3> {
-        let hidden = self.decoder.decode(self.shared.forward(decoder_ids), state);
+        let hidden = self
+            .decoder
+            .decode(self.look_up(&self.decoder, decoder_ids), state);
         self.lm_logits(hidden)
     }
 
@@ -196,7 +203,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     fn decoder_output(&self, input: Seq2SeqInput<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let encoded = self.encode(input.input_ids, input.attention_mask.clone());
         let mut state = self.start_decoding(encoded.clone(), input.attention_mask);
-        let embeddings = self.shared.forward(input.decoder_input_ids);
+        let embeddings = self.look_up(&self.decoder, input.decoder_input_ids);
         (self.decoder.decode(embeddings, &mut state), encoded)
     }
 
@@ -408,7 +415,12 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         let [batch, length, d_model] = hidden.dims();
         let (weight, layout) = match &self.lm_head {
             None => (self.shared.weight.val(), HeadLayout::VocabRows),
-            Some(head) if head.adapters.is_empty() && head.base.bias.is_none() => {
+            // A head with adapters or module copies computes more than its base weight.
+            Some(head)
+                if head.adapters.is_empty()
+                    && head.copies.is_empty()
+                    && head.base.bias.is_none() =>
+            {
                 (head.base.weight.val(), HeadLayout::VocabColumns)
             }
             Some(_) => return None,

@@ -72,11 +72,30 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         std::fs::create_dir_all(dir).map_err(|source| HfFileError::io(dir, source))?;
         let mut tensors = BTreeMap::new();
         let mut failure = None;
+        let tied = self.lm_head.is_none() || self.head_still_tied();
+        let shared = self.shared.weight.val();
         self.visit_hf("", &mut |key, tensor| {
             if failure.is_some() {
                 return;
             }
             let written = match tensor {
+                // A wrapped tied head that still equals `shared` stays tied in the file.
+                HfTensor::Linear(_) if tied && key == "lm_head" => Ok(()),
+                // transformers ties the stacks' lookups to `shared`: a lookup that a merge
+                // changed cannot be written.
+                HfTensor::TiedEmbedding(layer) => {
+                    let table = layer.base.weight.val().dequantize();
+                    let same = table.equal(shared.clone()).all().into_scalar();
+                    if burn::tensor::ElementConversion::elem::<bool>(same) {
+                        Ok(())
+                    } else {
+                        Err(T5Error::InvalidInput {
+                            reason: format!(
+                                "`{key}` holds a merged adapter, and a transformers T5 checkpoint ties it to `shared`: unmerge it (or merge into the head and keep the lookups unmerged) before saving"
+                            ),
+                        })
+                    }
+                }
                 // An int8 base weight (`quantize_base`) is written as the f32 values it stands
                 // for, dequantized before the transpose (its block scales follow the stored
                 // layout); PyTorch's layout is [out, in].
@@ -95,7 +114,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         }
         let bytes = serialize_safetensors(&tensors, WeightDtype::F32)?;
         let mut config = self.config.to_hf_json();
-        config["tie_word_embeddings"] = Value::Bool(self.lm_head.is_none());
+        config["tie_word_embeddings"] = Value::Bool(tied);
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
         // What transformers writes for a model without generation settings of its own.
         let generation = json!({

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use lora_core::Dropout;
+use lora_core::{Dropout, LoraLinear};
 
 use crate::attention::KeyValue;
 use crate::{T5Block, T5Config, T5LayerNorm};
@@ -17,6 +17,9 @@ pub struct T5Stack<B: Backend> {
     pub final_layer_norm: T5LayerNorm<B>,
     /// Dropout on the embeddings and the output.
     pub dropout: Dropout,
+    /// The stack's own LoRA-wrapped lookup of the shared embedding (`embed_tokens`), present
+    /// only once an adapter targets it; `None` looks tokens up in `shared`.
+    pub embed_tokens: Option<LoraLinear<B>>,
 }
 
 /// What the decoder keeps between generation steps: the self-attention keys and values of
@@ -63,6 +66,7 @@ impl<B: Backend> T5Stack<B> {
                 .collect(),
             final_layer_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
             dropout: Dropout::new(config.dropout_rate),
+            embed_tokens: None,
         }
     }
 
