@@ -125,44 +125,69 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
     adapter_name: &str,
 ) -> Result<Vec<String>, PeftIoError> {
     check_supported(config, Path::new(CONFIG_FILE))?;
-    let Selection {
-        targets,
-        saved,
-        wrapped,
-    } = select_and_wrap(model, config)?;
+    let selection = apply_adapter(
+        model,
+        config,
+        adapter_name,
+        |_| Ok(()),
+        |_, layer| Ok(base_copy(layer)),
+        |path, layer| {
+            let adapter = layer
+                .new_adapter(adapter_name, &config.lora_config_for(path))
+                .map_err(|source| layer_error(path, source))?;
+            Ok(LayerTensors {
+                adapter,
+                bias: None,
+                base_weight: None,
+            })
+        },
+    )?;
+    Ok(selection
+        .targets
+        .into_iter()
+        .chain(selection.saved)
+        .collect())
+}
+
+/// Selects (and wraps) the layers `config` applies to, builds each one's module copy
+/// (`copy_of`) or adapter (`adapter_of`) after `check` accepted the selection, checks that every
+/// layer takes it, and only then changes the model; on a failure it undoes the wrapping and
+/// leaves the model as it was.
+fn apply_adapter<B: Backend, M: LoraModule<B>>(
+    model: &mut M,
+    config: &AdapterConfig,
+    adapter_name: &str,
+    check: impl FnOnce(&Selection) -> Result<(), PeftIoError>,
+    mut copy_of: impl FnMut(&str, &LoraLinear<B>) -> Result<burn::nn::Linear<B>, PeftIoError>,
+    mut adapter_of: impl FnMut(&str, &LoraLinear<B>) -> Result<LayerTensors<B>, PeftIoError>,
+) -> Result<Selection, PeftIoError> {
+    let selection = select_and_wrap(model, config)?;
     let mut adapters = BTreeMap::new();
     let mut copies = BTreeMap::new();
-    let read = model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
-        if saved.iter().any(|s| s == path) {
-            let copy = base_copy(layer);
-            layer
-                .check_module_copy(adapter_name, &copy)
-                .map_err(|e| layer_error(path, e))?;
-            copies.insert(path.to_string(), copy);
-            return Ok(());
-        }
-        if !targets.iter().any(|t| t == path) {
-            return Ok(());
-        }
-        let lora = config.lora_config_for(path);
-        let adapter = layer
-            .new_adapter(adapter_name, &lora)
-            .and_then(|a| layer.check_insertable(&a).map(|_| a))
-            .map_err(|source| layer_error(path, source))?;
-        let tensors = LayerTensors {
-            adapter,
-            bias: None,
-            base_weight: None,
-        };
-        adapters.insert(path.to_string(), tensors);
-        Ok(())
+    let read = check(&selection).and_then(|()| {
+        model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
+            if selection.saved.iter().any(|s| s == path) {
+                let copy = copy_of(path, layer)?;
+                layer
+                    .check_module_copy(adapter_name, &copy)
+                    .map_err(|e| layer_error(path, e))?;
+                copies.insert(path.to_string(), copy);
+            } else if selection.targets.iter().any(|t| t == path) {
+                let tensors = adapter_of(path, layer)?;
+                layer
+                    .check_insertable(&tensors.adapter)
+                    .map_err(|e| layer_error(path, e))?;
+                adapters.insert(path.to_string(), tensors);
+            }
+            Ok(())
+        })
     });
     if let Err(e) = read {
-        unwrap_all(model, &wrapped);
+        unwrap_all(model, &selection.wrapped);
         return Err(e);
     }
     insert_all(model, adapters, copies, adapter_name)?;
-    Ok(targets.into_iter().chain(saved).collect())
+    Ok(selection)
 }
 
 /// A fresh copy of `layer`'s base, for a module saved whole.
@@ -426,41 +451,25 @@ pub fn load_adapter<B: Backend, M: LoraModule<B>>(
 ) -> Result<AdapterConfig, PeftIoError> {
     let dir = resolve_adapter_dir(dir, adapter_name);
     let (config, weights_path, modules) = read_adapter_dir(&dir, adapter_name)?;
-    let Selection {
-        targets,
-        saved,
-        wrapped,
-    } = select_and_wrap(model, &config)?;
-    let mut adapters = BTreeMap::new();
-    let mut copies = BTreeMap::new();
-    let expected: Vec<String> = targets.iter().chain(&saved).cloned().collect();
-    let read = check_modules_targeted(&modules, &expected, &weights_path).and_then(|()| {
-        model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
-            if saved.iter().any(|s| s == path) {
-                let copy = read_module_copy(path, layer, modules.get(path), &weights_path)?;
-                layer
-                    .check_module_copy(adapter_name, &copy)
-                    .map_err(|e| layer_error(path, e))?;
-                copies.insert(path.to_string(), copy);
-                return Ok(());
-            }
-            if !targets.iter().any(|t| t == path) {
-                return Ok(());
-            }
+    apply_adapter(
+        model,
+        &config,
+        adapter_name,
+        |selection| {
+            let expected: Vec<String> = selection
+                .targets
+                .iter()
+                .chain(&selection.saved)
+                .cloned()
+                .collect();
+            check_modules_targeted(&modules, &expected, &weights_path)
+        },
+        |path, layer| read_module_copy(path, layer, modules.get(path), &weights_path),
+        |path, layer| {
             let roles = modules.get(path);
-            let tensors = read_adapter(path, layer, roles, &config, adapter_name, &weights_path)?;
-            layer
-                .check_insertable(&tensors.adapter)
-                .map_err(|e| layer_error(path, e))?;
-            adapters.insert(path.to_string(), tensors);
-            Ok(())
-        })
-    });
-    if let Err(e) = read {
-        unwrap_all(model, &wrapped);
-        return Err(e);
-    }
-    insert_all(model, adapters, copies, adapter_name)?;
+            read_adapter(path, layer, roles, &config, adapter_name, &weights_path)
+        },
+    )?;
     Ok(config)
 }
 
@@ -839,6 +848,15 @@ fn check_supported(config: &AdapterConfig, path: &Path) -> Result<(), PeftIoErro
                 ),
             });
         }
+    }
+    if config
+        .get("trainable_token_indices")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(PeftIoError::Unsupported {
+            path: path.to_path_buf(),
+            feature: "`trainable_token_indices` (trainable rows of the embedding)".into(),
+        });
     }
     if config.get("ensure_weight_tying").and_then(|v| v.as_bool()) == Some(true) {
         return Err(PeftIoError::Unsupported {

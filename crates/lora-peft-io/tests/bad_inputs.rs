@@ -1469,3 +1469,17 @@ fn a_successful_save_leaves_no_temporary_files() {
     save_adapter(&model, &target, "default", &config, SaveOptions::default()).unwrap();
     assert_eq!(file_names(&target), names);
 }
+
+#[test]
+fn trainable_token_indices_are_refused_by_name() {
+    let scratch = Scratch::new("trainable-tokens");
+    let dir = scratch.copy("list_qv", "adapter");
+    edit_config(&dir, |c| {
+        c.insert("trainable_token_indices".into(), json!([3, 5, 7]));
+    });
+    let err = load_error(&dir);
+    assert!(
+        matches!(&err, PeftIoError::Unsupported { feature, .. } if feature.contains("trainable_token_indices")),
+        "{err}"
+    );
+}
