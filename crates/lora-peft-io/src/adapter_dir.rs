@@ -232,22 +232,16 @@ fn select_and_wrap<B: Backend, M: LoraModule<B>>(
     model: &mut M,
     config: &AdapterConfig,
 ) -> Result<Selection, PeftIoError> {
-    let mut paths = lora_layer_paths(model, "");
+    let layers = lora_layer_paths(model, "");
+    let wrappable = model.wrappable_lora_paths();
+    let mut paths = layers.clone();
+    paths.extend(wrappable.iter().filter(|p| !layers.contains(p)).cloned());
+    // `all-linear` targets the linear layers as they are, as PEFT applies it to `nn.Linear`
+    // modules only; `modules_to_save` may still name a wrappable layer.
     let all_linear =
         matches!(config.target_modules(), Some(ModuleSelector::Regex(p)) if p == "all-linear");
-    let wrappable = if all_linear {
-        Vec::new()
-    } else {
-        model.wrappable_lora_paths()
-    };
-    paths.extend(
-        wrappable
-            .iter()
-            .filter(|p| !paths.contains(p))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let targets = select_targets(config, &paths, model.default_target_modules())?;
+    let candidates = if all_linear { &layers } else { &paths };
+    let targets = select_targets(config, candidates, model.default_target_modules())?;
     let mut saved = Vec::new();
     for entry in config.modules_to_save() {
         let matched: Vec<&String> = paths

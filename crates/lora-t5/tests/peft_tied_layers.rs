@@ -489,3 +489,22 @@ fn the_loss_goes_through_the_saved_and_adapted_heads() {
         );
     }
 }
+
+#[test]
+fn all_linear_with_a_saved_tied_head_copies_the_head_and_adapts_the_rest() {
+    let mut model = base::<NdArray>("saved_tied_head");
+    let text = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": "all-linear",
+        "modules_to_save": ["lm_head"]}"#;
+    let config = AdapterConfig::from_json_str(text, "adapter_config.json".as_ref()).unwrap();
+    let paths = inject_adapter(&mut model, &config, "default").unwrap();
+    let head = model
+        .lm_head
+        .as_ref()
+        .expect("the tied head is wrapped for its copy");
+    assert!(head.module_copy("default").is_some() && head.adapters.is_empty());
+    assert!(paths.iter().any(|p| p.ends_with("SelfAttention.q")));
+    assert!(
+        model.encoder.embed_tokens.is_none(),
+        "all-linear wraps no lookup"
+    );
+}
