@@ -64,10 +64,15 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// (`LoraLinear::merge_active`) to include them; int8 base weights are written dequantized.
     /// Files are written to temporary names and renamed into place.
     ///
+    /// A tied head wrapped for LoRA (see `LoraModule::wrap_lora_layer`) is written tied while
+    /// its weight still equals `shared`, and as an untied `lm_head.weight` once a merge changed
+    /// it. The stacks' wrapped lookups are not checkpoint tensors (transformers ties them to
+    /// `shared`): a lookup whose table a merge changed is refused.
+    ///
     /// # Errors
     /// [`HfFileError::Io`] (in [`T5Error::File`]) naming the directory or file that could not be written (the directory keeps
     /// its previous files), and [`T5Error::InvalidInput`] when a weight cannot be read back from
-    /// the device.
+    /// the device or a wrapped lookup holds a merged adapter.
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
         std::fs::create_dir_all(dir).map_err(|source| HfFileError::io(dir, source))?;
         let mut tensors = BTreeMap::new();
