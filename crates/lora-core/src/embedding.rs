@@ -9,6 +9,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::linear::LayerKind;
+use crate::sample_routing::routed_rows;
 use crate::{LoraAdapter, LoraConfig, LoraError, LoraInit, LoraLinear, BASE_ONLY};
 
 impl<B: Backend> LoraLinear<B> {
@@ -65,7 +66,7 @@ impl<B: Backend> LoraLinear<B> {
         if let Some(names) = &self.state.sample_adapters {
             return self.routed_embedding(base, ids, names);
         }
-        if self.state.disabled || !self.state.merged.is_empty() {
+        if self.runs_base_only() {
             return base;
         }
         self.active_adapter_iter().fold(base, |out, adapter| {
@@ -82,16 +83,11 @@ impl<B: Backend> LoraLinear<B> {
         names: &[String],
     ) -> Tensor<B, 3> {
         let [batch, _] = ids.dims();
-        assert!(
-            !names.is_empty() && batch.is_multiple_of(names.len()),
-            "a batch of {batch} rows cannot be routed to {} sample adapters",
-            names.len()
-        );
-        let per_name = batch / names.len();
+        let rows = routed_rows(batch, names);
         let device = ids.device();
         let mut out = base;
         let mut seen: Vec<&str> = Vec::new();
-        for name in names.iter().map(String::as_str) {
+        for &name in &rows {
             if name == BASE_ONLY || seen.contains(&name) {
                 continue;
             }
@@ -99,10 +95,7 @@ impl<B: Backend> LoraLinear<B> {
             let adapter = self
                 .adapter(name)
                 .unwrap_or_else(|| panic!("routed forward: no adapter `{name}` in this layer"));
-            let keep: Vec<f32> = names
-                .iter()
-                .flat_map(|n| std::iter::repeat_n(f32::from(n == name), per_name))
-                .collect();
+            let keep: Vec<f32> = rows.iter().map(|n| f32::from(*n == name)).collect();
             let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [batch]), &device)
                 .reshape([batch, 1, 1]);
             out = out + adapter_rows(adapter, ids.clone()) * keep;

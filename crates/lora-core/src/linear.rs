@@ -563,7 +563,7 @@ impl<B: Backend> LoraLinear<B> {
         )
     }
 
-    fn runs_base_only(&self) -> bool {
+    pub(crate) fn runs_base_only(&self) -> bool {
         self.state.disabled || !self.state.merged.is_empty() || self.state.active.is_empty()
     }
 

@@ -55,15 +55,32 @@ impl<B: Backend> LoraLinear<B> {
     /// # Errors
     /// The refusals of [`insert_module_copy`](Self::insert_module_copy).
     pub fn add_module_copy(&mut self, name: &str) -> Result<(), LoraError> {
-        let copy = Linear {
+        let copy = self.base_copy();
+        self.insert_module_copy(name, copy)
+    }
+
+    /// A fresh float copy of the base layer (fresh parameters, dequantized), as
+    /// [`add_module_copy`](Self::add_module_copy) adds it.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::LoraLinear;
+    ///
+    /// let layer = LoraLinear::new(LinearConfig::new(4, 3).init::<NdArray>(&Default::default()));
+    /// let copy = layer.base_copy();
+    /// assert_ne!(copy.weight.id, layer.base.weight.id);
+    /// assert_eq!(copy.weight.dims(), [4, 3]);
+    /// ```
+    pub fn base_copy(&self) -> Linear<B> {
+        Linear {
             weight: Param::from_tensor(self.base.weight.val().dequantize().detach()),
             bias: self
                 .base
                 .bias
                 .as_ref()
                 .map(|b| Param::from_tensor(b.val().detach())),
-        };
-        self.insert_module_copy(name, copy)
+        }
     }
 
     /// Adds `layer` as adapter `name`'s copy of this layer (for example read from a file); see

@@ -78,18 +78,26 @@ impl<B: Backend> LoraLinear<B> {
         x: Tensor<B, D>,
         names: &[String],
     ) -> Tensor<B, D> {
-        let batch = x.dims()[0];
-        assert!(
-            !names.is_empty() && batch.is_multiple_of(names.len()),
-            "a batch of {batch} rows cannot be routed to {} sample adapters",
-            names.len()
-        );
-        let per_name = batch / names.len();
-        let rows: Vec<&str> = names
-            .iter()
-            .flat_map(|n| std::iter::repeat_n(n.as_str(), per_name))
-            .collect();
+        let rows = routed_rows(x.dims()[0], names);
         self.forward_mixed(x, &rows)
             .unwrap_or_else(|e| panic!("routed forward: {e} (clear the routing first)"))
     }
+}
+
+/// The adapter name of each of `batch` rows under a routing of `names` (each name covers
+/// `batch / names.len()` consecutive rows: a sample's beams or returned sequences).
+///
+/// # Panics
+/// When the batch is not a multiple of the routing's names.
+pub(crate) fn routed_rows(batch: usize, names: &[String]) -> Vec<&str> {
+    assert!(
+        !names.is_empty() && batch.is_multiple_of(names.len()),
+        "a batch of {batch} rows cannot be routed to {} sample adapters",
+        names.len()
+    );
+    let per_name = batch / names.len();
+    names
+        .iter()
+        .flat_map(|n| std::iter::repeat_n(n.as_str(), per_name))
+        .collect()
 }

@@ -187,3 +187,14 @@ fn routing_samples_through_a_copied_layer_is_refused() {
         })
     );
 }
+
+#[test]
+fn every_forward_path_computes_the_active_copy() {
+    let mut layer = head();
+    let x = input();
+    let copy = trained_copy(&layer);
+    let expected = values(copy.forward(x.clone()));
+    layer.insert_module_copy("default", copy).unwrap();
+    assert_eq!(values(layer.forward_factored(x.clone())), expected);
+    assert_eq!(values(layer.forward_materialized(x)), expected);
+}

@@ -48,15 +48,20 @@ pub struct SaveOptions {
 /// ```
 /// use lora_peft_io::{AdapterConfig, SaveEmbeddingLayers};
 ///
+/// let paths = ["encoder.q".to_string(), "lm_head".to_string()];
 /// let text = r#"{"peft_type": "LORA", "target_modules": ["q", "v", "lm_head"]}"#;
 /// let config = AdapterConfig::from_json_str(text, "adapter_config.json".as_ref()).unwrap();
-/// assert!(SaveEmbeddingLayers::Auto.resolve(&config));
-/// assert!(!SaveEmbeddingLayers::No.resolve(&config));
+/// assert!(SaveEmbeddingLayers::Auto.resolve(&config, &paths));
+/// assert!(!SaveEmbeddingLayers::No.resolve(&config, &paths));
+/// let regex = r#"{"peft_type": "LORA", "target_modules": ".*(q|head)$"}"#;
+/// let config = AdapterConfig::from_json_str(regex, "adapter_config.json".as_ref()).unwrap();
+/// assert!(SaveEmbeddingLayers::Auto.resolve(&config, &paths));
+/// assert!(!SaveEmbeddingLayers::Auto.resolve(&config, &paths[..1]));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SaveEmbeddingLayers {
     /// PEFT's `"auto"`: when `target_modules` names `embed_tokens` or `lm_head` (a list
-    /// entry, or a regex matching such a path).
+    /// entry, or a regex matching a module path that ends in one of them).
     #[default]
     Auto,
     /// PEFT's `True`: always, for the adapted embedding-like layers.
@@ -66,8 +71,9 @@ pub enum SaveEmbeddingLayers {
 }
 
 impl SaveEmbeddingLayers {
-    /// Whether base weights are written for an adapter with `config`.
-    pub fn resolve(self, config: &AdapterConfig) -> bool {
+    /// Whether base weights are written for an adapter with `config` on a model with these
+    /// module paths.
+    pub fn resolve(self, config: &AdapterConfig, module_paths: &[String]) -> bool {
         match self {
             Self::Yes => true,
             Self::No => false,
@@ -75,16 +81,12 @@ impl SaveEmbeddingLayers {
                 Some(ModuleSelector::Names(names)) => names
                     .iter()
                     .any(|n| lora_core::EMBEDDING_LAYER_NAMES.contains(&n.as_str())),
-                Some(ModuleSelector::Regex(pattern)) if pattern != "all-linear" => {
-                    let selector = ModuleSelector::Regex(pattern.clone());
-                    [
-                        "lm_head",
-                        "encoder.embed_tokens",
-                        "decoder.embed_tokens",
-                        "embed_tokens",
-                    ]
-                    .iter()
-                    .any(|path| selector_matches(&selector, path))
+                Some(selector @ ModuleSelector::Regex(pattern)) if pattern != "all-linear" => {
+                    module_paths.iter().any(|path| {
+                        let name = path.rsplit('.').next().unwrap_or(path);
+                        lora_core::EMBEDDING_LAYER_NAMES.contains(&name)
+                            && selector_matches(selector, path)
+                    })
                 }
                 _ => false,
             },
@@ -130,7 +132,7 @@ pub fn inject_adapter<B: Backend, M: LoraModule<B>>(
         config,
         adapter_name,
         |_| Ok(()),
-        |_, layer| Ok(base_copy(layer)),
+        |_, layer| Ok(layer.base_copy()),
         |path, layer| {
             let adapter = layer
                 .new_adapter(adapter_name, &config.lora_config_for(path))
@@ -190,18 +192,6 @@ fn apply_adapter<B: Backend, M: LoraModule<B>>(
     Ok(selection)
 }
 
-/// A fresh copy of `layer`'s base, for a module saved whole.
-fn base_copy<B: Backend>(layer: &LoraLinear<B>) -> burn::nn::Linear<B> {
-    burn::nn::Linear {
-        weight: Param::from_tensor(layer.base.weight.val().dequantize().detach()),
-        bias: layer
-            .base
-            .bias
-            .as_ref()
-            .map(|b| Param::from_tensor(b.val().detach())),
-    }
-}
-
 /// Where an adapter applies: its LoRA targets, the layers it saves whole (`modules_to_save`),
 /// and the layers wrapped on demand for either.
 struct Selection {
@@ -219,10 +209,13 @@ fn saved_module_tensor(modules_to_save: &[String], key: &str) -> Option<(String,
     } else {
         (key.strip_suffix(".bias")?, TensorRole::ModuleBias)
     };
-    modules_to_save
-        .iter()
-        .any(|m| module.ends_with(m.as_str()))
-        .then(|| (module.to_string(), role))
+    saves_whole(modules_to_save, module).then(|| (module.to_string(), role))
+}
+
+/// Whether `modules_to_save` names the module at `path`: PEFT takes its entries as path
+/// suffixes.
+fn saves_whole(modules_to_save: &[String], path: &str) -> bool {
+    modules_to_save.iter().any(|m| path.ends_with(m.as_str()))
 }
 
 /// The targets of `config` among the model's LoRA layers and the layers it wraps on demand
@@ -246,7 +239,7 @@ fn select_and_wrap<B: Backend, M: LoraModule<B>>(
     for entry in config.modules_to_save() {
         let matched: Vec<&String> = paths
             .iter()
-            .filter(|p| p.ends_with(entry.as_str()))
+            .filter(|p| saves_whole(std::slice::from_ref(entry), p))
             .collect();
         if matched.is_empty() {
             return Err(PeftIoError::Unsupported {
@@ -303,7 +296,9 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     options: SaveOptions,
 ) -> Result<PathBuf, PeftIoError> {
     let mut tensors = BTreeMap::new();
-    let embedding_layers = if options.save_embedding_layers.resolve(config) {
+    let mut module_paths = lora_layer_paths(model, "");
+    module_paths.extend(model.wrappable_lora_paths());
+    let embedding_layers = if options.save_embedding_layers.resolve(config, &module_paths) {
         model.embedding_layer_paths()
     } else {
         Vec::new()
@@ -311,12 +306,7 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
     model.try_visit_lora(|path, layer| -> Result<(), PeftIoError> {
         if let Some(copy) = layer.module_copy(adapter_name) {
             // PEFT writes a module saved whole under its own keys, without the adapter name.
-            let weight = copy.layer.weight.val();
-            let weight = if layer.is_embedding() {
-                weight
-            } else {
-                weight.transpose()
-            };
+            let weight = to_peft_layout(layer, copy.layer.weight.val());
             tensors.insert(
                 format!("{PEFT_KEY_PREFIX}{path}.weight"),
                 host(weight, path)?,
@@ -343,12 +333,7 @@ pub fn save_adapter<B: Backend, M: LoraModule<B>>(
                     },
                 ));
             }
-            let weight = layer.base.weight.val().dequantize();
-            let weight = if layer.is_embedding() {
-                weight
-            } else {
-                weight.transpose()
-            };
+            let weight = to_peft_layout(layer, layer.base.weight.val().dequantize());
             tensors.insert(
                 format!("{PEFT_KEY_PREFIX}{path}.base_layer.weight"),
                 host(weight, path)?,
@@ -483,12 +468,8 @@ fn read_module_copy<B: Backend>(
             module: path.to_string(),
             key: format!("{PEFT_KEY_PREFIX}{path}.weight"),
         })?;
-    let (d_in, d_out) = (layer.d_input(), layer.d_output());
-    let expected = if layer.is_embedding() {
-        vec![d_in, d_out]
-    } else {
-        vec![d_out, d_in]
-    };
+    let d_out = layer.d_output();
+    let expected = peft_weight_shape(layer);
     let mismatch = |key: &str, expected: Vec<usize>, found: &[usize]| PeftIoError::ShapeMismatch {
         path: file.to_path_buf(),
         key: key.to_string(),
@@ -498,11 +479,7 @@ fn read_module_copy<B: Backend>(
     if weight.shape != expected {
         return Err(mismatch(key, expected, &weight.shape));
     }
-    let weight = if layer.is_embedding() {
-        matrix(weight, &device)
-    } else {
-        transposed(weight, &device)
-    };
+    let weight = from_peft_layout(layer, weight, &device);
     let bias = match (get(TensorRole::ModuleBias), &layer.base.bias) {
         (None, None) => None,
         (Some((key, bias)), Some(_)) if bias.shape == [d_out] => Some(tensor1(bias, &device)),
@@ -732,17 +709,11 @@ pub(crate) fn read_adapter<B: Backend>(
             Some(tensor1(&entry.1, &device))
         }
     };
-    // PEFT stores a linear base weight `[out, in]` and an embedding table `[num, dim]`, which
-    // is Burn's layout for both.
     let base_weight = match roles.and_then(|r| r.get(&TensorRole::BaseWeight)) {
         None => None,
-        Some(entry) if layer.is_embedding() => {
-            check(entry, vec![d_in, d_out])?;
-            Some(matrix(&entry.1, &device))
-        }
         Some(entry) => {
-            check(entry, vec![d_out, d_in])?;
-            Some(transposed(&entry.1, &device))
+            check(entry, peft_weight_shape(layer))?;
+            Some(from_peft_layout(layer, &entry.1, &device))
         }
     };
     let lora_a = transposed(&a.1, &device);
@@ -754,6 +725,39 @@ pub(crate) fn read_adapter<B: Backend>(
         bias,
         base_weight,
     })
+}
+
+/// The shape PEFT stores a layer's full weight in: `[out, in]` for a linear layer, the table
+/// `[num, dim]` for an embedding (Burn's layout is `[in, out]` for both).
+fn peft_weight_shape<B: Backend>(layer: &LoraLinear<B>) -> Vec<usize> {
+    let (d_in, d_out) = (layer.d_input(), layer.d_output());
+    if layer.is_embedding() {
+        vec![d_in, d_out]
+    } else {
+        vec![d_out, d_in]
+    }
+}
+
+/// A full weight of `layer` in Burn's layout, put in PEFT's ([`peft_weight_shape`]).
+fn to_peft_layout<B: Backend>(layer: &LoraLinear<B>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    if layer.is_embedding() {
+        weight
+    } else {
+        weight.transpose()
+    }
+}
+
+/// A full weight of `layer` in PEFT's layout, put in Burn's.
+fn from_peft_layout<B: Backend>(
+    layer: &LoraLinear<B>,
+    t: &HostTensor,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    if layer.is_embedding() {
+        matrix(t, device)
+    } else {
+        transposed(t, device)
+    }
 }
 
 fn matrix<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {

@@ -197,6 +197,15 @@ fn loads_and_matches_peft(case: &Case) {
     assert_close(model.forward(x.clone()), &y["y"], case.name);
 }
 
+/// The element type a case's fixture was saved in.
+fn saved_dtype(case: &str) -> WeightDtype {
+    match case {
+        "rslora_bf16" => WeightDtype::BF16,
+        "fp16" => WeightDtype::F16,
+        _ => WeightDtype::F32,
+    }
+}
+
 fn saves_as_peft_did(case: &Case) {
     if case.name == "old_peft" {
         return legacy_pickle_saves_as_list_qv_tensors();
@@ -205,11 +214,7 @@ fn saves_as_peft_did(case: &Case) {
     let mut model = base_model();
     let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
     let config = load_adapter(&mut model, &source, case.adapter).unwrap();
-    let dtype = match case.name {
-        "rslora_bf16" => WeightDtype::BF16,
-        "fp16" => WeightDtype::F16,
-        _ => WeightDtype::F32,
-    };
+    let dtype = saved_dtype(case.name);
     let out = scratch.join(case.name);
     let written = save_adapter(
         &model,
@@ -264,11 +269,7 @@ fn export_adapters_for_the_peft_check() {
     for case in CASES {
         let mut model = base_model();
         let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter).unwrap();
-        let dtype = match case.name {
-            "rslora_bf16" => WeightDtype::BF16,
-            "fp16" => WeightDtype::F16,
-            _ => WeightDtype::F32,
-        };
+        let dtype = saved_dtype(case.name);
         let out = root.join(case.name);
         save_adapter(
             &model,

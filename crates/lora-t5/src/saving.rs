@@ -10,6 +10,7 @@ use lora_hf::{commit, serialize_safetensors, stage, HostTensor, WeightDtype};
 use serde_json::{json, Value};
 
 use crate::hf_layout::HfTensor;
+use crate::tied_layers::same_values;
 use crate::{Activation, HfFileError, T5Config, T5Error, T5ForConditionalGeneration};
 
 impl T5Config {
@@ -90,8 +91,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
                 // changed cannot be written.
                 HfTensor::TiedEmbedding(layer) => {
                     let table = layer.base.weight.val().dequantize();
-                    let same = table.equal(shared.clone()).all().into_scalar();
-                    if burn::tensor::ElementConversion::elem::<bool>(same) {
+                    if same_values(table, shared.clone()) {
                         Ok(())
                     } else {
                         Err(T5Error::InvalidInput {

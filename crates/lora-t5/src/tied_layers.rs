@@ -110,10 +110,15 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         match &self.lm_head {
             Some(head) if self.head_wrapped_from_tie => {
                 let weight = head.base.weight.val().dequantize().transpose();
-                let same = weight.equal(self.shared.weight.val()).all().into_scalar();
-                burn::tensor::ElementConversion::elem::<bool>(same)
+                same_values(weight, self.shared.weight.val())
             }
             _ => false,
         }
     }
+}
+
+/// Whether two tensors of one shape hold the same values.
+pub(crate) fn same_values<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> bool {
+    let same = a.equal(b).all().into_scalar();
+    burn::tensor::ElementConversion::elem::<bool>(same)
 }

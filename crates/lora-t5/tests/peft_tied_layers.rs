@@ -508,3 +508,17 @@ fn all_linear_with_a_saved_tied_head_copies_the_head_and_adapts_the_rest() {
         "all-linear wraps no lookup"
     );
 }
+
+#[test]
+fn hot_swapping_in_an_adapter_that_carries_a_base_weight_is_refused() {
+    let mut model = loaded::<NdArray>("untied_head");
+    let before = logits(&model);
+    let err = lora_peft_io::hotswap_adapter(&mut model, &case_dir("changed_head_base"), "default")
+        .unwrap_err();
+    assert!(
+        matches!(err, PeftIoError::HotswapIncompatible { .. })
+            && err.to_string().contains("base weight"),
+        "{err}"
+    );
+    assert_close(&logits(&model), &before, "unchanged");
+}
