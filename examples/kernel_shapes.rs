@@ -14,8 +14,9 @@
 //!   `lora_core::softmax_last_dim`;
 //! - a dropout mask over 2²⁰ elements: Burn's `Bernoulli` sampling against `lora_core::Dropout`;
 //! - a `LoraLinear` base product `[rows, 512] · [512, 2048]` (t5-small's `wi`) over 1, 4, 16
-//!   and 64 rows with the weight in f32 and in int8 (32 weights per scale), and one row through
-//!   30 distinct such weights (out of cache, as in decoding).
+//!   and 64 rows with the weight in f32 and in int8 (32 weights per scale), and 1, 4 and 8 rows
+//!   through 30 distinct such weights (out of cache, as in decoding), with the bytes read per
+//!   second.
 //!
 //! ```sh
 //! cargo run --release --example kernel_shapes
@@ -248,7 +249,7 @@ fn int8_products() {
             int8_ms / f32_ms
         );
     }
-    // As in decoding: one row through many distinct weights (120 MB in f32, more than the
+    // As in decoding: a few rows through many distinct weights (120 MB in f32, more than the
     // cache), each product timed as the mean over a pass through all of them.
     let layers: Vec<(LoraLinear<B>, LoraLinear<B>)> = (0..30)
         .map(|_| {
@@ -260,22 +261,28 @@ fn int8_products() {
             (float, int8)
         })
         .collect();
-    let x = random::<B, 2>([1, 512]);
-    let per_product = |int8: bool| {
-        median_ms(11, || {
-            for (float, quantized) in &layers {
-                let layer = if int8 { quantized } else { float };
-                drop(layer.forward(x.clone()));
-            }
-            B::sync(&device).expect("sync");
-        }) / layers.len() as f64
-    };
-    let (f32_ms, int8_ms) = (per_product(false), per_product(true));
-    println!(
-        "base product [1, 512] · [512, 2048] over 30 distinct weights: f32 {f32_ms:.3}, \
-         int8 {int8_ms:.3} ({:.2}× the f32 time)",
-        int8_ms / f32_ms
-    );
+    for rows in [1, 4, 8] {
+        let x = random::<B, 2>([rows, 512]);
+        let per_product = |int8: bool| {
+            median_ms(11, || {
+                for (float, quantized) in &layers {
+                    let layer = if int8 { quantized } else { float };
+                    drop(layer.forward(x.clone()));
+                }
+                B::sync(&device).expect("sync");
+            }) / layers.len() as f64
+        };
+        let (f32_ms, int8_ms) = (per_product(false), per_product(true));
+        // The weight bytes read per millisecond.
+        let gb_per_s = |bytes: f64, ms: f64| bytes / ms / 1e6;
+        println!(
+            "base product [{rows}, 512] · [512, 2048] over 30 distinct weights: f32 {f32_ms:.3} \
+             ({:.1} GB/s), int8 {int8_ms:.3} ({:.1} GB/s, {:.2}× the f32 time)",
+            gb_per_s(512.0 * 2048.0 * 4.0, f32_ms),
+            gb_per_s(512.0 * 2048.0 * (1.0 + 4.0 / 32.0), int8_ms),
+            int8_ms / f32_ms
+        );
+    }
 }
 
 fn main() {

@@ -56,6 +56,10 @@ mod flex {
     /// Matrix rows per task.
     const TASK_MATRIX_ROWS: usize = 512;
 
+    /// How far ahead, in matrix rows, the kernel prefetches: greedy decoding of a t5-small-sized
+    /// model, whose head does not stay in cache between steps, measured about 5% faster with it.
+    const PREFETCH_ROWS: usize = 8;
+
     /// [`super::few_rows_times_transposed`] on the flex backend.
     pub(super) fn few_rows_times_transposed<B: Backend>(
         rows: &Tensor<B, 2>,
@@ -147,13 +151,18 @@ mod flex {
     ) {
         use std::arch::x86_64::{
             _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_reduce_add_ps,
-            _mm512_setzero_ps,
+            _mm512_setzero_ps, _mm_prefetch, _MM_HINT_T0,
         };
         assert!(x.len() == R * d && d.is_multiple_of(32));
         for (row, out) in matrix.chunks_exact(d).zip(out.chunks_exact_mut(R)) {
             let mut even = [_mm512_setzero_ps(); R];
             let mut odd = [_mm512_setzero_ps(); R];
             for c in (0..d).step_by(32) {
+                // The same place [`PREFETCH_ROWS`] matrix rows on: one stream alone is read at a
+                // fraction of the bandwidth.
+                let ahead = row.as_ptr().wrapping_add(c + PREFETCH_ROWS * d);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
                 // SAFETY: `c + 32 <= d`, the length of `row` and of each input row; unaligned loads.
                 unsafe {
                     let m0 = _mm512_loadu_ps(row.as_ptr().add(c));

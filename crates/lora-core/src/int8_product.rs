@@ -18,16 +18,11 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use crate::flex_tensor::has_avx512_fma;
 use crate::flex_tensor::{float_primitive, quantized_primitive, row_major_f32, tensor_from_f32};
+use crate::streamed_product::{streamed_product, StreamedWeight};
 use crate::tensor_util::linear_flat;
 
 /// Rows up to which the fused product is used; above it, the weight is dequantized first.
 pub(crate) const FUSED_MAX_ROWS: usize = 16;
-
-/// Multiply-adds per fused product below which the work stays on the calling thread. Waking
-/// the pool costs more than it saves for a decoding step's products: on t5-small's shapes
-/// (`benches/t5.rs`, `greedy_64_int8`, `beam4_32_int8`) every product of one to four rows ran
-/// faster on one thread.
-const PARALLEL_MIN_PRODUCTS: usize = 1 << 23;
 
 /// Weights below which [`dequantize`] stays on the calling thread.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 18;
@@ -153,58 +148,16 @@ impl<'a> Int8Matrix<'a> {
     }
 }
 
-/// `x · W (+ bias)` for `x` row-major `[m, k]`, reading each weight once per call. Meant for
-/// small `m` ([`FUSED_MAX_ROWS`]); the result is row-major `[m, n]`.
-///
-/// The weight rows are split into fixed ranges of [`TASK_ROWS`], one task each, whose partial
-/// sums are added in order at the end; the tasks run on several threads only for products large
-/// enough to pay for waking them ([`PARALLEL_MIN_PRODUCTS`]). The split does not depend on the
-/// thread count, so neither does the result.
+/// `x · W (+ bias)` for `x` row-major `[m, k]`, reading each weight once per call
+/// ([`streamed_product`]). Meant for small `m` ([`FUSED_MAX_ROWS`]); the result is row-major
+/// `[m, n]`.
 pub(crate) fn fused_product(
     x: &[f32],
     m: usize,
     weight: &Int8Matrix<'_>,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let (k, n) = (weight.k, weight.n);
-    debug_assert_eq!(x.len(), m * k);
-    if m == 0 || n == 0 || k == 0 {
-        let mut out = vec![0f32; m * n];
-        add_bias(&mut out, bias, n);
-        return out;
-    }
-    let ranges: Vec<std::ops::Range<usize>> = (0..k)
-        .step_by(TASK_ROWS)
-        .map(|i| i..(i + TASK_ROWS).min(k))
-        .collect();
-    let run = |rows: &std::ops::Range<usize>| {
-        let mut part = vec![0f32; m * n];
-        accumulate(x, m, weight, rows.clone(), &mut part);
-        part
-    };
-    let mut parts: Vec<Vec<f32>> = if ranges.len() > 1 && m * k * n >= PARALLEL_MIN_PRODUCTS {
-        ranges.par_iter().map(run).collect()
-    } else {
-        ranges.iter().map(run).collect()
-    };
-    let mut out = parts.remove(0);
-    for part in &parts {
-        for (o, &p) in out.iter_mut().zip(part) {
-            *o += p;
-        }
-    }
-    add_bias(&mut out, bias, n);
-    out
-}
-
-fn add_bias(out: &mut [f32], bias: Option<&[f32]>, n: usize) {
-    if let (Some(bias), true) = (bias, n > 0) {
-        for row in out.chunks_exact_mut(n) {
-            for (o, &b) in row.iter_mut().zip(bias) {
-                *o += b;
-            }
-        }
-    }
+    streamed_product(x, m, weight, bias)
 }
 
 /// Dequantizes the whole weight to row-major `f32` `[k, n]`, rows on all threads.
@@ -223,166 +176,43 @@ pub(crate) fn dequantize(weight: &Int8Matrix<'_>) -> Vec<f32> {
     out
 }
 
-/// Weight rows per task of [`fused_product`].
-const TASK_ROWS: usize = 128;
+impl StreamedWeight for Int8Matrix<'_> {
+    const BYTES_PER_WEIGHT: usize = 1;
 
-/// Weight rows whose contributions are summed in registers before the partial sums in memory
-/// are updated: as many sequential streams as the hardware prefetcher follows well.
-const ROW_CHUNK: usize = 8;
+    fn shape(&self) -> [usize; 2] {
+        [self.k, self.n]
+    }
 
-/// `part[r, ·] += Σ_{i ∈ rows} x[r, i] · W[i, ·]`, on the widest SIMD level the CPU has.
-fn accumulate(
-    x: &[f32],
-    m: usize,
-    weight: &Int8Matrix<'_>,
-    rows: std::ops::Range<usize>,
-    part: &mut [f32],
-) {
+    fn fills_vectors(&self) -> bool {
+        Int8Matrix::fills_vectors(self, self.n)
+    }
+
+    fn row_into(&self, i: usize, start: usize, out: &mut [f32]) {
+        self.dequantize_row_scalar(i, start, out)
+    }
+
+    fn address(&self, offset: usize) -> *const u8 {
+        self.values.as_ptr().wrapping_add(offset).cast()
+    }
+
     #[cfg(target_arch = "x86_64")]
-    if has_avx512_fma() && weight.fills_vectors(weight.n) {
-        // SAFETY: the CPU has the features, and the rows split into whole vectors.
-        return unsafe { accumulate_avx512(x, m, weight, rows, part) };
-    }
-    let n = weight.n;
-    let mut row = vec![0f32; n];
-    for i in rows {
-        weight.dequantize_row_scalar(i, 0, &mut row);
-        for (r, part) in part.chunks_exact_mut(n).enumerate() {
-            let a = x[r * weight.k + i];
-            for (o, &w) in part.iter_mut().zip(&row) {
-                *o += a * w;
-            }
-        }
-    }
-}
-
-/// [`accumulate`] with AVX-512, up to four input rows at a time: for each [`ROW_CHUNK`] weight
-/// rows and 64 columns, the sums stay in registers; each 16 weights are widened once and used
-/// by every input row, their scale folded into the input.
-///
-/// # Safety
-/// The CPU must have AVX-512F and FMA, and `weight.fills_vectors(weight.n)` must hold.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn accumulate_avx512(
-    x: &[f32],
-    m: usize,
-    weight: &Int8Matrix<'_>,
-    rows: std::ops::Range<usize>,
-    part: &mut [f32],
-) {
-    let (k, n) = (weight.k, weight.n);
-    assert!(part.len() == m * n && x.len() == m * k && rows.end <= k);
-    for first in (0..m).step_by(4) {
-        let count = (m - first).min(4);
-        let x = &x[first * k..(first + count) * k];
-        let part = &mut part[first * n..(first + count) * n];
-        let mut i = rows.start;
-        while i < rows.end {
-            let chunk = i..(i + ROW_CHUNK).min(rows.end);
-            // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
-            unsafe {
-                match count {
-                    1 => row_chunk::<1>(x, weight, chunk, part),
-                    2 => row_chunk::<2>(x, weight, chunk, part),
-                    3 => row_chunk::<3>(x, weight, chunk, part),
-                    _ => row_chunk::<4>(x, weight, chunk, part),
-                }
-            }
-            i += ROW_CHUNK;
-        }
-    }
-}
-
-/// `part[r, ·] += Σ_{i ∈ rows} x[r, i] · W[i, ·]` for `R` input rows, 64 (then 16) columns at
-/// a time with the sums in registers.
-///
-/// # Safety
-/// As [`accumulate_avx512`]; `x` holds `R` rows of `k` and `part` `R` rows of `n`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[inline]
-unsafe fn row_chunk<const R: usize>(
-    x: &[f32],
-    weight: &Int8Matrix<'_>,
-    rows: std::ops::Range<usize>,
-    part: &mut [f32],
-) {
-    let n = weight.n;
-    let mut column = 0;
-    while column + 64 <= n {
-        // SAFETY: passed on; `column + 64 <= n`.
-        unsafe { column_group::<R, 4>(x, weight, rows.clone(), column, part) };
-        column += 64;
-    }
-    while column < n {
-        // SAFETY: passed on; `n` is a multiple of 16, so `column + 16 <= n`.
-        unsafe { column_group::<R, 1>(x, weight, rows.clone(), column, part) };
-        column += 16;
-    }
-}
-
-/// The sums of `R` input rows over weight rows `rows` for columns `column..column + 16·G`,
-/// added into `part`.
-///
-/// # Safety
-/// As [`row_chunk`], and `column + 16·G <= n`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[inline]
-unsafe fn column_group<const R: usize, const G: usize>(
-    x: &[f32],
-    weight: &Int8Matrix<'_>,
-    rows: std::ops::Range<usize>,
-    column: usize,
-    part: &mut [f32],
-) {
-    use std::arch::x86_64::{
-        __m128i, __m512, _mm512_add_ps, _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_fmadd_ps,
-        _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm_loadu_si128,
-        _mm_prefetch, _MM_HINT_T0,
-    };
-    let (k, n) = (weight.k, weight.n);
-    assert!(x.len() == R * k && part.len() == R * n && column + 16 * G <= n);
-    // The scale of weight `(i, j)`: one per tensor, or one per block of `1 << shift`.
-    let (scales, shift): (&[f32], u32) = match weight.scales {
-        Int8Scales::Tensor(ref scale) => (std::slice::from_ref(scale), usize::BITS - 1),
-        Int8Scales::Block { size, scales } => (scales, size.trailing_zeros()),
-    };
-    let per_tensor = matches!(weight.scales, Int8Scales::Tensor(_));
-    let mut sums = [[_mm512_setzero_ps(); G]; R];
-    for i in rows {
-        let offset = i * n + column;
-        let bytes = &weight.values[offset..offset + 16 * G];
-        // The same columns of the next chunk's row: the chunk's rows are read as interleaved
-        // streams, which the hardware prefetcher alone follows at a fraction of the bandwidth.
-        let ahead = bytes.as_ptr().wrapping_add(ROW_CHUNK * n);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-        for g in 0..G {
-            let scale = if per_tensor {
-                scales[0]
-            } else {
-                scales[(offset + 16 * g) >> shift]
-            };
-            // SAFETY: `bytes` holds `16·G` bytes; the load is unaligned.
-            let group = unsafe { _mm_loadu_si128(bytes.as_ptr().add(16 * g).cast::<__m128i>()) };
-            let w: __m512 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(group));
-            for (r, sums) in sums.iter_mut().enumerate() {
-                let input = _mm512_set1_ps(x[r * k + i] * scale);
-                sums[g] = _mm512_fmadd_ps(input, w, sums[g]);
-            }
-        }
-    }
-    for (r, sums) in sums.iter().enumerate() {
-        for (g, &sum) in sums.iter().enumerate() {
-            let start = r * n + column + 16 * g;
-            let out = &mut part[start..start + 16];
-            // SAFETY: `out` holds 16 floats; the accesses are unaligned.
-            unsafe {
-                let previous = _mm512_loadu_ps(out.as_ptr());
-                _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(previous, sum));
-            }
-        }
+    #[inline(always)]
+    unsafe fn group(&self, offset: usize) -> (std::arch::x86_64::__m512, f32) {
+        use std::arch::x86_64::{
+            __m128i, _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm_loadu_si128,
+        };
+        let scale = match self.scales {
+            Int8Scales::Tensor(scale) => scale,
+            Int8Scales::Block { size, scales } => scales[offset >> size.trailing_zeros()],
+        };
+        let bytes = &self.values[offset..offset + 16];
+        // SAFETY: the caller guarantees AVX-512F; `bytes` holds 16 bytes, loaded unaligned.
+        let widened = unsafe {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                bytes.as_ptr().cast::<__m128i>(),
+            )))
+        };
+        (widened, scale)
     }
 }
 

@@ -24,6 +24,7 @@
 pub use burn;
 
 mod adapter;
+mod compute_threads;
 mod config;
 mod dora;
 mod dropout;
@@ -58,6 +59,8 @@ mod rms_norm;
 mod row_exp;
 mod sample_routing;
 mod softmax;
+#[cfg(feature = "flex")]
+mod streamed_product;
 mod swap_middle_dims;
 mod task_merge;
 mod tensor_util;
@@ -68,6 +71,7 @@ mod variant;
 mod weighted;
 
 pub use adapter::LoraAdapter;
+pub use compute_threads::on_compute_threads;
 pub use config::{LoraBias, LoraConfig, LoraInit};
 pub use dora::Dora;
 pub use dropout::Dropout;

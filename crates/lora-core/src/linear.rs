@@ -547,6 +547,15 @@ impl<B: Backend> LoraLinear<B> {
                 return y;
             }
         }
+        // On flex, a decoding step's few rows stream the weight once.
+        #[cfg(feature = "flex")]
+        {
+            let bias = self.base.bias.as_ref().map(|b| b.val());
+            let weight = self.base.weight.val();
+            if let Some(y) = crate::streamed_product::try_flex_linear(&x, &weight, bias.as_ref()) {
+                return y;
+            }
+        }
         // On flex (and autodiff over it), one GEMM into a buffer of its own.
         #[cfg(feature = "flex")]
         let x = {
