@@ -2,6 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use lora_core::on_compute_threads;
 use lora_generate::{
     generate, EncoderDecoderModel, GenerateOptions, GenerateOutput, GenerationConfig,
     GenerationError, SpecialTokens,
@@ -29,18 +30,23 @@ impl<B: Backend> EncoderDecoderModel<B> for T5ForConditionalGeneration<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
     ) -> DecoderState<B> {
-        let encoded = T5ForConditionalGeneration::encode(self, input_ids, attention_mask.clone());
-        self.start_decoding(encoded, attention_mask)
+        on_compute_threads(|| {
+            let encoded =
+                T5ForConditionalGeneration::encode(self, input_ids, attention_mask.clone());
+            self.start_decoding(encoded, attention_mask)
+        })
     }
 
     fn step(&self, tokens: Tensor<B, 2, Int>, state: &mut DecoderState<B>) -> Tensor<B, 2> {
-        let logits = self.decode(tokens, state);
-        let [rows, _, vocab] = logits.dims();
-        logits.reshape([rows, vocab])
+        on_compute_threads(|| {
+            let logits = self.decode(tokens, state);
+            let [rows, _, vocab] = logits.dims();
+            logits.reshape([rows, vocab])
+        })
     }
 
     fn reorder(&self, state: DecoderState<B>, rows: Tensor<B, 1, Int>) -> DecoderState<B> {
-        state.select(rows)
+        on_compute_threads(|| state.select(rows))
     }
 }
 

@@ -127,6 +127,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
                 .collect(),
             cross_bias: mask_bias(attention_mask),
             length: 0,
+            cross_run: 1,
         }
     }
 

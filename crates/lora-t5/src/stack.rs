@@ -35,17 +35,52 @@ pub struct DecoderState<B: Backend> {
     pub cross_bias: Tensor<B, 4>,
     /// Decoder positions processed so far.
     pub length: usize,
+    /// The cross-attention keys, values and bias come in runs of this many equal batch
+    /// entries (the beams of one prompt after [`select`](Self::select) expanded it).
+    pub(crate) cross_run: usize,
 }
 
 impl<B: Backend> DecoderState<B> {
     /// Keeps the batch entries at `indices`, in that order (for beam search).
+    ///
+    /// Beam search first repeats each prompt's entry once per beam, then reorders the beams of
+    /// each prompt among themselves at every step. The cross-attention keys and values, which
+    /// depend on the prompt alone, are then equal within each run of beams, so a reorder that
+    /// keeps every entry within its run leaves them as they are instead of copying them.
     pub fn select(&self, indices: Tensor<B, 1, Int>) -> Self {
-        Self {
-            self_key_values: self
-                .self_key_values
+        let rows: Vec<i64> = indices.to_data().iter::<i64>().collect();
+        let batch = self.cross_bias.dims()[0];
+        let run = self.cross_run.max(1);
+        let within_runs = rows.len() == batch
+            && rows
                 .iter()
-                .map(|kv| kv.as_ref().map(|kv| kv.select(indices.clone())))
-                .collect(),
+                .enumerate()
+                .all(|(r, &i)| usize::try_from(i).is_ok_and(|i| i / run == r / run));
+        let self_key_values = self
+            .self_key_values
+            .iter()
+            .map(|kv| kv.as_ref().map(|kv| kv.select(indices.clone())))
+            .collect();
+        if within_runs {
+            return Self {
+                self_key_values,
+                cross_key_values: self.cross_key_values.clone(),
+                cross_bias: self.cross_bias.clone(),
+                length: self.length,
+                cross_run: run,
+            };
+        }
+        // Each entry repeated `repeat` times, in order: the runs are `repeat` long.
+        let repeat = rows.len() / batch.max(1);
+        let expands = run == 1
+            && repeat > 1
+            && rows.len() == batch * repeat
+            && rows
+                .iter()
+                .enumerate()
+                .all(|(r, &i)| usize::try_from(i).is_ok_and(|i| i == r / repeat));
+        Self {
+            self_key_values,
             cross_key_values: self
                 .cross_key_values
                 .iter()
@@ -53,6 +88,7 @@ impl<B: Backend> DecoderState<B> {
                 .collect(),
             cross_bias: self.cross_bias.clone().select(0, indices),
             length: self.length,
+            cross_run: if expands { repeat } else { 1 },
         }
     }
 }

@@ -168,3 +168,81 @@ fn greedy_generation_equals_argmax_of_full_passes_and_beams_return_a_sequence() 
     let b = model.generate(input, mask, &sampled).unwrap();
     assert_eq!(a, b, "a seeded sample is reproducible");
 }
+
+/// The values of every cross-attention key and value of `state`, and its encoder bias.
+fn cross_values(state: &lora_t5::DecoderState<Cpu>) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = state
+        .cross_key_values
+        .iter()
+        .flat_map(|kv| [kv.key.clone(), kv.value.clone()])
+        .map(|t| t.into_data().to_vec::<f32>().unwrap())
+        .collect();
+    out.push(
+        state
+            .cross_bias
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+    );
+    out
+}
+
+/// `state`'s cross-attention entries at `rows`, copied one by one.
+fn cross_values_at(state: &lora_t5::DecoderState<Cpu>, rows: &[i64]) -> Vec<Vec<f32>> {
+    let indices = Tensor::<Cpu, 1, Int>::from_data(
+        TensorData::new(rows.to_vec(), [rows.len()]),
+        &Default::default(),
+    );
+    let mut out: Vec<Vec<f32>> = state
+        .cross_key_values
+        .iter()
+        .map(|kv| kv.select(indices.clone()))
+        .flat_map(|kv| [kv.key, kv.value])
+        .map(|t| t.into_data().to_vec::<f32>().unwrap())
+        .collect();
+    out.push(
+        state
+            .cross_bias
+            .clone()
+            .select(0, indices)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+    );
+    out
+}
+
+#[test]
+fn reordering_beams_within_and_across_prompts_keeps_the_right_cross_attention_entries() {
+    let model = T5ForConditionalGeneration::<Cpu>::new(&config(), &Default::default());
+    let input = ints(vec![3, 4, 5, 6, 7, 1, 8, 9, 1, 0, 0, 0], [2, 6]);
+    let mask = ints(vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], [2, 6]);
+    let encoded = model.encode(input, mask.clone());
+    let state = model.start_decoding(encoded, mask);
+    let select = |state: &lora_t5::DecoderState<Cpu>, rows: &[i64]| {
+        state.select(Tensor::from_data(
+            TensorData::new(rows.to_vec(), [rows.len()]),
+            &Default::default(),
+        ))
+    };
+    // Three beams per prompt, one step, then a reorder within each prompt's beams.
+    let expansion = [0, 0, 0, 1, 1, 1];
+    let mut beams = select(&state, &expansion);
+    assert_eq!(cross_values(&beams), cross_values_at(&state, &expansion));
+    model.decode(ints(vec![0; 6], [6, 1]), &mut beams);
+    let within = [2, 0, 1, 5, 5, 3];
+    let reordered = select(&beams, &within);
+    assert_eq!(cross_values(&reordered), cross_values_at(&beams, &within));
+    // Entries moved across prompts are copied.
+    let across = [3, 3, 0, 1, 2, 0];
+    let moved = select(&reordered, &across);
+    assert_eq!(cross_values(&moved), cross_values_at(&reordered, &across));
+    // The next step sees the reordered self-attention cache: row 0 continues beam 2.
+    let mut reordered = reordered;
+    let mut plain = beams.clone();
+    let logits = values(model.decode(ints(vec![7; 6], [6, 1]), &mut reordered));
+    let plain_logits = values(model.decode(ints(vec![7; 6], [6, 1]), &mut plain));
+    assert_eq!(logits[..40], plain_logits[2 * 40..3 * 40]);
+    assert_eq!(logits[4 * 40..5 * 40], plain_logits[5 * 40..6 * 40]);
+}
