@@ -14,8 +14,10 @@
 //! - `greedy_64_int8` and `beam4_32_int8`: the same with every `LoraLinear` base weight stored
 //!   in int8 (`quantize_base_weights` with 32 weights per scale, as `--int8` does);
 //! - `train_step_bs8`: one LoRA training step on the autodiff backend (batch 8, source 64,
-//!   target 128, random ids): `loss` (the head and the cross-entropy fused on flex), backward, `GradientsParams::from_grads`,
-//!   AdamW `step`; everything but the adapters is frozen with `mark_only_lora_as_trainable`;
+//!   target 128, random ids): `loss` (the head and the cross-entropy fused on flex), backward and
+//!   `GradientsParams::from_grads` on the compute threads (`on_compute_threads`, as the trainer
+//!   runs them), AdamW `step`; everything but the adapters is frozen with
+//!   `mark_only_lora_as_trainable`;
 //! - `trainer_2steps_bs8`: the same training steps run by `lora_train::Trainer` (two optimizer
 //!   steps of 8 examples, source 64, target 128; the default global-norm clipping at 1.0, the
 //!   learning-rate schedule, and everything the trainer writes: the PEFT adapter and
@@ -42,7 +44,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use criterion::{criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use lora_burn::backend::{InferenceBackend, TrainBackend};
 use lora_burn::lora_core::{
-    int8_quantizer, mark_only_lora_as_trainable, quantize_base_weights, LoraBias, LoraConfig,
+    int8_quantizer, mark_only_lora_as_trainable, on_compute_threads, quantize_base_weights,
+    LoraBias, LoraConfig,
 };
 use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::{GenerationConfig, Seq2SeqInput, T5Config, T5ForConditionalGeneration};
@@ -171,10 +174,13 @@ fn train_step(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     let mut optimizer = AdamWConfig::new().init::<T, T5ForConditionalGeneration<T>>();
     let lr = 1e-4;
     let mut step = |model: T5ForConditionalGeneration<T>| {
-        let loss = model
-            .loss(input_ids.clone(), mask.clone(), labels.clone())
-            .expect("forward");
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads_of = || {
+            let loss = model
+                .loss(input_ids.clone(), mask.clone(), labels.clone())
+                .expect("forward");
+            GradientsParams::from_grads(loss.backward(), &model)
+        };
+        let grads = on_compute_threads(grads_of);
         let model = optimizer.step(lr, model, grads);
         T::sync(&device).expect("sync");
         model

@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use lora_core::{LoraBias, LoraModelOps, LoraModule};
+use lora_core::{on_compute_threads, LoraBias, LoraModelOps, LoraModule};
 
 use crate::data::TokenizedExample;
 use crate::trainer::{check_token_ids, StepEnd};
@@ -215,7 +215,7 @@ impl ConcurrentTrainer {
             );
             model.set_sample_adapters(Some(sample_names.as_slice()))?;
             let batch = collator.collate::<B>(&examples, &device)?;
-            let losses = model.seq2seq_group_losses(batch, &groups);
+            let losses = on_compute_threads(|| model.seq2seq_group_losses(batch, &groups));
             model.set_sample_adapters(None::<&[&str]>)?;
             let losses = losses?;
             let per_run: Vec<f32> = active
@@ -234,8 +234,9 @@ impl ConcurrentTrainer {
                     });
                 }
             }
-            let mut grads =
-                GradientsParams::from_grads((losses * per_run).sum().backward(), &model);
+            let mut grads = on_compute_threads(|| {
+                GradientsParams::from_grads((losses * per_run).sum().backward(), &model)
+            });
 
             let mut taken = Vec::new();
             for (&k, value) in active.iter().zip(&values) {

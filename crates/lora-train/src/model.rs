@@ -9,7 +9,9 @@ use crate::data::Seq2SeqBatch;
 use crate::TrainError;
 
 /// A sequence-to-sequence model the [`Trainer`](crate::Trainer) can fine-tune: a Burn module
-/// with LoRA layers and a mean token loss on a padded batch.
+/// with LoRA layers and a mean token loss on a padded batch. It is `Sync`, so that the trainer
+/// can run its forward and backward passes on the CPU backend's compute threads
+/// ([`lora_core::on_compute_threads`]).
 ///
 /// The `t5` feature implements it for [`lora_t5::T5ForConditionalGeneration`]; another model
 /// implements it the same way:
@@ -30,7 +32,7 @@ use crate::TrainError;
 /// assert_eq!(model.vocab_size(), 16);
 /// # }
 /// ```
-pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> {
+pub trait Seq2SeqModel<B: Backend>: Module<B> + LoraModule<B> + Sync {
     /// The device the model's parameters live on (where batches are built).
     fn device(&self) -> B::Device;
 

@@ -10,7 +10,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use lora_core::{LoraModelOps, LoraModule};
+use lora_core::{on_compute_threads, LoraModelOps, LoraModule};
 use lora_peft_io::{AdapterConfig, SaveOptions};
 
 use crate::data::{Seq2SeqCollator, TokenizedExample};
@@ -373,19 +373,23 @@ impl Trainer {
                     .iter()
                     .map(|p| p.source.len() + p.target.len())
                     .sum::<usize>();
-                let loss = model.seq2seq_loss(batch)?;
-                let loss = loss / c.gradient_accumulation_steps as f64;
-                let value = scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
-                if !value.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        what: "training",
-                        step: state.step + 1,
-                        loss: value,
-                    });
-                }
+                let step = state.step + 1;
+                // The forward and backward passes, on the compute threads.
+                let (value, grads) = on_compute_threads(|| {
+                    let loss = model.seq2seq_loss(batch)?;
+                    let loss = loss / c.gradient_accumulation_steps as f64;
+                    let value = scalar(loss.clone()) * c.gradient_accumulation_steps as f64;
+                    if !value.is_finite() {
+                        return Err(TrainError::NonFiniteLoss {
+                            what: "training",
+                            step,
+                            loss: value,
+                        });
+                    }
+                    Ok((value, GradientsParams::from_grads(loss.backward(), &model)))
+                })?;
                 state.window.loss_sum += value;
                 state.window.batches += 1;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 state.batch_in_epoch += 1;
                 state.micro_batches += 1;
@@ -856,7 +860,7 @@ pub fn evaluate_loss<B: Backend, M: Seq2SeqModel<B>>(
             .iter()
             .map(|p| p.target.len().min(collator.max_target_len))
             .sum();
-        total += scalar(model.seq2seq_loss(batch)?) * count as f64;
+        total += on_compute_threads(|| model.seq2seq_loss(batch).map(scalar))? * count as f64;
         tokens += count;
     }
     Ok(total / tokens.max(1) as f64)
