@@ -1,12 +1,16 @@
-//! The machine's f32 peak, against which BENCHMARKS.md states GEMM efficiency.
+//! The machine's f32 peak, against which BENCHMARKS.md states GEMM efficiency, and its memory
+//! read bandwidth, against which it states decoding speed.
 //!
-//! Two numbers, on every core:
+//! Three numbers, on every core:
 //!
 //! - the FMA peak: independent fused multiply-adds in registers on each core at the widest
 //!   vector width the CPU has (AVX-512, else AVX2+FMA; 2 FLOP per lane), the ceiling no
 //!   product can pass;
 //! - the backend's own large-GEMM rate: `Tensor::matmul` of two 2048 × 2048 matrices, the
-//!   best the backend reaches on a product big enough to hide packing and threading costs.
+//!   best the backend reaches on a product big enough to hide packing and threading costs;
+//! - the read bandwidth: summing 154 MB of `f32` (the weights a t5-small-sized decoder and its
+//!   tied head read per generated token) split between the threads, the best of 15 passes. A
+//!   decoding step cannot read its weights faster.
 //!
 //! ```sh
 //! cargo run --release --example gemm_peak
@@ -138,4 +142,51 @@ fn main() {
     }
     let gemm = gemm_gflops(2048, 9);
     println!("backend matmul 2048×2048×2048 (median of 9): {gemm:.1} GFLOP/s");
+    let bytes = DECODER_STEP_BYTES;
+    let gb_s = read_gb_per_s(bytes, threads);
+    println!(
+        "read bandwidth ({threads} threads, {} MB): {gb_s:.1} GB/s, {:.2} ms per {} MB",
+        bytes / 1_000_000,
+        bytes as f64 / gb_s / 1e6,
+        bytes / 1_000_000
+    );
+}
+
+/// The bytes of `f32` weights one decoding step of a t5-small-sized model reads: per decoder
+/// layer self-attention `q, k, v, o`, cross-attention `q, o` (its keys and values are computed
+/// once per prompt) and the feed-forward `wi, wo`, then the tied 32128 × 512 head.
+const DECODER_STEP_BYTES: usize = 4 * (6 * (6 * 512 * 512 + 2 * 512 * 2048) + 32128 * 512);
+
+/// The best rate over 15 passes at which `threads` threads sum disjoint parts of `bytes` of
+/// `f32`, in GB/s.
+fn read_gb_per_s(bytes: usize, threads: usize) -> f64 {
+    let values: Vec<f32> = (0..bytes / 4).map(|i| (i % 7) as f32).collect();
+    let part = values.len().div_ceil(threads.max(1));
+    let mut best = f64::INFINITY;
+    for _ in 0..15 {
+        let start = Instant::now();
+        let total: f32 = std::thread::scope(|scope| {
+            let handles: Vec<_> = values
+                .chunks(part)
+                .map(|chunk| scope.spawn(move || sum_lanes(chunk)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+        // Keep the sum observable so the reads are not optimised away.
+        assert!(total.is_finite());
+    }
+    bytes as f64 / best / 1e9
+}
+
+/// The sum of `values` in 16 independent lanes (which the compiler keeps in vector registers).
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
