@@ -32,12 +32,24 @@ pub fn on_compute_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
             for _ in 1..rayon::current_num_threads() {
                 scope.spawn(|_| help_until(&done));
             }
-            let result = work();
-            done.store(true, Ordering::Release);
-            result
+            // Set when `work` returns or unwinds, so that a panic reaches the caller instead of
+            // leaving the helpers spinning.
+            let _release = SetOnDrop(&done);
+            work()
         });
     }
     work()
+}
+
+/// Sets its flag when dropped.
+#[cfg(feature = "flex")]
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+#[cfg(feature = "flex")]
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Runs the pool's pending work until `done`.
@@ -65,6 +77,14 @@ mod tests {
         });
         assert_eq!(inside, outside);
         assert!(on_pool);
+    }
+
+    #[test]
+    fn a_panic_in_the_work_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| on_compute_threads(|| panic!("inside")));
+        assert!(caught.is_err());
+        // The pool is still usable afterwards.
+        assert_eq!(on_compute_threads(|| 2 + 2), 4);
     }
 
     #[test]
