@@ -206,6 +206,16 @@ impl<B: Backend> LoraAdapter<B> {
     ///
     /// The scale is applied to the rank-`r` intermediate, the cheapest place.
     pub(crate) fn branch<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        // On autodiff over flex, one recorded operation with a direct backward pass.
+        #[cfg(feature = "flex")]
+        if let Some(y) = crate::lora_branch::lora_branch(
+            &x,
+            &self.lora_a.val(),
+            &self.lora_b.val(),
+            self.scaling(),
+        ) {
+            return y;
+        }
         let hidden = linear_flat(x, self.lora_a.val(), None).mul_scalar(self.scaling());
         linear_flat(hidden, self.lora_b.val(), None)
     }

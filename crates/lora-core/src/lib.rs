@@ -40,6 +40,8 @@ mod int8_product;
 mod linalg;
 mod linear;
 mod linear_cross_entropy;
+#[cfg(feature = "flex")]
+mod lora_branch;
 mod lora_module;
 mod loss_groups;
 #[cfg(feature = "flex")]
