@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::flex_tensor::has_avx512_fma;
-use crate::flex_tensor::{float_primitive, quantized_primitive, row_major_f32, tensor_from_f32};
-use crate::streamed_product::{streamed_product, StreamedWeight};
+use crate::flex_tensor::{quantized_primitive, tensor_from_f32};
+use crate::streamed_product::{streamed_linear, StreamedWeight};
 use crate::tensor_util::linear_flat;
 
 /// Rows up to which the fused product is used; above it, the weight is dequantized first.
@@ -148,18 +148,6 @@ impl<'a> Int8Matrix<'a> {
     }
 }
 
-/// `x · W (+ bias)` for `x` row-major `[m, k]`, reading each weight once per call
-/// ([`streamed_product`]). Meant for small `m` ([`FUSED_MAX_ROWS`]); the result is row-major
-/// `[m, n]`.
-pub(crate) fn fused_product(
-    x: &[f32],
-    m: usize,
-    weight: &Int8Matrix<'_>,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    streamed_product(x, m, weight, bias)
-}
-
 /// Dequantizes the whole weight to row-major `f32` `[k, n]`, rows on all threads.
 pub(crate) fn dequantize(weight: &Int8Matrix<'_>) -> Vec<f32> {
     let n = weight.n;
@@ -244,25 +232,13 @@ pub(crate) fn try_flex_linear<B: Backend, const D: usize>(
         let weight = tensor_from_f32::<B, 2>(dequantize(&matrix), [k, n])?;
         return Some(linear_flat(x.clone(), weight, bias.cloned()));
     }
-    let x_flex = float_primitive(x)?;
-    let x_values = row_major_f32(&x_flex)?;
-    let bias_flex = match bias {
-        Some(bias) => Some(float_primitive(bias)?),
-        None => None,
-    };
-    let bias_values = match &bias_flex {
-        Some(bias) => Some(row_major_f32(bias)?),
-        None => None,
-    };
-    let out = fused_product(&x_values, m, &matrix, bias_values.as_deref());
-    let mut out_dims = dims;
-    out_dims[D - 1] = n;
-    tensor_from_f32(out, out_dims)
+    streamed_linear(x, &matrix, bias)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streamed_product::streamed_product;
 
     fn reference(x: &[f32], m: usize, w: &Int8Matrix<'_>, bias: Option<&[f32]>) -> Vec<f64> {
         let dense = dequantize(w);
@@ -322,7 +298,7 @@ mod tests {
         let x = inputs(m * k);
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
         assert_close(
-            &fused_product(&x, m, &w, Some(&bias)),
+            &streamed_product(&x, m, &w, Some(&bias)),
             &reference(&x, m, &w, Some(&bias)),
         );
     }
@@ -333,7 +309,10 @@ mod tests {
         let q = values(k * n, 3);
         let w = Int8Matrix::new(&q, k, n, Int8Scales::Tensor(0.02)).unwrap();
         let x = inputs(m * k);
-        assert_close(&fused_product(&x, m, &w, None), &reference(&x, m, &w, None));
+        assert_close(
+            &streamed_product(&x, m, &w, None),
+            &reference(&x, m, &w, None),
+        );
     }
 
     #[test]

@@ -320,16 +320,37 @@ pub(crate) fn try_flex_linear<B: burn::tensor::backend::Backend, const D: usize>
     weight: &burn::tensor::Tensor<B, 2>,
     bias: Option<&burn::tensor::Tensor<B, 1>>,
 ) -> Option<burn::tensor::Tensor<B, D>> {
-    use crate::flex_tensor::{float_primitive, row_major_f32, tensor_from_f32};
     let dims = x.dims();
     let [k, n] = weight.dims();
     let m = dims[..D - 1].iter().product::<usize>();
     if dims[D - 1] != k || m > STREAMED_MAX_ROWS || bias.is_some_and(|b| b.dims() != [n]) {
         return None;
     }
-    let weight_flex = float_primitive(weight)?;
+    let weight_flex = crate::flex_tensor::float_primitive(weight)?;
     let weight_values = weight_flex.as_slice::<f32>()?;
     let matrix = F32Matrix::new(weight_values, k, n)?;
+    streamed_linear(x, &matrix, bias)
+}
+
+/// [`streamed_product`] of a flex-backend `x` (its last dimension `k`, at most a few rows) and
+/// `weight` plus `bias`, as a tensor of `x`'s leading shape; `None` when `x` or `bias` are not
+/// the flex backend's `f32` tensors.
+pub(crate) fn streamed_linear<
+    B: burn::tensor::backend::Backend,
+    W: StreamedWeight,
+    const D: usize,
+>(
+    x: &burn::tensor::Tensor<B, D>,
+    weight: &W,
+    bias: Option<&burn::tensor::Tensor<B, 1>>,
+) -> Option<burn::tensor::Tensor<B, D>> {
+    use crate::flex_tensor::{float_primitive, row_major_f32, tensor_from_f32};
+    let dims = x.dims();
+    let [k, n] = weight.shape();
+    let m = dims[..D - 1].iter().product::<usize>();
+    if dims[D - 1] != k || bias.is_some_and(|b| b.dims() != [n]) {
+        return None;
+    }
     let x_flex = float_primitive(x)?;
     let x_values = row_major_f32(&x_flex)?;
     let bias_flex = match bias {
@@ -340,7 +361,7 @@ pub(crate) fn try_flex_linear<B: burn::tensor::backend::Backend, const D: usize>
         Some(bias) => Some(row_major_f32(bias)?),
         None => None,
     };
-    let out = streamed_product(&x_values, m, &matrix, bias_values.as_deref());
+    let out = streamed_product(&x_values, m, weight, bias_values.as_deref());
     let mut out_dims = dims;
     out_dims[D - 1] = n;
     tensor_from_f32(out, out_dims)

@@ -169,23 +169,19 @@ fn greedy_generation_equals_argmax_of_full_passes_and_beams_return_a_sequence() 
     assert_eq!(a, b, "a seeded sample is reproducible");
 }
 
+/// The values of every key and value in `key_values`, then of `bias`.
+fn entries(key_values: Vec<lora_t5::KeyValue<Cpu>>, bias: Tensor<Cpu, 4>) -> Vec<Vec<f32>> {
+    key_values
+        .into_iter()
+        .flat_map(|kv| [kv.key, kv.value])
+        .chain([bias])
+        .map(|t| t.into_data().to_vec::<f32>().unwrap())
+        .collect()
+}
+
 /// The values of every cross-attention key and value of `state`, and its encoder bias.
 fn cross_values(state: &lora_t5::DecoderState<Cpu>) -> Vec<Vec<f32>> {
-    let mut out: Vec<Vec<f32>> = state
-        .cross_key_values
-        .iter()
-        .flat_map(|kv| [kv.key.clone(), kv.value.clone()])
-        .map(|t| t.into_data().to_vec::<f32>().unwrap())
-        .collect();
-    out.push(
-        state
-            .cross_bias
-            .clone()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-    );
-    out
+    entries(state.cross_key_values.clone(), state.cross_bias.clone())
 }
 
 /// `state`'s cross-attention entries at `rows`, copied one by one.
@@ -194,23 +190,12 @@ fn cross_values_at(state: &lora_t5::DecoderState<Cpu>, rows: &[i64]) -> Vec<Vec<
         TensorData::new(rows.to_vec(), [rows.len()]),
         &Default::default(),
     );
-    let mut out: Vec<Vec<f32>> = state
+    let key_values = state
         .cross_key_values
         .iter()
         .map(|kv| kv.select(indices.clone()))
-        .flat_map(|kv| [kv.key, kv.value])
-        .map(|t| t.into_data().to_vec::<f32>().unwrap())
         .collect();
-    out.push(
-        state
-            .cross_bias
-            .clone()
-            .select(0, indices)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-    );
-    out
+    entries(key_values, state.cross_bias.clone().select(0, indices))
 }
 
 #[test]
