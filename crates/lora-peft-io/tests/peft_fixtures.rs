@@ -211,22 +211,9 @@ fn saves_as_peft_did(case: &Case) {
         return legacy_pickle_saves_as_list_qv_tensors();
     }
     let scratch = scratch_dir(&format!("round_trip_{}", case.name));
-    let mut model = base_model();
     let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
-    let config = load_adapter(&mut model, &source, case.adapter).unwrap();
-    let dtype = saved_dtype(case.name);
     let out = scratch.join(case.name);
-    let written = save_adapter(
-        &model,
-        &out,
-        case.adapter,
-        &config,
-        SaveOptions {
-            dtype,
-            ..SaveOptions::default()
-        },
-    )
-    .unwrap();
+    let written = load_and_save(case, &out);
     assert_eq!(written, lora_peft_io::adapter_dir(&out, case.adapter));
     let original_config = std::fs::read_to_string(source.join("adapter_config.json")).unwrap();
     let saved_config = std::fs::read_to_string(written.join("adapter_config.json")).unwrap();
@@ -249,6 +236,19 @@ fn saves_as_peft_did(case: &Case) {
     std::fs::remove_dir_all(scratch).unwrap();
 }
 
+/// Loads fixture `case` into the base model and saves it to `out` in the fixture's dtype;
+/// returns the adapter's directory there.
+fn load_and_save(case: &Case, out: &std::path::Path) -> PathBuf {
+    let mut model = base_model();
+    let source = lora_peft_io::adapter_dir(&fixtures().join(case.name), case.adapter);
+    let config = load_adapter(&mut model, &source, case.adapter).unwrap();
+    let options = SaveOptions {
+        dtype: saved_dtype(case.name),
+        ..SaveOptions::default()
+    };
+    save_adapter(&model, out, case.adapter, &config, options).unwrap()
+}
+
 #[test]
 fn unknown_config_keys_are_kept() {
     let config = AdapterConfig::read(&fixtures().join("unknown_keys/adapter_config.json")).unwrap();
@@ -267,21 +267,8 @@ fn unknown_config_keys_are_kept() {
 fn export_adapters_for_the_peft_check() {
     let root = PathBuf::from(std::env::var("LORA_PEFT_EXPORT_DIR").expect("LORA_PEFT_EXPORT_DIR"));
     for case in CASES {
-        let mut model = base_model();
-        let config = load_adapter(&mut model, &fixtures().join(case.name), case.adapter).unwrap();
-        let dtype = saved_dtype(case.name);
         let out = root.join(case.name);
-        save_adapter(
-            &model,
-            &out,
-            case.adapter,
-            &config,
-            SaveOptions {
-                dtype,
-                ..SaveOptions::default()
-            },
-        )
-        .unwrap();
+        load_and_save(&case, &out);
         let meta = serde_json::json!({"case": case.name, "adapter_name": case.adapter});
         std::fs::write(out.join("case.json"), meta.to_string()).unwrap();
     }

@@ -64,15 +64,9 @@ fn logits(model: &T5ForConditionalGeneration<B>) -> Vec<f32> {
         .unwrap()
 }
 
+#[track_caller]
 fn assert_close(got: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(got.len(), expected.len(), "{what}");
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (a, b)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (a - b).abs() <= TOLERANCE * scale,
-            "{what}[{i}]: {a} vs {b}"
-        );
-    }
+    common::assert_close_relative(got, expected, TOLERANCE, what);
 }
 
 fn swap_gives_peft_logits(name: &str) {

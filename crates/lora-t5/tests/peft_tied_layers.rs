@@ -86,14 +86,7 @@ fn floats(value: &Value) -> Vec<f32> {
 
 #[track_caller]
 fn assert_close(got: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(got.len(), expected.len(), "{what}");
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (a, b)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (a - b).abs() <= TOLERANCE * scale,
-            "{what}[{i}]: {a} vs {b}"
-        );
-    }
+    common::assert_close_relative(got, expected, TOLERANCE, what);
 }
 
 fn loaded<B: Backend>(case: &str) -> T5ForConditionalGeneration<B> {

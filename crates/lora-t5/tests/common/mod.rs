@@ -25,3 +25,18 @@ pub fn int_matrix<B: Backend>(value: &Value) -> Tensor<B, 2, Int> {
         &Default::default(),
     )
 }
+
+/// Asserts that `got` matches `expected` element by element within `tolerance` times the largest
+/// magnitude in `expected` (a relative tolerance on the whole tensor), naming `what`.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_close_relative(got: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            (a - b).abs() <= tolerance * scale,
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+}
