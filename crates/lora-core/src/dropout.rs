@@ -222,6 +222,11 @@ mod flex {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512::mask_product(words, scale, x, out) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2::mask_product(words, scale, x, out) };
+        }
         for (word, (x, out)) in words.iter().zip(x.chunks(64).zip(out.chunks_mut(64))) {
             scalar_mask_product(*word, scale, x, out);
         }
@@ -258,6 +263,40 @@ mod flex {
                         let factors = _mm512_maskz_mov_ps(keep, scale_lanes);
                         let product = _mm512_mul_ps(values, factors);
                         _mm512_storeu_ps(out.as_mut_ptr().add(16 * lane), product);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use std::arch::x86_64::{
+            _mm256_and_ps, _mm256_and_si256, _mm256_castsi256_ps, _mm256_cmpeq_epi32,
+            _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
+            _mm256_storeu_ps,
+        };
+
+        /// [`super::mask_product`], 8 lanes at a time: lane `j` of each 8 takes bit `j` of its
+        /// byte of the word, and is multiplied by the scale or by 0 (as the AVX-512 kernel).
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn mask_product(words: &[u64], scale: f32, x: &[f32], out: &mut [f32]) {
+            let scale_lanes = _mm256_set1_ps(scale);
+            let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+            for (word, (x, out)) in words.iter().zip(x.chunks(64).zip(out.chunks_mut(64))) {
+                if x.len() < 64 || out.len() < 64 {
+                    super::scalar_mask_product(*word, scale, x, out);
+                    continue;
+                }
+                for lane in 0..8 {
+                    let byte = _mm256_set1_epi32(i32::from((word >> (8 * lane)) as u8));
+                    let kept = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bits), lane_bits);
+                    let factors = _mm256_and_ps(_mm256_castsi256_ps(kept), scale_lanes);
+                    // SAFETY: `8 · lane + 8 ≤ 64` values of `x` and `out`.
+                    unsafe {
+                        let values = _mm256_loadu_ps(x.as_ptr().add(8 * lane));
+                        let product = _mm256_mul_ps(values, factors);
+                        _mm256_storeu_ps(out.as_mut_ptr().add(8 * lane), product);
                     }
                 }
             }

@@ -124,6 +124,23 @@ mod flex {
                 }
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if d.is_multiple_of(16) && crate::flex_tensor::has_avx2_fma() {
+            // SAFETY: the CPU has the features; `d` is a multiple of 16.
+            unsafe {
+                match m {
+                    1 => return dot_rows_avx2::<1>(x, matrix, d, out),
+                    2 => return dot_rows_avx2::<2>(x, matrix, d, out),
+                    3 => return dot_rows_avx2::<3>(x, matrix, d, out),
+                    4 => return dot_rows_avx2::<4>(x, matrix, d, out),
+                    5 => return dot_rows_avx2::<5>(x, matrix, d, out),
+                    6 => return dot_rows_avx2::<6>(x, matrix, d, out),
+                    7 => return dot_rows_avx2::<7>(x, matrix, d, out),
+                    8 => return dot_rows_avx2::<8>(x, matrix, d, out),
+                    _ => {}
+                }
+            }
+        }
         for (row, out) in matrix.chunks_exact(d).zip(out.chunks_exact_mut(m)) {
             for (r, out) in out.iter_mut().enumerate() {
                 *out = x[r * d..(r + 1) * d]
@@ -176,6 +193,44 @@ mod flex {
             }
             for r in 0..R {
                 out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+            }
+        }
+    }
+
+    /// [`dot_rows_avx512`] with AVX2: two 8-lane accumulators per input row (even and odd
+    /// 8-lane steps).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA, `d` be a multiple of 16, `x` hold `R` rows of `d` and
+    /// `out` `R` values per matrix row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows_avx2<const R: usize>(x: &[f32], matrix: &[f32], d: usize, out: &mut [f32]) {
+        use std::arch::x86_64::{
+            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm_prefetch,
+            _MM_HINT_T0,
+        };
+        assert!(x.len() == R * d && d.is_multiple_of(16));
+        for (row, out) in matrix.chunks_exact(d).zip(out.chunks_exact_mut(R)) {
+            let mut even = [_mm256_setzero_ps(); R];
+            let mut odd = [_mm256_setzero_ps(); R];
+            for c in (0..d).step_by(16) {
+                // As in `dot_rows_avx512`: one prefetch per 64-byte line, rows ahead.
+                let ahead = row.as_ptr().wrapping_add(c + PREFETCH_ROWS * d);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                // SAFETY: `c + 16 <= d`, the length of `row` and of each input row; unaligned loads.
+                unsafe {
+                    let m0 = _mm256_loadu_ps(row.as_ptr().add(c));
+                    let m1 = _mm256_loadu_ps(row.as_ptr().add(c + 8));
+                    for r in 0..R {
+                        let input = x.as_ptr().add(r * d + c);
+                        even[r] = _mm256_fmadd_ps(_mm256_loadu_ps(input), m0, even[r]);
+                        odd[r] = _mm256_fmadd_ps(_mm256_loadu_ps(input.add(8)), m1, odd[r]);
+                    }
+                }
+            }
+            for r in 0..R {
+                out[r] = crate::flex_tensor::sum_lanes_avx(_mm256_add_ps(even[r], odd[r]));
             }
         }
     }

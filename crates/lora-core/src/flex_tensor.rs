@@ -83,6 +83,28 @@ pub(crate) fn has_avx512_fma() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
 }
 
+/// Whether the CPU has AVX2 and FMA, the features of the fast paths' 8-lane kernels, used where
+/// AVX-512 is missing (AMD before Zen 4, most Intel client CPUs).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// The sum of the 8 lanes of `v`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+pub(crate) fn sum_lanes_avx(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::{
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32,
+        _mm_movehl_ps, _mm_shuffle_ps,
+    };
+    let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
+}
+
 /// Elements from which [`zeros_f32`] writes its zeros on all threads.
 const PARALLEL_ZEROS_MIN: usize = 1 << 16;
 

@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use crate::flex_tensor::has_avx512_fma;
+use crate::flex_tensor::{has_avx2_fma, has_avx512_fma};
 use crate::flex_tensor::{quantized_primitive, tensor_from_f32};
 use crate::streamed_product::{streamed_linear, StreamedWeight};
 use crate::tensor_util::linear_flat;
@@ -74,9 +74,15 @@ impl<'a> Int8Matrix<'a> {
     #[inline(always)]
     fn dequantize_row_into(&self, i: usize, start: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512_fma() && self.fills_vectors(out.len()) {
-            // SAFETY: the CPU has AVX-512F, and `fills_vectors` holds.
-            return unsafe { self.dequantize_row_avx512(i, start, out) };
+        if self.fills_vectors(out.len()) {
+            if has_avx512_fma() {
+                // SAFETY: the CPU has AVX-512F, and `fills_vectors` holds.
+                return unsafe { self.dequantize_row_avx512(i, start, out) };
+            }
+            if has_avx2_fma() {
+                // SAFETY: the CPU has AVX2, and `fills_vectors` holds.
+                return unsafe { self.dequantize_row_avx2(i, start, out) };
+            }
         }
         self.dequantize_row_scalar(i, start, out)
     }
@@ -148,6 +154,30 @@ impl<'a> Int8Matrix<'a> {
     }
 }
 
+impl Int8Matrix<'_> {
+    /// [`dequantize_row_avx512`](Self::dequantize_row_avx512) 8 weights at a time with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and [`fills_vectors`](Self::fills_vectors)`(out.len())`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dequantize_row_avx2(&self, i: usize, start: usize, out: &mut [f32]) {
+        use std::arch::x86_64::{_mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps};
+        let offset = i * self.n + start;
+        for (v, out) in out.chunks_exact_mut(8).enumerate() {
+            // SAFETY: the caller's conditions make every run of 8 from a multiple of 8 one
+            // vector of one scale; `out` holds 8 floats, stored unaligned.
+            unsafe {
+                let (widened, scale) = self.group8(offset + 8 * v);
+                _mm256_storeu_ps(
+                    out.as_mut_ptr(),
+                    _mm256_mul_ps(widened, _mm256_set1_ps(scale)),
+                );
+            }
+        }
+    }
+}
+
 /// Dequantizes the whole weight to row-major `f32` `[k, n]`, rows on all threads.
 pub(crate) fn dequantize(weight: &Int8Matrix<'_>) -> Vec<f32> {
     let n = weight.n;
@@ -197,6 +227,26 @@ impl StreamedWeight for Int8Matrix<'_> {
         // SAFETY: the caller guarantees AVX-512F; `bytes` holds 16 bytes, loaded unaligned.
         let widened = unsafe {
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                bytes.as_ptr().cast::<__m128i>(),
+            )))
+        };
+        (widened, scale)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32) {
+        use std::arch::x86_64::{
+            __m128i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm_loadl_epi64,
+        };
+        let scale = match self.scales {
+            Int8Scales::Tensor(scale) => scale,
+            Int8Scales::Block { size, scales } => scales[offset >> size.trailing_zeros()],
+        };
+        let bytes = &self.values[offset..offset + 8];
+        // SAFETY: the caller guarantees AVX2; `bytes` holds 8 bytes, loaded unaligned.
+        let widened = unsafe {
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
                 bytes.as_ptr().cast::<__m128i>(),
             )))
         };

@@ -190,8 +190,58 @@ fn down_projection_loop(x: &[f32], down: &[f32], d_input: usize, rank: usize) ->
         }
         return hidden;
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::flex_tensor::has_avx2_fma() {
+        // SAFETY (each call): as above, with AVX2 and FMA.
+        unsafe {
+            match rank {
+                8 => down_projection_avx2::<1>(x, down, d_input, &mut hidden),
+                16 => down_projection_avx2::<2>(x, down, d_input, &mut hidden),
+                32 => down_projection_avx2::<4>(x, down, d_input, &mut hidden),
+                64 => down_projection_avx2::<8>(x, down, d_input, &mut hidden),
+                _ => down_projection_body(x, down, d_input, rank, &mut hidden),
+            }
+        }
+        return hidden;
+    }
     down_projection_body(x, down, d_input, rank, &mut hidden);
     hidden
+}
+
+/// [`down_projection_loop`] for a rank of `8·V` with AVX2: the sums of each row in `V`
+/// registers.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `down` is `[d_input, 8·V]`, `x` whole rows of `d_input` and
+/// `out` `8·V` values per row of `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn down_projection_avx2<const V: usize>(
+    x: &[f32],
+    down: &[f32],
+    d_input: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let rank = 8 * V;
+    assert!(down.len() == d_input * rank);
+    for (x, out) in x.chunks_exact(d_input).zip(out.chunks_exact_mut(rank)) {
+        let mut sums = [_mm256_setzero_ps(); V];
+        for (&x, a) in x.iter().zip(down.chunks_exact(rank)) {
+            let x = _mm256_set1_ps(x);
+            for (v, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: `a` holds `8·V` floats; the load is unaligned.
+                let a = unsafe { _mm256_loadu_ps(a.as_ptr().add(8 * v)) };
+                *sum = _mm256_fmadd_ps(x, a, *sum);
+            }
+        }
+        for (v, &sum) in sums.iter().enumerate() {
+            // SAFETY: `out` holds `8·V` floats; the store is unaligned.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * v), sum) };
+        }
+    }
 }
 
 /// [`down_projection_loop`] for a rank of `16·V`, the sums of each row in `2·V` registers (two
@@ -250,6 +300,18 @@ fn up_projection_loop(hidden: &[f32], up: &[f32], scaling: f32, rank: usize, y: 
         // SAFETY: the CPU has AVX-512F.
         return unsafe { up_projection_avx512(hidden, up, scaling, rank, y) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::flex_tensor::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { up_projection_avx2(hidden, up, scaling, rank, y) };
+    }
+    up_projection_body(hidden, up, scaling, rank, y)
+}
+
+/// [`up_projection_body`] compiled for AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn up_projection_avx2(hidden: &[f32], up: &[f32], scaling: f32, rank: usize, y: &mut [f32]) {
     up_projection_body(hidden, up, scaling, rank, y)
 }
 

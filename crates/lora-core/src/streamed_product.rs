@@ -11,12 +11,12 @@
 //! order whatever the split, so the result does not depend on the thread count.
 //!
 //! The weight is `f32` ([`F32Matrix`]) or int8 with its scales (`crate::int8_product`): both
-//! implement [`StreamedWeight`], which loads 16 weights at a time.
+//! implement [`StreamedWeight`], which loads 16 weights at a time with AVX-512 and 8 with AVX2.
 
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use crate::flex_tensor::has_avx512_fma;
+use crate::flex_tensor::{has_avx2_fma, has_avx512_fma};
 
 /// Weight rows whose contributions are summed in registers before the sums in memory are
 /// updated: as many sequential streams as the hardware prefetcher follows well.
@@ -52,6 +52,14 @@ pub(crate) trait StreamedWeight: Sync {
     /// be a multiple of 16 and `offset + 16 <= k·n`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn group(&self, offset: usize) -> (std::arch::x86_64::__m512, f32);
+
+    /// The 8 weights from row-major `offset`, unscaled, and their scale.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, [`fills_vectors`](Self::fills_vectors) must hold, `offset` be a
+    /// multiple of 8 and `offset + 8 <= k·n`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32);
 }
 
 /// A borrowed `f32` matrix `[k, n]`, row-major.
@@ -96,6 +104,17 @@ impl StreamedWeight for F32Matrix<'_> {
         // SAFETY: the caller guarantees AVX-512F; `group` holds 16 floats, loaded unaligned.
         (
             unsafe { std::arch::x86_64::_mm512_loadu_ps(group.as_ptr()) },
+            1.0,
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32) {
+        let group = &self.values[offset..offset + 8];
+        // SAFETY: the caller guarantees AVX2; `group` holds 8 floats, loaded unaligned.
+        (
+            unsafe { std::arch::x86_64::_mm256_loadu_ps(group.as_ptr()) },
             1.0,
         )
     }
@@ -169,9 +188,16 @@ fn accumulate<W: StreamedWeight>(
     let [k, _] = weight.shape();
     let width = columns.len();
     #[cfg(target_arch = "x86_64")]
-    if has_avx512_fma() && weight.fills_vectors() && columns.start.is_multiple_of(16) {
-        // SAFETY: the CPU has the features; the columns split into whole vectors of one scale.
-        return unsafe { accumulate_avx512(x, m, weight, columns, part) };
+    if weight.fills_vectors() && columns.start.is_multiple_of(16) {
+        if has_avx512_fma() {
+            // SAFETY: the CPU has the features; the columns split into whole vectors of one
+            // scale.
+            return unsafe { accumulate_avx512(x, m, weight, columns, part) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: as above.
+            return unsafe { accumulate_avx2(x, m, weight, columns, part) };
+        }
     }
     let mut row = vec![0f32; width];
     for i in 0..k {
@@ -221,6 +247,49 @@ unsafe fn accumulate_avx512<W: StreamedWeight>(
                     2 => chunk.add_into::<2>(part),
                     3 => chunk.add_into::<3>(part),
                     _ => chunk.add_into::<4>(part),
+                }
+            }
+        }
+    }
+}
+
+/// [`accumulate_avx512`] with AVX2's 8-lane registers: as many columns per step as keep the
+/// sums of the input rows in registers (64 for one row, 32 for two, 16 for three or four).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, `weight.fills_vectors()` hold and `columns.start` be a
+/// multiple of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_avx2<W: StreamedWeight>(
+    x: &[f32],
+    m: usize,
+    weight: &W,
+    columns: std::ops::Range<usize>,
+    part: &mut [f32],
+) {
+    let [k, n] = weight.shape();
+    let width = columns.len();
+    assert!(part.len() == m * width && x.len() == m * k && columns.end <= n);
+    for first in (0..m).step_by(4) {
+        let count = (m - first).min(4);
+        let x = &x[first * k..(first + count) * k];
+        let part = &mut part[first * width..(first + count) * width];
+        for start in (0..k).step_by(ROW_CHUNK) {
+            let rows = start..(start + ROW_CHUNK).min(k);
+            let chunk = Chunk {
+                x,
+                weight,
+                rows,
+                columns: columns.clone(),
+            };
+            // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
+            unsafe {
+                match count {
+                    1 => chunk.add_into_avx2::<1, 8>(part),
+                    2 => chunk.add_into_avx2::<2, 4>(part),
+                    3 => chunk.add_into_avx2::<3, 2>(part),
+                    _ => chunk.add_into_avx2::<4, 2>(part),
                 }
             }
         }
@@ -302,6 +371,76 @@ impl<W: StreamedWeight> Chunk<'_, W> {
                 unsafe {
                     let previous = _mm512_loadu_ps(out.as_ptr());
                     _mm512_storeu_ps(out.as_mut_ptr(), _mm512_add_ps(previous, sum));
+                }
+            }
+        }
+    }
+
+    /// [`add_into`](Self::add_into) with AVX2: `V` vectors of 8 columns at a time, then 8.
+    ///
+    /// # Safety
+    /// As [`accumulate_avx2`]; `x` holds `R` rows of `k` and `part` `R` rows of the width.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn add_into_avx2<const R: usize, const V: usize>(&self, part: &mut [f32]) {
+        let mut column = self.columns.start;
+        while column + 8 * V <= self.columns.end {
+            // SAFETY: passed on; `column + 8·V` is within the columns.
+            unsafe { self.vectors_into_avx2::<R, V>(column, part) };
+            column += 8 * V;
+        }
+        while column < self.columns.end {
+            // SAFETY: passed on; the width is a multiple of 16 (`n` is, and so is the start).
+            unsafe { self.vectors_into_avx2::<R, 1>(column, part) };
+            column += 8;
+        }
+    }
+
+    /// The sums of `R` input rows over the chunk's weight rows for the columns
+    /// `column..column + 8·V`, added into `part`.
+    ///
+    /// # Safety
+    /// As [`add_into_avx2`](Self::add_into_avx2), and `column + 8·V <= columns.end`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn vectors_into_avx2<const R: usize, const V: usize>(
+        &self,
+        column: usize,
+        part: &mut [f32],
+    ) {
+        use std::arch::x86_64::{
+            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+            _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+        };
+        let [k, n] = self.weight.shape();
+        let width = self.columns.len();
+        assert!(self.x.len() == R * k && part.len() == R * width && column + 8 * V <= n);
+        let mut sums = [[_mm256_setzero_ps(); V]; R];
+        for i in self.rows.clone() {
+            let offset = i * n + column;
+            for v in 0..V {
+                // As in `group_into`: the next chunk's rows, one prefetch per 64-byte line.
+                if (8 * v * W::BYTES_PER_WEIGHT).is_multiple_of(64) {
+                    let ahead = self.weight.address(offset + 8 * v + ROW_CHUNK * n);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                }
+                // SAFETY: the caller's conditions; `offset + 8·v` is a multiple of 8.
+                let (w, scale) = unsafe { self.weight.group8(offset + 8 * v) };
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let input = _mm256_set1_ps(self.x[r * k + i] * scale);
+                    sums[v] = _mm256_fmadd_ps(input, w, sums[v]);
+                }
+            }
+        }
+        let local = column - self.columns.start;
+        for (r, sums) in sums.iter().enumerate() {
+            for (v, &sum) in sums.iter().enumerate() {
+                let start = r * width + local + 8 * v;
+                let out = &mut part[start..start + 8];
+                // SAFETY: `out` holds 8 floats; the accesses are unaligned.
+                unsafe {
+                    let previous = _mm256_loadu_ps(out.as_ptr());
+                    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(previous, sum));
                 }
             }
         }
