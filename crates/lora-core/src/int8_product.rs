@@ -164,15 +164,16 @@ impl Int8Matrix<'_> {
     unsafe fn dequantize_row_avx2(&self, i: usize, start: usize, out: &mut [f32]) {
         use std::arch::x86_64::{_mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps};
         let offset = i * self.n + start;
-        for (v, out) in out.chunks_exact_mut(8).enumerate() {
-            // SAFETY: the caller's conditions make every run of 8 from a multiple of 8 one
-            // vector of one scale; `out` holds 8 floats, stored unaligned.
+        assert!(offset + out.len() <= self.values.len());
+        for (g, out) in out.chunks_exact_mut(16).enumerate() {
+            // SAFETY: the caller's conditions make every run of 16 from a multiple of 16 one
+            // group of one scale, within the values (asserted); `out` holds 16 floats, stored
+            // unaligned.
             unsafe {
-                let (widened, scale) = self.group8(offset + 8 * v);
-                _mm256_storeu_ps(
-                    out.as_mut_ptr(),
-                    _mm256_mul_ps(widened, _mm256_set1_ps(scale)),
-                );
+                let ([low, high], scale) = self.group_avx2(offset + 16 * g);
+                let scale = _mm256_set1_ps(scale);
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(low, scale));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(high, scale));
             }
         }
     }
@@ -235,22 +236,30 @@ impl StreamedWeight for Int8Matrix<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32) {
+    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32) {
         use std::arch::x86_64::{
-            __m128i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm_loadl_epi64,
+            __m128i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm_loadu_si128, _mm_unpackhi_epi64,
         };
-        let scale = match self.scales {
-            Int8Scales::Tensor(scale) => scale,
-            Int8Scales::Block { size, scales } => scales[offset >> size.trailing_zeros()],
+        debug_assert!(offset + 16 <= self.values.len());
+        // SAFETY: the caller guarantees `offset + 16 <= k·n`, and that `offset` is a multiple
+        // of 16 from which 16 weights share one scale, so the scale index is within `scales`.
+        let scale = unsafe {
+            match self.scales {
+                Int8Scales::Tensor(scale) => scale,
+                Int8Scales::Block { size, scales } => {
+                    *scales.get_unchecked(offset >> size.trailing_zeros())
+                }
+            }
         };
-        let bytes = &self.values[offset..offset + 8];
-        // SAFETY: the caller guarantees AVX2; `bytes` holds 8 bytes, loaded unaligned.
-        let widened = unsafe {
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                bytes.as_ptr().cast::<__m128i>(),
-            )))
+        // SAFETY: the caller guarantees AVX2; 16 bytes from `offset`, loaded unaligned.
+        let halves = unsafe {
+            let bytes = _mm_loadu_si128(self.values.as_ptr().add(offset).cast::<__m128i>());
+            [
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(bytes, bytes))),
+            ]
         };
-        (widened, scale)
+        (halves, scale)
     }
 }
 

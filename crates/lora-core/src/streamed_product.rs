@@ -53,13 +53,12 @@ pub(crate) trait StreamedWeight: Sync {
     #[cfg(target_arch = "x86_64")]
     unsafe fn group(&self, offset: usize) -> (std::arch::x86_64::__m512, f32);
 
-    /// The 8 weights from row-major `offset`, unscaled, and their scale.
+    /// The 16 weights from row-major `offset` as two 8-lane halves, unscaled, and their scale.
     ///
     /// # Safety
-    /// The CPU must have AVX2, [`fills_vectors`](Self::fills_vectors) must hold, `offset` be a
-    /// multiple of 8 and `offset + 8 <= k·n`.
+    /// As [`group`](Self::group), with AVX2 in place of AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32);
+    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32);
 }
 
 /// A borrowed `f32` matrix `[k, n]`, row-major.
@@ -110,13 +109,14 @@ impl StreamedWeight for F32Matrix<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn group8(&self, offset: usize) -> (std::arch::x86_64::__m256, f32) {
-        let group = &self.values[offset..offset + 8];
-        // SAFETY: the caller guarantees AVX2; `group` holds 8 floats, loaded unaligned.
-        (
-            unsafe { std::arch::x86_64::_mm256_loadu_ps(group.as_ptr()) },
-            1.0,
-        )
+    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32) {
+        use std::arch::x86_64::_mm256_loadu_ps;
+        debug_assert!(offset + 16 <= self.values.len());
+        // SAFETY: the caller guarantees AVX2 and `offset + 16 <= k·n`; unaligned loads.
+        unsafe {
+            let group = self.values.as_ptr().add(offset);
+            ([_mm256_loadu_ps(group), _mm256_loadu_ps(group.add(8))], 1.0)
+        }
     }
 }
 
@@ -286,10 +286,10 @@ unsafe fn accumulate_avx2<W: StreamedWeight>(
             // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
             unsafe {
                 match count {
-                    1 => chunk.add_into_avx2::<1, 8>(part),
-                    2 => chunk.add_into_avx2::<2, 4>(part),
-                    3 => chunk.add_into_avx2::<3, 2>(part),
-                    _ => chunk.add_into_avx2::<4, 2>(part),
+                    1 => chunk.add_into_avx2::<1, 4>(part),
+                    2 => chunk.add_into_avx2::<2, 2>(part),
+                    3 => chunk.add_into_avx2::<3, 1>(part),
+                    _ => chunk.add_into_avx2::<4, 1>(part),
                 }
             }
         }
@@ -376,71 +376,78 @@ impl<W: StreamedWeight> Chunk<'_, W> {
         }
     }
 
-    /// [`add_into`](Self::add_into) with AVX2: `V` vectors of 8 columns at a time, then 8.
+    /// [`add_into`](Self::add_into) with AVX2: `G` groups of 16 columns at a time, then one.
     ///
     /// # Safety
     /// As [`accumulate_avx2`]; `x` holds `R` rows of `k` and `part` `R` rows of the width.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn add_into_avx2<const R: usize, const V: usize>(&self, part: &mut [f32]) {
+    unsafe fn add_into_avx2<const R: usize, const G: usize>(&self, part: &mut [f32]) {
         let mut column = self.columns.start;
-        while column + 8 * V <= self.columns.end {
-            // SAFETY: passed on; `column + 8·V` is within the columns.
-            unsafe { self.vectors_into_avx2::<R, V>(column, part) };
-            column += 8 * V;
+        while column + 16 * G <= self.columns.end {
+            // SAFETY: passed on; `column + 16·G` is within the columns.
+            unsafe { self.group_into_avx2::<R, G>(column, part) };
+            column += 16 * G;
         }
         while column < self.columns.end {
             // SAFETY: passed on; the width is a multiple of 16 (`n` is, and so is the start).
-            unsafe { self.vectors_into_avx2::<R, 1>(column, part) };
-            column += 8;
+            unsafe { self.group_into_avx2::<R, 1>(column, part) };
+            column += 16;
         }
     }
 
-    /// The sums of `R` input rows over the chunk's weight rows for the columns
-    /// `column..column + 8·V`, added into `part`.
+    /// [`group_into`](Self::group_into) with AVX2: each group of 16 weights as two 8-lane
+    /// halves, scaled once and used by every input row.
     ///
     /// # Safety
-    /// As [`add_into_avx2`](Self::add_into_avx2), and `column + 8·V <= columns.end`.
+    /// As [`add_into_avx2`](Self::add_into_avx2), and `column + 16·G <= columns.end`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn vectors_into_avx2<const R: usize, const V: usize>(
+    unsafe fn group_into_avx2<const R: usize, const G: usize>(
         &self,
         column: usize,
         part: &mut [f32],
     ) {
         use std::arch::x86_64::{
-            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-            _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps,
+            _mm256_setzero_ps, _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0,
         };
         let [k, n] = self.weight.shape();
         let width = self.columns.len();
-        assert!(self.x.len() == R * k && part.len() == R * width && column + 8 * V <= n);
-        let mut sums = [[_mm256_setzero_ps(); V]; R];
+        assert!(self.x.len() == R * k && part.len() == R * width && column + 16 * G <= n);
+        let mut sums = [[[_mm256_setzero_ps(); 2]; G]; R];
         for i in self.rows.clone() {
             let offset = i * n + column;
-            for v in 0..V {
+            let inputs: [_; R] = std::array::from_fn(|r| _mm256_set1_ps(self.x[r * k + i]));
+            for g in 0..G {
                 // As in `group_into`: the next chunk's rows, one prefetch per 64-byte line.
-                if (8 * v * W::BYTES_PER_WEIGHT).is_multiple_of(64) {
-                    let ahead = self.weight.address(offset + 8 * v + ROW_CHUNK * n);
+                if (16 * g * W::BYTES_PER_WEIGHT).is_multiple_of(64) {
+                    let ahead = self.weight.address(offset + 16 * g + ROW_CHUNK * n);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
-                // SAFETY: the caller's conditions; `offset + 8·v` is a multiple of 8.
-                let (w, scale) = unsafe { self.weight.group8(offset + 8 * v) };
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let input = _mm256_set1_ps(self.x[r * k + i] * scale);
-                    sums[v] = _mm256_fmadd_ps(input, w, sums[v]);
+                // SAFETY: the caller's conditions; `offset + 16·g` is a multiple of 16.
+                let ([low, high], scale) = unsafe { self.weight.group_avx2(offset + 16 * g) };
+                // The scale applied to the weights once, not to each input row (a unit scale,
+                // as `f32` weights have, is folded away by the compiler).
+                let scale = _mm256_set1_ps(scale);
+                let (low, high) = (_mm256_mul_ps(low, scale), _mm256_mul_ps(high, scale));
+                for (sums, input) in sums.iter_mut().zip(&inputs) {
+                    sums[g][0] = _mm256_fmadd_ps(*input, low, sums[g][0]);
+                    sums[g][1] = _mm256_fmadd_ps(*input, high, sums[g][1]);
                 }
             }
         }
         let local = column - self.columns.start;
         for (r, sums) in sums.iter().enumerate() {
-            for (v, &sum) in sums.iter().enumerate() {
-                let start = r * width + local + 8 * v;
-                let out = &mut part[start..start + 8];
-                // SAFETY: `out` holds 8 floats; the accesses are unaligned.
-                unsafe {
-                    let previous = _mm256_loadu_ps(out.as_ptr());
-                    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(previous, sum));
+            for (g, halves) in sums.iter().enumerate() {
+                for (h, &sum) in halves.iter().enumerate() {
+                    let start = r * width + local + 16 * g + 8 * h;
+                    let out = &mut part[start..start + 8];
+                    // SAFETY: `out` holds 8 floats; the accesses are unaligned.
+                    unsafe {
+                        let previous = _mm256_loadu_ps(out.as_ptr());
+                        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(previous, sum));
+                    }
                 }
             }
         }
