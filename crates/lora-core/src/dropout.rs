@@ -402,6 +402,29 @@ mod flex {
             assert!(y.iter().all(|v| v.is_nan()));
         }
 
+        /// The AVX2 kernel called directly (so that it is tested on CPUs whose dispatch picks
+        /// AVX-512): equal to the scalar product, a dropped infinity giving NaN as there.
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn the_avx2_mask_product_equals_the_scalar_one() {
+            if !crate::flex_tensor::has_avx2_fma() {
+                return;
+            }
+            let words = [0x8000_0000_0000_0001u64, 0x0123_4567_89ab_cdef, u64::MAX];
+            let mut x: Vec<f32> = (0..150).map(|i| i as f32 - 70.0).collect();
+            x[1] = f32::INFINITY;
+            let (mut vector, mut scalar) = (vec![0f32; 150], vec![0f32; 150]);
+            // SAFETY: the CPU has AVX2.
+            unsafe { super::avx2::mask_product(&words, 2.0, &x, &mut vector) };
+            for (word, (x, out)) in words.iter().zip(x.chunks(64).zip(scalar.chunks_mut(64))) {
+                super::scalar_mask_product(*word, 2.0, x, out);
+            }
+            assert!(vector[1].is_nan() && scalar[1].is_nan());
+            vector[1] = 0.0;
+            scalar[1] = 0.0;
+            assert_eq!(vector, scalar);
+        }
+
         #[test]
         fn other_backends_take_the_caller_s_path() {
             let x = Tensor::<Flex, 2>::ones([2, 3], &Default::default());

@@ -127,18 +127,8 @@ mod flex {
         #[cfg(target_arch = "x86_64")]
         if d.is_multiple_of(16) && crate::flex_tensor::has_avx2_fma() {
             // SAFETY: the CPU has the features; `d` is a multiple of 16.
-            unsafe {
-                match m {
-                    1 => return dot_rows_avx2::<1>(x, matrix, d, out),
-                    2 => return dot_rows_avx2::<2>(x, matrix, d, out),
-                    3 => return dot_rows_avx2::<3>(x, matrix, d, out),
-                    4 => return dot_rows_avx2::<4>(x, matrix, d, out),
-                    5 => return dot_rows_avx2::<5>(x, matrix, d, out),
-                    6 => return dot_rows_avx2::<6>(x, matrix, d, out),
-                    7 => return dot_rows_avx2::<7>(x, matrix, d, out),
-                    8 => return dot_rows_avx2::<8>(x, matrix, d, out),
-                    _ => {}
-                }
+            if unsafe { dot_rows_avx2_for(m, x, matrix, d, out) } {
+                return;
             }
         }
         for (row, out) in matrix.chunks_exact(d).zip(out.chunks_exact_mut(m)) {
@@ -195,6 +185,35 @@ mod flex {
                 out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
             }
         }
+    }
+
+    /// [`dot_rows_avx2`] for `m` input rows, if `m` is one it takes (then `true`).
+    ///
+    /// # Safety
+    /// As [`dot_rows_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_rows_avx2_for(
+        m: usize,
+        x: &[f32],
+        matrix: &[f32],
+        d: usize,
+        out: &mut [f32],
+    ) -> bool {
+        // SAFETY (each call): passed on from the caller.
+        unsafe {
+            match m {
+                1 => dot_rows_avx2::<1>(x, matrix, d, out),
+                2 => dot_rows_avx2::<2>(x, matrix, d, out),
+                3 => dot_rows_avx2::<3>(x, matrix, d, out),
+                4 => dot_rows_avx2::<4>(x, matrix, d, out),
+                5 => dot_rows_avx2::<5>(x, matrix, d, out),
+                6 => dot_rows_avx2::<6>(x, matrix, d, out),
+                7 => dot_rows_avx2::<7>(x, matrix, d, out),
+                8 => dot_rows_avx2::<8>(x, matrix, d, out),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// [`dot_rows_avx512`] with AVX2: two 8-lane accumulators per input row (even and odd
@@ -275,6 +294,40 @@ mod flex {
         #[test]
         fn a_width_without_whole_vectors_takes_the_scalar_loop() {
             check(3, 40);
+        }
+
+        /// The AVX2 kernel called directly (so that it is tested on CPUs whose dispatch picks
+        /// AVX-512), for every row count, against f64 dot products.
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn the_avx2_kernel_matches_f64_dot_products() {
+            if !crate::flex_tensor::has_avx2_fma() {
+                return;
+            }
+            let (d, v) = (48, 21);
+            let matrix: Vec<f32> = (0..v * d)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            for m in 1..=FEW_ROWS_MAX {
+                let x: Vec<f32> = (0..m * d)
+                    .map(|i| ((i * 17 % 89) as f32 - 44.0) / 44.0)
+                    .collect();
+                let mut out = vec![0f32; v * m];
+                // SAFETY: the CPU has AVX2 and FMA; `d` is a multiple of 16.
+                assert!(unsafe { dot_rows_avx2_for(m, &x, &matrix, d, &mut out) });
+                for j in 0..v {
+                    for r in 0..m {
+                        let exact: f64 = (0..d)
+                            .map(|c| f64::from(x[r * d + c]) * f64::from(matrix[j * d + c]))
+                            .sum();
+                        let found = f64::from(out[j * m + r]);
+                        assert!(
+                            (found - exact).abs() <= 1e-5,
+                            "{m} rows, [{r}, {j}]: {found} against {exact}"
+                        );
+                    }
+                }
+            }
         }
 
         #[test]

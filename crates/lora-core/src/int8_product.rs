@@ -337,6 +337,45 @@ mod tests {
         }
     }
 
+    /// The AVX2 forms called directly (so that they are tested on CPUs whose dispatch picks
+    /// AVX-512): dequantized rows equal the scalar ones exactly, and the streamed kernel's
+    /// products match the dequantized product, with block and tensor scales.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_forms_match_the_scalar_ones() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let (k, n) = (40, 96);
+        let q = values(k * n, 3);
+        let block_scales: Vec<f32> = (0..k * n / 32).map(|b| 0.01 + b as f32 * 1e-3).collect();
+        for scales in [
+            Int8Scales::Block {
+                size: 32,
+                scales: &block_scales,
+            },
+            Int8Scales::Tensor(0.02),
+        ] {
+            let w = Int8Matrix::new(&q, k, n, scales).unwrap();
+            for i in [0, 17, k - 1] {
+                let (mut vector, mut scalar) = (vec![0f32; 64], vec![0f32; 64]);
+                // SAFETY: the CPU has AVX2; 64 columns from 32 split into whole blocks.
+                unsafe { w.dequantize_row_avx2(i, 32, &mut vector) };
+                w.dequantize_row_scalar(i, 32, &mut scalar);
+                assert_eq!(vector, scalar, "row {i}");
+            }
+            for m in 1..=4 {
+                let x = inputs(m * k);
+                let mut part = vec![0f32; m * n];
+                // SAFETY: as above; `n` is a multiple of 16 and the columns start at 0.
+                unsafe {
+                    crate::streamed_product::accumulate_avx2(&x, m, &w, 0..n, &mut part);
+                }
+                assert_close(&part, &reference(&x, m, &w, None));
+            }
+        }
+    }
+
     #[test]
     fn fused_block_scaled_product_matches_the_dequantized_one() {
         let (k, n, m, size) = (300, 544, 3, 32);

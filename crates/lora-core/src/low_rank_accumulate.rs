@@ -357,6 +357,47 @@ fn into_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FlexTensor {
 #[cfg(test)]
 mod tests {
     use burn::nn::LinearConfig;
+
+    /// The AVX2 loops called directly (so that they are tested on CPUs whose dispatch picks
+    /// AVX-512), against the plain loops, for ranks 16 and 64 and three rows.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_projection_loops_match_the_plain_ones() {
+        if !crate::flex_tensor::has_avx2_fma() {
+            return;
+        }
+        let (d_input, d_output, tokens) = (40, 24, 3);
+        let x: Vec<f32> = (0..tokens * d_input)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        for rank in [16, 64] {
+            let down: Vec<f32> = (0..d_input * rank)
+                .map(|i| ((i * 7 % 31) as f32 - 15.0) / 30.0)
+                .collect();
+            let up: Vec<f32> = (0..rank * d_output)
+                .map(|i| ((i * 11 % 23) as f32 - 11.0) / 22.0)
+                .collect();
+            let mut plain = vec![0f32; tokens * rank];
+            super::down_projection_body(&x, &down, d_input, rank, &mut plain);
+            let mut vector = vec![0f32; tokens * rank];
+            // SAFETY: the CPU has AVX2 and FMA; the shapes are as the loops require.
+            unsafe {
+                match rank {
+                    16 => super::down_projection_avx2::<2>(&x, &down, d_input, &mut vector),
+                    _ => super::down_projection_avx2::<8>(&x, &down, d_input, &mut vector),
+                }
+            }
+            for (v, p) in vector.iter().zip(&plain) {
+                assert!((v - p).abs() <= 1e-5, "rank {rank}: {v} against {p}");
+            }
+            let (mut y_plain, mut y_vector) =
+                (vec![1f32; tokens * d_output], vec![1f32; tokens * d_output]);
+            super::up_projection_body(&plain, &up, 0.5, rank, &mut y_plain);
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { super::up_projection_avx2(&plain, &up, 0.5, rank, &mut y_vector) };
+            assert_eq!(y_vector, y_plain, "rank {rank}");
+        }
+    }
     use burn::tensor::{Distribution, Tensor};
     use burn_flex::Flex;
 

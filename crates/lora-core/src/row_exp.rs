@@ -315,14 +315,36 @@ mod tests {
     }
 
     /// Every row length around the vector widths, against `f64`: the maximum exactly, the sum
-    /// and the scaled softmax within 1e-6 relative, whichever kernel the CPU runs.
+    /// and the scaled softmax within 1e-6 relative, through the kernel the CPU dispatches to.
     #[test]
     fn row_kernels_match_f64_for_every_tail_length() {
+        check_row_kernels(super::max_and_sum_exp, super::softmax_times);
+    }
+
+    /// [`row_kernels_match_f64_for_every_tail_length`] with the AVX2 kernels called directly
+    /// (so that they are tested on CPUs whose dispatch picks AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_row_kernels_match_f64_for_every_tail_length() {
+        if !crate::flex_tensor::has_avx2_fma() {
+            return;
+        }
+        // SAFETY (both): the CPU has AVX2 and FMA (checked above).
+        check_row_kernels(
+            |row| unsafe { super::avx2::max_and_sum_exp(row) },
+            |row, lse, weight| unsafe { super::avx2::softmax_times(row, lse, weight) },
+        );
+    }
+
+    fn check_row_kernels(
+        max_and_sum_exp: impl Fn(&[f32]) -> (f32, f32),
+        softmax_times: impl Fn(&mut [f32], f32, f32),
+    ) {
         for len in 1..=40 {
             let row: Vec<f32> = (0..len)
                 .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
                 .collect();
-            let (max, sum) = super::max_and_sum_exp(&row);
+            let (max, sum) = max_and_sum_exp(&row);
             let exact_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let exact_sum: f64 = row.iter().map(|&z| f64::from(z - exact_max).exp()).sum();
             assert_eq!(max, exact_max, "length {len}");
@@ -332,7 +354,7 @@ mod tests {
             );
             let lse = max + sum.ln();
             let mut softmax = row.clone();
-            super::softmax_times(&mut softmax, lse, 0.5);
+            softmax_times(&mut softmax, lse, 0.5);
             for (found, &z) in softmax.iter().zip(&row) {
                 let exact = 0.5 * f64::from(z - lse).exp();
                 assert!(

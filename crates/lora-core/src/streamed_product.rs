@@ -261,7 +261,7 @@ unsafe fn accumulate_avx512<W: StreamedWeight>(
 /// multiple of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_avx2<W: StreamedWeight>(
+pub(crate) unsafe fn accumulate_avx2<W: StreamedWeight>(
     x: &[f32],
     m: usize,
     weight: &W,
@@ -579,6 +579,39 @@ mod tests {
     fn a_weight_split_between_threads_matches() {
         // 256 · 1000 · 4 bytes: above the split threshold; 1000 columns leave a 16-column tail.
         check(3, [256, 1008], true);
+    }
+
+    /// The AVX2 kernel called directly (so that it is tested on CPUs whose dispatch picks
+    /// AVX-512): every row count it takes, over all columns and over a column range.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernel_matches_the_f64_product() {
+        if !crate::flex_tensor::has_avx2_fma() {
+            return;
+        }
+        let [k, n] = [19, 144];
+        let w = values(k * n, 2);
+        let matrix = F32Matrix::new(&w, k, n).expect("k · n weights");
+        for m in 1..=8 {
+            let x = values(m * k, 1);
+            let expected = reference(&x, m, &w, [k, n], None);
+            for columns in [0..n, 16..128] {
+                let width = columns.len();
+                let mut part = vec![0f32; m * width];
+                // SAFETY: the CPU has AVX2 and FMA; `n` and the columns' start are multiples
+                // of 16; `x` holds `m` rows of `k` and `part` `m` rows of the width.
+                unsafe { accumulate_avx2(&x, m, &matrix, columns.clone(), &mut part) };
+                for (r, row) in part.chunks_exact(width).enumerate() {
+                    for (j, &f) in columns.clone().zip(row) {
+                        let e = expected[r * n + j];
+                        assert!(
+                            (f64::from(f) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                            "{m} rows, {columns:?}: [{r}, {j}] {f} against {e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
