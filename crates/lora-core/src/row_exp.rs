@@ -35,6 +35,27 @@ pub(crate) fn softmax_times(row: &mut [f32], lse: f32, weight: f32) {
     row.iter_mut().for_each(|z| *z = weight * (*z - lse).exp());
 }
 
+/// The constants of the vector kernels' `exp`: `x = n·ln 2 + r` with `ln 2` split in two parts
+/// (Cody–Waite), and Cephes' degree-6 polynomial for `exp(r)`, highest power first.
+#[cfg(target_arch = "x86_64")]
+mod exp_constants {
+    /// Inputs are clamped from below here: every result under it is 0 or subnormal.
+    pub(super) const LOWEST: f32 = -104.0;
+    /// `ln 2`'s leading part, exact in few bits.
+    pub(super) const LN2_HIGH: f32 = 0.693_359_4;
+    /// `ln 2 − LN2_HIGH`.
+    pub(super) const LN2_LOW: f32 = -2.121_944_4e-4;
+    /// The coefficients of `p(r)` in `exp(r) ≈ 1 + r + r²·p(r)`, highest power first.
+    pub(super) const POLYNOMIAL: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ];
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
@@ -52,21 +73,16 @@ mod avx512 {
     /// or subnormal, as is the exact value's `f32` rounding.
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn exp(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+        use super::exp_constants::{LN2_HIGH, LN2_LOW, LOWEST, POLYNOMIAL};
+        let x = _mm512_max_ps(x, _mm512_set1_ps(LOWEST));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LOW), r);
+        let mut p = _mm512_set1_ps(POLYNOMIAL[0]);
+        for c in &POLYNOMIAL[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
         let y = _mm512_fmadd_ps(
             p,
@@ -149,21 +165,16 @@ mod avx2 {
     /// float, so that results down to the subnormals are rounded once, as by `scalef`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn exp(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-104.0));
+        use super::exp_constants::{LN2_HIGH, LN2_LOW, LOWEST, POLYNOMIAL};
+        let x = _mm256_max_ps(x, _mm256_set1_ps(LOWEST));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LOW), r);
+        let mut p = _mm256_set1_ps(POLYNOMIAL[0]);
+        for c in &POLYNOMIAL[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
         }
         let y = _mm256_fmadd_ps(
             p,

@@ -225,32 +225,17 @@ unsafe fn accumulate_avx512<W: StreamedWeight>(
     columns: std::ops::Range<usize>,
     part: &mut [f32],
 ) {
-    let [k, n] = weight.shape();
-    let width = columns.len();
-    assert!(part.len() == m * width && x.len() == m * k && columns.end <= n);
-    for first in (0..m).step_by(4) {
-        let count = (m - first).min(4);
-        let x = &x[first * k..(first + count) * k];
-        let part = &mut part[first * width..(first + count) * width];
-        for start in (0..k).step_by(ROW_CHUNK) {
-            let rows = start..(start + ROW_CHUNK).min(k);
-            let chunk = Chunk {
-                x,
-                weight,
-                rows,
-                columns: columns.clone(),
-            };
-            // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
-            unsafe {
-                match count {
-                    1 => chunk.add_into::<1>(part),
-                    2 => chunk.add_into::<2>(part),
-                    3 => chunk.add_into::<3>(part),
-                    _ => chunk.add_into::<4>(part),
-                }
+    for_each_chunk(x, m, weight, columns, part, |chunk, count, part| {
+        // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
+        unsafe {
+            match count {
+                1 => chunk.add_into::<1>(part),
+                2 => chunk.add_into::<2>(part),
+                3 => chunk.add_into::<3>(part),
+                _ => chunk.add_into::<4>(part),
             }
         }
-    }
+    })
 }
 
 /// [`accumulate_avx512`] with AVX2's 8-lane registers: as many columns per step as keep the
@@ -268,6 +253,32 @@ pub(crate) unsafe fn accumulate_avx2<W: StreamedWeight>(
     columns: std::ops::Range<usize>,
     part: &mut [f32],
 ) {
+    for_each_chunk(x, m, weight, columns, part, |chunk, count, part| {
+        // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
+        unsafe {
+            match count {
+                1 => chunk.add_into_avx2::<1, 4>(part),
+                2 => chunk.add_into_avx2::<2, 2>(part),
+                3 => chunk.add_into_avx2::<3, 1>(part),
+                _ => chunk.add_into_avx2::<4, 1>(part),
+            }
+        }
+    })
+}
+
+/// Calls `add(chunk, count, part)` for each [`ROW_CHUNK`] weight rows of each run of up to four
+/// input rows (`count` of them), with `part` the rows of the sums those input rows own: the
+/// order in which the vector kernels visit the weight.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_chunk<W: StreamedWeight>(
+    x: &[f32],
+    m: usize,
+    weight: &W,
+    columns: std::ops::Range<usize>,
+    part: &mut [f32],
+    mut add: impl FnMut(&Chunk<'_, W>, usize, &mut [f32]),
+) {
     let [k, n] = weight.shape();
     let width = columns.len();
     assert!(part.len() == m * width && x.len() == m * k && columns.end <= n);
@@ -276,22 +287,13 @@ pub(crate) unsafe fn accumulate_avx2<W: StreamedWeight>(
         let x = &x[first * k..(first + count) * k];
         let part = &mut part[first * width..(first + count) * width];
         for start in (0..k).step_by(ROW_CHUNK) {
-            let rows = start..(start + ROW_CHUNK).min(k);
             let chunk = Chunk {
                 x,
                 weight,
-                rows,
+                rows: start..(start + ROW_CHUNK).min(k),
                 columns: columns.clone(),
             };
-            // SAFETY: the caller's conditions hold; `x` and `part` hold `count` rows.
-            unsafe {
-                match count {
-                    1 => chunk.add_into_avx2::<1, 4>(part),
-                    2 => chunk.add_into_avx2::<2, 2>(part),
-                    3 => chunk.add_into_avx2::<3, 1>(part),
-                    _ => chunk.add_into_avx2::<4, 1>(part),
-                }
-            }
+            add(&chunk, count, part);
         }
     }
 }
