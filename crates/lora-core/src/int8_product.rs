@@ -152,17 +152,15 @@ impl<'a> Int8Matrix<'a> {
             }
         }
     }
-}
 
-impl Int8Matrix<'_> {
-    /// [`dequantize_row_avx512`](Self::dequantize_row_avx512) 8 weights at a time with AVX2.
+    /// [`dequantize_row_avx512`](Self::dequantize_row_avx512) 16 weights at a time with AVX2.
     ///
     /// # Safety
     /// The CPU must have AVX2, and [`fills_vectors`](Self::fills_vectors)`(out.len())`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn dequantize_row_avx2(&self, i: usize, start: usize, out: &mut [f32]) {
-        use std::arch::x86_64::{_mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps};
+        use std::arch::x86_64::_mm256_storeu_ps;
         let offset = i * self.n + start;
         assert!(offset + out.len() <= self.values.len());
         for (g, out) in out.chunks_exact_mut(16).enumerate() {
@@ -170,10 +168,9 @@ impl Int8Matrix<'_> {
             // group of one scale, within the values (asserted); `out` holds 16 floats, stored
             // unaligned.
             unsafe {
-                let ([low, high], scale) = self.group_avx2(offset + 16 * g);
-                let scale = _mm256_set1_ps(scale);
-                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(low, scale));
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(high, scale));
+                let [low, high] = self.group_avx2(offset + 16 * g);
+                _mm256_storeu_ps(out.as_mut_ptr(), low);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), high);
             }
         }
     }
@@ -236,9 +233,10 @@ impl StreamedWeight for Int8Matrix<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32) {
+    unsafe fn group_avx2(&self, offset: usize) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::{
-            __m128i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm_loadu_si128, _mm_unpackhi_epi64,
+            __m128i, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_mul_ps, _mm256_set1_ps,
+            _mm_loadu_si128, _mm_unpackhi_epi64,
         };
         debug_assert!(offset + 16 <= self.values.len());
         // SAFETY: the caller guarantees `offset + 16 <= k·n`, and that `offset` is a multiple
@@ -251,15 +249,16 @@ impl StreamedWeight for Int8Matrix<'_> {
                 }
             }
         };
+        let scale = _mm256_set1_ps(scale);
         // SAFETY: the caller guarantees AVX2; 16 bytes from `offset`, loaded unaligned.
-        let halves = unsafe {
+        unsafe {
             let bytes = _mm_loadu_si128(self.values.as_ptr().add(offset).cast::<__m128i>());
             [
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)),
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(bytes, bytes))),
+                _mm256_cvtepi8_epi32(bytes),
+                _mm256_cvtepi8_epi32(_mm_unpackhi_epi64(bytes, bytes)),
             ]
-        };
-        (halves, scale)
+            .map(|half| _mm256_mul_ps(_mm256_cvtepi32_ps(half), scale))
+        }
     }
 }
 

@@ -150,12 +150,12 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castps_si256,
-        _mm256_castsi256_ps, _mm256_cvtps_epi32, _mm256_fmadd_ps, _mm256_fnmadd_ps,
-        _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_mul_ps,
-        _mm256_round_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
-        _mm256_slli_epi32, _mm256_srai_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
-        _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+        __m256, __m256i, _mm256_add_epi32, _mm256_add_ps, _mm256_blendv_ps, _mm256_castsi256_ps,
+        _mm256_cmpgt_epi32, _mm256_cvtps_epi32, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps,
+        _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_mul_ps, _mm256_round_ps,
+        _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_slli_epi32,
+        _mm256_srai_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps, _MM_FROUND_NO_EXC,
+        _MM_FROUND_TO_NEAREST_INT,
     };
 
     const LANES: usize = 8;
@@ -196,17 +196,11 @@ mod avx2 {
         )))
     }
 
-    /// The lanes below `len` set (all bits), the others clear.
+    /// The lanes below `len` (at most 8) set (all bits), the others clear.
     #[target_feature(enable = "avx2")]
     fn tail_mask(len: usize) -> __m256i {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // `len ≤ 8`: lane < len ⇔ len − lane − 1 ≥ 0 ⇔ its sign bit clear.
-        let below = _mm256_sub_epi32(_mm256_set1_epi32(len as i32 - 1), lanes);
-        _mm256_castps_si256(_mm256_blendv_ps(
-            _mm256_castsi256_ps(_mm256_set1_epi32(-1)),
-            _mm256_setzero_ps(),
-            _mm256_castsi256_ps(below),
-        ))
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), lanes)
     }
 
     /// The maximum of the 8 lanes of `v`.

@@ -53,12 +53,13 @@ pub(crate) trait StreamedWeight: Sync {
     #[cfg(target_arch = "x86_64")]
     unsafe fn group(&self, offset: usize) -> (std::arch::x86_64::__m512, f32);
 
-    /// The 16 weights from row-major `offset` as two 8-lane halves, unscaled, and their scale.
+    /// The 16 weights from row-major `offset` as two 8-lane halves, scaled (the AVX2 kernel
+    /// uses each group for every input row, so the scale is applied to the weights, once).
     ///
     /// # Safety
     /// As [`group`](Self::group), with AVX2 in place of AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32);
+    unsafe fn group_avx2(&self, offset: usize) -> [std::arch::x86_64::__m256; 2];
 }
 
 /// A borrowed `f32` matrix `[k, n]`, row-major.
@@ -109,13 +110,13 @@ impl StreamedWeight for F32Matrix<'_> {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn group_avx2(&self, offset: usize) -> ([std::arch::x86_64::__m256; 2], f32) {
+    unsafe fn group_avx2(&self, offset: usize) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::_mm256_loadu_ps;
         debug_assert!(offset + 16 <= self.values.len());
         // SAFETY: the caller guarantees AVX2 and `offset + 16 <= k·n`; unaligned loads.
         unsafe {
             let group = self.values.as_ptr().add(offset);
-            ([_mm256_loadu_ps(group), _mm256_loadu_ps(group.add(8))], 1.0)
+            [_mm256_loadu_ps(group), _mm256_loadu_ps(group.add(8))]
         }
     }
 }
@@ -411,8 +412,8 @@ impl<W: StreamedWeight> Chunk<'_, W> {
         part: &mut [f32],
     ) {
         use std::arch::x86_64::{
-            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps,
-            _mm256_setzero_ps, _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+            _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+            _mm256_storeu_ps, _mm_prefetch, _MM_HINT_T0,
         };
         let [k, n] = self.weight.shape();
         let width = self.columns.len();
@@ -428,11 +429,7 @@ impl<W: StreamedWeight> Chunk<'_, W> {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
                 // SAFETY: the caller's conditions; `offset + 16·g` is a multiple of 16.
-                let ([low, high], scale) = unsafe { self.weight.group_avx2(offset + 16 * g) };
-                // The scale applied to the weights once, not to each input row (a unit scale,
-                // as `f32` weights have, is folded away by the compiler).
-                let scale = _mm256_set1_ps(scale);
-                let (low, high) = (_mm256_mul_ps(low, scale), _mm256_mul_ps(high, scale));
+                let [low, high] = unsafe { self.weight.group_avx2(offset + 16 * g) };
                 for (sums, input) in sums.iter_mut().zip(&inputs) {
                     sums[g][0] = _mm256_fmadd_ps(*input, low, sums[g][0]);
                     sums[g][1] = _mm256_fmadd_ps(*input, high, sums[g][1]);
