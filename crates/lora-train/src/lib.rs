@@ -10,15 +10,23 @@
 //!   implements it with the `t5` feature (on by default).
 //! - [`data`]: JSONL reading with bad-record reports, a seeded train/validation split and a
 //!   padding collator.
-//! - [`metrics`]: exact match, BLEU, ROUGE-L and JSON validity of generated text.
+//! - [`metrics`]: exact match, BLEU, ROUGE-L and JSON validity of generated text, over
+//!   this crate's JSON tokens.
+//! - [`sacrebleu`]: corpus BLEU identical to sacreBLEU's (`13a`, `zh` and `none` tokenizers,
+//!   smoothing, signature), for scores comparable with published ones.
+//! - [`rouge`]: ROUGE-L identical to Google's `rouge_score`, with a tokenisation for Chinese.
+//! - [`field_accuracy`]: per-key-path accuracy of predicted JSON documents.
 
 mod concurrent;
 pub mod data;
 mod error;
 mod events;
+pub mod field_accuracy;
 pub mod metrics;
 mod model;
+pub mod rouge;
 mod run_settings;
+pub mod sacrebleu;
 mod schedule;
 mod shuffle;
 mod state;

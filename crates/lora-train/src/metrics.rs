@@ -73,6 +73,10 @@ pub fn exact_match<P: AsRef<str>, R: AsRef<str>>(
 /// penalty `exp(1 − r / c)` when the predictions are shorter in total (`c`) than the
 /// references (`r`). No smoothing: a corpus without a single matching 4-gram scores 0.
 ///
+/// This is a JSON-token BLEU in `[0, 1]`, not sacreBLEU: its numbers are not comparable with
+/// published BLEU scores. For sacreBLEU's scores (0–100, `13a` or `zh` tokenization, `exp`
+/// smoothing, with its signature) use [`crate::sacrebleu::corpus_bleu`].
+///
 /// ```
 /// use lora_train::metrics::bleu;
 ///
