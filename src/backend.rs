@@ -88,6 +88,39 @@ impl BackendInfo {
     }
 }
 
+/// Sizes the CPU backend's thread pools to `threads` (what `RAYON_NUM_THREADS`, and for
+/// `ndarray` also `MATMUL_NUM_THREADS`, would set). Must run before the first tensor operation:
+/// a pool, once started, keeps its size. Does nothing on CUDA.
+///
+/// ```no_run
+/// lora_burn::backend::use_threads(2).expect("called before any tensor operation");
+/// assert_eq!(lora_burn::backend::BackendInfo::current().threads, 2);
+/// ```
+///
+/// # Errors
+/// A message when the pool has already started (with another size) or `threads` is 0.
+pub fn use_threads(threads: usize) -> Result<(), String> {
+    if threads == 0 {
+        return Err("the thread count must be at least 1, not 0".to_string());
+    }
+    #[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
+    // SAFETY: called at start-up, before the backend's pools (the only other readers of the
+    // variable) start their threads.
+    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    #[cfg(all(not(feature = "cuda"), any(feature = "ndarray", feature = "flex")))]
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .or_else(|error| {
+            if rayon::current_num_threads() == threads {
+                Ok(())
+            } else {
+                Err(format!("cannot use {threads} threads: {error}"))
+            }
+        })?;
+    Ok(())
+}
+
 impl std::fmt::Display for BackendInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let plural = if self.threads == 1 { "" } else { "s" };

@@ -325,6 +325,8 @@ fn pretrain_writes_a_loadable_model_and_the_same_one_for_the_same_seed() {
             "1",
             "--batch-size",
             "8",
+            "--generated-train",
+            "0",
         ]);
         assert!(stdout.contains("saved "), "{stdout}");
         out
@@ -389,7 +391,7 @@ fn refused_train(extra: &[&str], mentions: &[&str]) {
 
 #[test]
 fn an_alpha_of_nan_is_refused() {
-    refused_train(&["--alpha", "NaN"], &["--alpha", "NaN", "finite"]);
+    refused_train(&["--alpha", "NaN"], &["--lora-alpha", "NaN", "finite"]);
 }
 
 #[test]
@@ -404,7 +406,7 @@ fn a_rank_beyond_the_bound_is_refused() {
 
 #[test]
 fn a_dropout_of_one_is_refused() {
-    refused_train(&["--dropout", "1"], &["--dropout", "[0, 1)"]);
+    refused_train(&["--dropout", "1"], &["--lora-dropout", "[0, 1)"]);
 }
 
 #[test]
@@ -825,4 +827,131 @@ fn generate_routes_each_record_to_its_adapter() {
         &["nope"],
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn train_reads_a_config_file_takes_the_short_aliases_and_writes_its_effective_configuration() {
+    let dir = scratch("config");
+    let model = model_dir();
+    let train = first_records("heldout_train.jsonl", 16, &dir);
+    let valid = first_records("heldout_valid.jsonl", 4, &dir);
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"r": 4, "lora_alpha": 8, "target_modules": ["q", "v"], "max_steps": 2,
+            "per_device_train_batch_size": 4, "logging_steps": 1,
+            "lr_scheduler_type": "cosine"}"#,
+    )
+    .unwrap();
+    let out = |name: &str| dir.join(name).display().to_string();
+    let common = [
+        "train", "--model", &model, "--train", &train, "--valid", &valid,
+    ];
+    // From the file, with one value overridden on the command line.
+    let first = out("first");
+    let config_arg = config.display().to_string();
+    run_ok(
+        &[
+            &common[..],
+            &[
+                "--config",
+                &config_arg,
+                "--output-dir",
+                &first,
+                "--lora-alpha",
+                "16",
+            ],
+        ]
+        .concat(),
+    );
+    let written = |run: &str| -> serde_json::Value {
+        let path = Path::new(run).join("training_config.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let effective = written(&first);
+    assert_eq!(effective["r"], 4);
+    assert_eq!(
+        effective["lora_alpha"].as_f64(),
+        Some(16.0),
+        "the command line wins"
+    );
+    assert_eq!(effective["target_modules"], "q,v");
+    assert_eq!(effective["max_steps"], 2);
+    assert_eq!(effective["per_device_train_batch_size"], 4);
+    assert_eq!(effective["lr_scheduler_type"], "cosine");
+    assert_eq!(effective["num_train_epochs"], 3, "defaults are written too");
+    assert_eq!(effective["output_dir"], first.as_str());
+    assert!(effective.get("config").is_none() && effective.get("resume").is_none());
+    // The written configuration repeats the run.
+    let again = out("again");
+    let first_config = Path::new(&first).join("training_config.json");
+    run_ok(
+        &[
+            &common[..],
+            &[
+                "--config",
+                &first_config.display().to_string(),
+                "--out",
+                &again,
+            ],
+        ]
+        .concat(),
+    );
+    // The short forms set the same fields.
+    let aliased = out("aliased");
+    run_ok(
+        &[
+            &common[..],
+            &[
+                "--out",
+                &aliased,
+                "--r",
+                "4",
+                "--alpha",
+                "16",
+                "--targets",
+                "q,v",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--logging-steps",
+                "1",
+                "--schedule",
+                "cosine",
+            ],
+        ]
+        .concat(),
+    );
+    let weights =
+        |run: &str| std::fs::read(Path::new(run).join("final/adapter_model.safetensors")).unwrap();
+    for run in [&again, &aliased] {
+        let mut config = written(run);
+        assert_eq!(config["output_dir"], run.as_str());
+        config["output_dir"] = effective["output_dir"].clone();
+        assert_eq!(config, effective, "{run}");
+        assert_eq!(weights(run), weights(&first), "{run}");
+    }
+    // A key that is no flag is refused, naming the file and the key.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"lora_alhpa": 8}"#).unwrap();
+    assert_refused(
+        &[
+            &common[..],
+            &["--config", &bad.display().to_string(), "--out", &out("bad")],
+        ]
+        .concat(),
+        &["bad.json", "`lora_alhpa`", "lora_alpha"],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn threads_sizes_the_backend_pool() {
+    let version = run_ok(&["--threads", "1", "--version"]);
+    assert!(version.contains(" 1 thread "), "{version}");
+    assert_refused(
+        &["--threads", "0", "inspect", "--model", "m"],
+        &["--threads", "0"],
+    );
 }

@@ -13,6 +13,9 @@ pub const HELDOUT_THEME: Theme = Theme::SakuraPink;
 /// The section type the base corpora never use.
 pub const HELDOUT_SECTION_TYPE: SectionType = SectionType::Carousel;
 
+/// The seed of [`StandardCorpora::base_train_supplement`].
+pub const BASE_SUPPLEMENT_SEED: u64 = 20_240_100;
+
 /// Generator configurations of the five standard corpora.
 ///
 /// `base_*` exclude [`HELDOUT_THEME`] and [`HELDOUT_SECTION_TYPE`]; every `heldout_*` record
@@ -110,6 +113,36 @@ impl StandardCorpora {
             corpora.push(NamedCorpus { name, records });
         }
         Ok(corpora)
+    }
+
+    /// `count` more records of the base task (the distribution of `base_train`, from the seed
+    /// [`BASE_SUPPLEMENT_SEED`]) whose instructions appear in none of the five corpora: extra
+    /// training data for a base model, generated rather than stored.
+    ///
+    /// ```
+    /// let corpora = uidsl::standard_corpora();
+    /// let extra = corpora.base_train_supplement(50).unwrap();
+    /// let files = corpora.generate().unwrap();
+    /// assert_eq!(extra.len(), 50);
+    /// assert!(files.iter().all(|c| c.records.iter().all(|r| !extra.contains(r))));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`generate`](Self::generate), and [`UiDslError::InvalidConfig`] when the base task has
+    /// fewer than `count` instructions left to give.
+    pub fn base_train_supplement(&self, count: usize) -> Result<Vec<Record>, UiDslError> {
+        let seen: HashSet<String> = self
+            .generate()?
+            .into_iter()
+            .flat_map(|corpus| corpus.records)
+            .map(|record| record.instruction)
+            .collect();
+        let config = GeneratorConfig {
+            seed: BASE_SUPPLEMENT_SEED,
+            count,
+            ..self.base_train.clone()
+        };
+        generate_avoiding(&config, &seen)
     }
 
     /// Generates the corpora and writes each as `<dir>/<name>.jsonl` (atomically per file).

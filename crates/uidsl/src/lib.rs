@@ -29,7 +29,8 @@ mod rng;
 mod schema;
 
 pub use corpora::{
-    standard_corpora, NamedCorpus, StandardCorpora, HELDOUT_SECTION_TYPE, HELDOUT_THEME,
+    standard_corpora, NamedCorpus, StandardCorpora, BASE_SUPPLEMENT_SEED, HELDOUT_SECTION_TYPE,
+    HELDOUT_THEME,
 };
 pub use error::UiDslError;
 pub use generator::{

@@ -21,11 +21,13 @@ use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{
     ConcurrentTrainer, DecayKind, TrainEvent, Trainer, TrainerConfig, TrainingMode,
 };
+use serde_json::Value;
 
 use crate::common::{
     evaluate, existing, generate_texts, plot_losses, read_pairs, read_prompts_with_adapters,
     tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
+use crate::config_file::write_effective_config;
 use crate::flags;
 
 #[derive(Args, Debug, Clone)]
@@ -45,24 +47,29 @@ pub struct TrainArgs {
     /// Skip bad JSONL records (reported) instead of stopping.
     #[arg(long)]
     skip_bad_records: bool,
-    /// Output directory (checkpoints, best/, final/, metrics.jsonl, loss.png).
-    #[arg(long)]
-    out: PathBuf,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8, value_parser = flags::count(1..=flags::MAX_RANK))]
+    /// A JSON file of flags under these names (`{"lora_alpha": 32, "target_modules": ["q",
+    /// "v"]}`), such as the `training_config.json` a run writes; flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output directory (checkpoints, best/, final/, metrics.jsonl, loss.png,
+    /// training_config.json).
+    #[arg(long, visible_alias = "out")]
+    output_dir: PathBuf,
+    /// LoRA rank (PEFT's `r`).
+    #[arg(long, visible_alias = "lora-r", default_value_t = 8, value_parser = flags::count(1..=flags::MAX_RANK))]
     r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0, value_parser = flags::finite())]
-    alpha: f64,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.05, value_parser = flags::probability())]
-    dropout: f64,
-    /// rsLoRA scaling.
-    #[arg(long)]
-    rslora: bool,
+    /// LoRA alpha (the update is scaled by alpha / r).
+    #[arg(long, visible_alias = "alpha", default_value_t = 16.0, value_parser = flags::finite())]
+    lora_alpha: f64,
+    /// Dropout on the LoRA branch's input.
+    #[arg(long, visible_alias = "dropout", default_value_t = 0.05, value_parser = flags::probability())]
+    lora_dropout: f64,
+    /// rsLoRA scaling (alpha / sqrt(r)).
+    #[arg(long, visible_alias = "rslora")]
+    use_rslora: bool,
     /// Target modules, comma separated.
-    #[arg(long, default_value = "q,v")]
-    targets: String,
+    #[arg(long, visible_alias = "targets", default_value = "q,v")]
+    target_modules: String,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3, value_parser = flags::positive())]
     learning_rate: f64,
@@ -75,33 +82,36 @@ pub struct TrainArgs {
     /// Warm-up steps.
     #[arg(long, default_value_t = 0)]
     warmup_steps: usize,
-    /// Decay after warm-up: cosine, linear or constant.
-    #[arg(long, default_value = "linear")]
-    schedule: String,
+    /// Decay after warm-up: linear, cosine, constant or constant_with_warmup.
+    #[arg(long, visible_alias = "schedule", default_value = "linear")]
+    lr_scheduler_type: String,
     /// Examples per micro-batch.
-    #[arg(long, default_value_t = 8, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    batch_size: usize,
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    per_device_train_batch_size: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    grad_accum: usize,
+    #[arg(long, visible_alias = "grad-accum", default_value_t = 1, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    gradient_accumulation_steps: usize,
     /// Clip the global gradient norm (0: off).
     #[arg(long, default_value_t = 1.0, value_parser = flags::non_negative())]
     max_grad_norm: f64,
     /// Epochs.
-    #[arg(long, default_value_t = 3, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    epochs: usize,
+    #[arg(long, visible_alias = "epochs", default_value_t = 3, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    num_train_epochs: usize,
     /// Stop after this many steps.
     #[arg(long, value_parser = flags::count(1..=u64::MAX))]
     max_steps: Option<usize>,
     /// Evaluate every N steps (0: each epoch).
-    #[arg(long, default_value_t = 0)]
-    eval_every: usize,
+    #[arg(long, visible_alias = "eval-every", default_value_t = 0)]
+    eval_steps: usize,
     /// Checkpoint every N steps (0: never).
-    #[arg(long, default_value_t = 0)]
-    save_every: usize,
-    /// Early-stopping patience in evaluations.
-    #[arg(long, value_parser = flags::count(1..=u64::MAX))]
-    patience: Option<usize>,
+    #[arg(long, visible_alias = "save-every", default_value_t = 0)]
+    save_steps: usize,
+    /// Log (progress display and metrics.jsonl) every N steps.
+    #[arg(long, default_value_t = 10, value_parser = flags::count(1..=u64::MAX))]
+    logging_steps: usize,
+    /// Stop after this many evaluations without a better validation loss.
+    #[arg(long, visible_alias = "patience", value_parser = flags::count(1..=u64::MAX))]
+    early_stopping_patience: Option<usize>,
     /// Maximum source tokens.
     #[arg(long, default_value_t = 256, value_parser = flags::count(1..=flags::MAX_SEQUENCE_LEN))]
     max_source_len: usize,
@@ -120,13 +130,13 @@ pub struct TrainArgs {
     overwrite_output_dir: bool,
 }
 
-pub fn train(args: TrainArgs) -> CliResult {
-    let run = run_training(&args)?;
+pub fn train(args: TrainArgs, written: &Value) -> CliResult {
+    let run = run_training(&args, written)?;
     println!(
         "best validation loss {:.4} at step {}; adapter in {}",
         run.best_loss,
         run.best_step,
-        args.out.join("final").display()
+        args.output_dir.join("final").display()
     );
     Ok(())
 }
@@ -178,27 +188,31 @@ fn add_trained_adapter(
     name: &str,
 ) -> CliResult<Trainer> {
     let targets: Vec<String> = args
-        .targets
+        .target_modules
         .split(',')
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .collect();
-    let lora = LoraConfig::new(args.r, args.alpha)
-        .with_lora_dropout(args.dropout)
-        .with_use_rslora(args.rslora);
+    let lora = LoraConfig::new(args.r, args.lora_alpha)
+        .with_lora_dropout(args.lora_dropout)
+        .with_use_rslora(args.use_rslora);
     let adapter_config = AdapterConfig::from_lora_config(&lora, ModuleSelector::Names(targets))?;
     // On resume the trainer replaces this fresh adapter with the checkpoint's. The random
     // initialisation draws from the backend RNG: seed it for a reproducible run.
     TrainBackend::seed(&Default::default(), args.seed);
     inject_adapter(model, &adapter_config, name)?;
-    let decay = match args.schedule.as_str() {
+    let decay = match args.lr_scheduler_type.as_str() {
         "cosine" => DecayKind::Cosine,
         "linear" => DecayKind::Linear,
-        "constant" => DecayKind::Constant,
+        // transformers' `constant` has no warm-up; here `--warmup-steps` (0 by default) applies
+        // to every schedule, so both names mean a constant rate after the warm-up.
+        "constant" | "constant_with_warmup" => DecayKind::Constant,
         other => {
-            return Err(
-                format!("--schedule must be cosine, linear or constant, not `{other}`").into(),
+            return Err(format!(
+                "--lr-scheduler-type must be linear, cosine, constant or \
+                 constant_with_warmup, not `{other}`"
             )
+            .into())
         }
     };
     Ok(Trainer {
@@ -208,19 +222,20 @@ fn add_trained_adapter(
             adam_epsilon: args.adam_epsilon,
             warmup_steps: args.warmup_steps,
             decay,
-            batch_size: args.batch_size,
-            gradient_accumulation_steps: args.grad_accum,
+            batch_size: args.per_device_train_batch_size,
+            gradient_accumulation_steps: args.gradient_accumulation_steps,
             max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
-            epochs: args.epochs,
+            epochs: args.num_train_epochs,
             max_steps: args.max_steps,
-            eval_every: args.eval_every,
-            save_every: args.save_every,
-            patience: args.patience,
+            eval_every: args.eval_steps,
+            save_every: args.save_steps,
+            log_every: args.logging_steps,
+            patience: args.early_stopping_patience,
             seed: args.seed,
             overwrite_output_dir: args.overwrite_output_dir,
             ..TrainerConfig::default()
         },
-        output_dir: args.out.clone(),
+        output_dir: args.output_dir.clone(),
         mode: TrainingMode::Adapter {
             name: name.into(),
             config: adapter_config,
@@ -233,8 +248,26 @@ fn add_trained_adapter(
     })
 }
 
-/// Trains as `args` says.
-fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
+/// `written` (the effective configuration of the command line) with the values of one run of
+/// it: a sweep's runs differ in these.
+fn run_config(written: &Value, args: &TrainArgs) -> Value {
+    let mut config = written.clone();
+    if let Some(object) = config.as_object_mut() {
+        object.insert("r".into(), args.r.into());
+        object.insert("lora_alpha".into(), args.lora_alpha.into());
+        object.insert("lora_dropout".into(), args.lora_dropout.into());
+        object.insert("learning_rate".into(), args.learning_rate.into());
+        object.insert(
+            "output_dir".into(),
+            args.output_dir.to_string_lossy().as_ref().into(),
+        );
+    }
+    config
+}
+
+/// Trains as `args` says and writes the run's configuration (`written` with the run's own
+/// values) next to its adapter.
+fn run_training(args: &TrainArgs, written: &Value) -> CliResult<TrainingRun> {
     let TrainingInputs {
         mut model,
         tokenizer,
@@ -256,6 +289,7 @@ fn run_training(args: &TrainArgs) -> CliResult<TrainingRun> {
         &tokenize(&tokenizer, &valid, &trainer.collator)?,
         args.resume,
     )?;
+    write_effective_config(&args.output_dir, &run_config(written, args))?;
     let (best_loss, best_step) = outcome.state.best.unwrap_or((f64::NAN, outcome.state.step));
     Ok(TrainingRun {
         best_loss,
@@ -634,10 +668,10 @@ impl SweepArgs {
     fn run_args(&self, point: &SweepPoint) -> TrainArgs {
         let mut run = self.train.clone();
         run.r = point.r;
-        run.alpha = point.alpha;
-        run.dropout = point.dropout;
+        run.lora_alpha = point.alpha;
+        run.lora_dropout = point.dropout;
         run.learning_rate = point.learning_rate;
-        run.out = self.train.out.join(format!(
+        run.output_dir = self.train.output_dir.join(format!(
             "r{}-a{}-d{}-lr{}",
             point.r, point.alpha, point.dropout, point.learning_rate
         ));
@@ -647,7 +681,7 @@ impl SweepArgs {
 }
 
 /// Trains every configuration of the grid at once (`sweep --concurrent`).
-fn sweep_concurrently(args: &SweepArgs) -> CliResult<Vec<TrainingRun>> {
+fn sweep_concurrently(args: &SweepArgs, written: &Value) -> CliResult<Vec<TrainingRun>> {
     let TrainingInputs {
         mut model,
         tokenizer,
@@ -681,14 +715,19 @@ fn sweep_concurrently(args: &SweepArgs) -> CliResult<Vec<TrainingRun>> {
                 "{}: step {}, loss {:.4}, lr {:.2e}{eval}",
                 names[run], entry.step, entry.loss, entry.learning_rate
             );
-            let picture = trainer.runs[run].output_dir.join("loss.png");
-            if let Err(error) = plot_losses(&picture, history) {
+            let output_dir = &trainer.runs[run].output_dir;
+            let title = format!("LoRA fine-tuning: {}", output_dir.display());
+            if let Err(error) = plot_losses(&output_dir.join("loss.png"), &title, history) {
                 plot_error.get_or_insert(error);
             }
         }
     })?;
     if let Some(error) = plot_error {
         return Err(error);
+    }
+    for point in &grid {
+        let run = args.run_args(point);
+        write_effective_config(&run.output_dir, &run_config(written, &run))?;
     }
     Ok(outcomes
         .into_iter()
@@ -705,14 +744,14 @@ fn sweep_concurrently(args: &SweepArgs) -> CliResult<Vec<TrainingRun>> {
         .collect())
 }
 
-pub fn sweep(args: SweepArgs) -> CliResult {
+pub fn sweep(args: SweepArgs, written: &Value) -> CliResult {
     let tokenizer = tokenizer(&existing(&args.train.model, "model directory")?)?;
     let grid = args.grid();
     let results = if args.concurrent {
-        sweep_concurrently(&args)?
+        sweep_concurrently(&args, written)?
     } else {
         grid.iter()
-            .map(|point| run_training(&args.run_args(point)))
+            .map(|point| run_training(&args.run_args(point), written))
             .collect::<CliResult<Vec<_>>>()?
     };
     let mut rows = Vec::new();

@@ -18,8 +18,8 @@ use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{LogEntry, TrainEvent, TrainOutcome, Trainer};
 
 use crate::flags;
-use crate::plot::{write_curves_png, Curve};
-use crate::progress::Progress;
+use crate::plot::{write_training_chart, TrainingCurves};
+use crate::progress::{items, TrainingProgress};
 
 pub type CliResult<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -286,12 +286,17 @@ pub fn train_with_display<B: AutodiffBackend>(
     let mut progress = None;
     let mut plot_error = None;
     let picture = trainer.output_dir.join("loss.png");
+    let (label, what) = match trainer.mode {
+        lora_burn::lora_train::TrainingMode::Full => ("pretrain", "training every parameter"),
+        _ => ("train", "LoRA fine-tuning"),
+    };
+    let title = format!("{what}: {}", trainer.output_dir.display());
     let outcome =
         trainer.train_observed(model, train, valid, resume, &mut |event| match event {
             TrainEvent::Started {
                 total_steps,
                 start_step,
-            } => progress = Some(Progress::new(*total_steps, *start_step, true)),
+            } => progress = Some(TrainingProgress::new(label, *total_steps, *start_step)),
             TrainEvent::Logged { entry, history } => {
                 if let Some(progress) = &progress {
                     progress.show(
@@ -300,8 +305,11 @@ pub fn train_with_display<B: AutodiffBackend>(
                         entry.learning_rate,
                         entry.tokens_per_second,
                     );
+                    if let Some(eval_loss) = entry.eval_loss {
+                        progress.evaluated(entry.step, eval_loss);
+                    }
                 }
-                if let Err(error) = plot_losses(&picture, history) {
+                if let Err(error) = plot_losses(&picture, &title, history) {
                     plot_error.get_or_insert(error);
                 }
             }
@@ -318,20 +326,19 @@ pub fn train_with_display<B: AutodiffBackend>(
     }
 }
 
-/// The training loss (red) and validation loss (blue) by step.
-pub fn plot_losses(path: &Path, history: &[LogEntry]) -> CliResult {
-    let train = Curve {
-        points: history.iter().map(|e| (e.step as f64, e.loss)).collect(),
-        rgb: [200, 40, 40],
-    };
-    let eval = Curve {
-        points: history
+/// The chart of a run's log: training and validation loss and the learning rate by step.
+pub fn plot_losses(path: &Path, title: &str, history: &[LogEntry]) -> CliResult {
+    let step = |e: &LogEntry| e.step as f64;
+    let curves = TrainingCurves {
+        title: title.to_string(),
+        train_loss: history.iter().map(|e| (step(e), e.loss)).collect(),
+        eval_loss: history
             .iter()
-            .filter_map(|e| e.eval_loss.map(|l| (e.step as f64, l)))
+            .filter_map(|e| e.eval_loss.map(|l| (step(e), l)))
             .collect(),
-        rgb: [40, 80, 200],
+        learning_rate: history.iter().map(|e| (step(e), e.learning_rate)).collect(),
     };
-    write_curves_png(path, &[train, eval], 640, 400)
+    write_training_chart(path, &curves)
 }
 
 /// Generates for every prompt, in batches, and decodes the outputs (`num_return_sequences`
@@ -366,6 +373,11 @@ pub fn generate_texts<B: Backend>(
         1
     } else {
         decoding.generation_batch_size.max(1)
+    };
+    let bar = if stream.is_some() {
+        None
+    } else {
+        items("generate", prompts.len(), "prompts")
     };
     for (number, chunk) in prompts.chunks(batch).enumerate() {
         let encoded: Vec<Vec<u32>> = chunk
@@ -425,6 +437,12 @@ pub fn generate_texts<B: Backend>(
         for sequence in sequences {
             outputs.push(tokenizer.decode(&generated_tokens(&sequence, start, eos))?);
         }
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     Ok(outputs)
 }

@@ -15,10 +15,12 @@ use lora_burn::lora_peft_io::{inject_adapter, AdapterConfig, ModuleSelector};
 use lora_burn::lora_t5::T5ForConditionalGeneration;
 use lora_burn::lora_train::data::Seq2SeqCollator;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
+use serde_json::Value;
 
 use crate::common::{
     evaluate, read_pairs, tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
+use crate::config_file::write_effective_config;
 use crate::flags;
 
 #[derive(Args, Debug)]
@@ -29,29 +31,37 @@ pub struct DemoArgs {
     /// Folder with heldout_train.jsonl, heldout_valid.jsonl and heldout_test.jsonl.
     #[arg(long, default_value = "data/uidsl")]
     data: PathBuf,
-    /// Where the run's adapter, metrics and loss curve go (replacing an earlier demo's).
-    #[arg(long, default_value = "runs/demo")]
-    out: PathBuf,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_RANK))]
+    /// A JSON file of flags under these names, such as the `training_config.json` a demo run
+    /// writes; flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the run's adapter, metrics, loss curve and configuration go (replacing an earlier
+    /// demo's).
+    #[arg(long, visible_alias = "out", default_value = "runs/demo")]
+    output_dir: PathBuf,
+    /// LoRA rank (PEFT's `r`).
+    #[arg(long, visible_alias = "lora-r", default_value_t = 16, value_parser = flags::count(1..=flags::MAX_RANK))]
     r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 32.0, value_parser = flags::finite())]
-    alpha: f64,
+    /// LoRA alpha (the update is scaled by alpha / r).
+    #[arg(long, visible_alias = "alpha", default_value_t = 32.0, value_parser = flags::finite())]
+    lora_alpha: f64,
+    /// Dropout on the LoRA branch's input.
+    #[arg(long, visible_alias = "dropout", default_value_t = 0.05, value_parser = flags::probability())]
+    lora_dropout: f64,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 500, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    steps: usize,
+    #[arg(long, visible_alias = "steps", default_value_t = 500, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    max_steps: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 5e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// Examples per step.
-    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    batch_size: usize,
+    #[arg(long, visible_alias = "batch-size", default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    per_device_train_batch_size: usize,
     #[command(flatten)]
     decoding: DecodingArgs,
 }
 
-pub fn run(args: DemoArgs) -> CliResult {
+pub fn run(args: DemoArgs, written: &Value) -> CliResult {
     type B = TrainBackend;
     let started = Instant::now();
     let device = Default::default();
@@ -72,7 +82,7 @@ pub fn run(args: DemoArgs) -> CliResult {
 
     let targets = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"];
     let adapter_config = AdapterConfig::from_lora_config(
-        &LoraConfig::new(args.r, args.alpha).with_lora_dropout(0.05),
+        &LoraConfig::new(args.r, args.lora_alpha).with_lora_dropout(args.lora_dropout),
         ModuleSelector::Names(targets.iter().map(|t| t.to_string()).collect()),
     )?;
     let mut model = model;
@@ -86,12 +96,12 @@ pub fn run(args: DemoArgs) -> CliResult {
     let trainer = Trainer {
         config: TrainerConfig {
             learning_rate: args.learning_rate,
-            warmup_steps: args.steps / 10,
+            warmup_steps: args.max_steps / 10,
             decay: DecayKind::Cosine,
-            batch_size: args.batch_size,
-            max_steps: Some(args.steps),
+            batch_size: args.per_device_train_batch_size,
+            max_steps: Some(args.max_steps),
             epochs: usize::MAX,
-            eval_every: (args.steps / 5).max(1),
+            eval_every: (args.max_steps / 5).max(1),
             save_every: 0,
             log_every: 10,
             seed: DEMO_SEED,
@@ -99,7 +109,7 @@ pub fn run(args: DemoArgs) -> CliResult {
             overwrite_output_dir: true,
             ..TrainerConfig::default()
         },
-        output_dir: args.out.clone(),
+        output_dir: args.output_dir.clone(),
         mode: TrainingMode::Adapter {
             name: "default".into(),
             config: adapter_config,
@@ -117,6 +127,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         &tokenize(&tokenizer, &valid, &trainer.collator)?,
         false,
     )?;
+    write_effective_config(&args.output_dir, written)?;
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);
     let (after, predictions) = evaluate(
         &outcome.model.valid(),
@@ -138,9 +149,9 @@ pub fn run(args: DemoArgs) -> CliResult {
     }
     println!(
         "adapter: {} (PEFT format), metrics: {}, loss curve: {}; wall time {:.0} s",
-        args.out.join("final").display(),
-        args.out.join("metrics.jsonl").display(),
-        args.out.join("loss.png").display(),
+        args.output_dir.join("final").display(),
+        args.output_dir.join("metrics.jsonl").display(),
+        args.output_dir.join("loss.png").display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -12,6 +12,7 @@
 
 mod commands;
 mod common;
+mod config_file;
 mod demo;
 mod flags;
 mod plot;
@@ -25,6 +26,9 @@ use lora_burn::backend::BackendInfo;
 #[derive(Parser, Debug)]
 #[command(name = "lora-t5", version, about)]
 struct Cli {
+    /// Threads of the CPU backend (default: every core; `RAYON_NUM_THREADS` also sets it).
+    #[arg(long, global = true, value_parser = flags::count(1..=4096))]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,24 +60,76 @@ fn version_line() -> &'static str {
     Box::leak(line.into_boxed_str())
 }
 
+/// The command line, with `--config` files expanded.
+fn command_line(command: &clap::Command) -> Vec<std::ffi::OsString> {
+    match config_file::expand_config_files(std::env::args_os().collect(), command) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The value of the last `--threads N` / `--threads=N` of `args`, when it is a number.
+fn threads_flag(args: &[std::ffi::OsString]) -> Option<usize> {
+    let mut threads = None;
+    let mut args = args.iter().filter_map(|arg| arg.to_str());
+    while let Some(arg) = args.next() {
+        if arg == "--threads" {
+            threads = args.next().and_then(|n| n.parse().ok());
+        } else if let Some(n) = arg.strip_prefix("--threads=") {
+            threads = n.parse().ok();
+        }
+    }
+    threads
+}
+
 fn main() {
+    // The thread count must be set before anything starts the pool, and the version line
+    // (which reports it) does.
+    let mut unversioned = Cli::command().args_override_self(true);
+    unversioned.build();
+    let args = command_line(&unversioned);
+    if let Some(threads) = threads_flag(&args) {
+        if let Err(error) = lora_burn::backend::use_threads(threads) {
+            eprintln!("error: --threads: {error}");
+            std::process::exit(2);
+        }
+    }
     let version = version_line();
-    let matches = Cli::command()
-        .version(version)
-        .long_version(version)
-        .get_matches();
+    let mut command = unversioned.version(version).long_version(version);
+    command.build();
+    let matches = command.clone().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    if cli
+        .threads
+        .is_some_and(|threads| threads != BackendInfo::current().threads)
+    {
+        eprintln!("error: --threads: the backend did not take the thread count");
+        std::process::exit(2);
+    }
+    // What `train`, `sweep` and `demo` write next to their adapters.
+    let written = matches.subcommand().and_then(|(name, sub_matches)| {
+        let keep = (name == "sweep")
+            .then(|| command.find_subcommand("train"))
+            .flatten();
+        command
+            .find_subcommand(name)
+            .map(|sub| config_file::effective_config(sub_matches, sub, keep))
+    });
+    let written = written.unwrap_or_default();
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Train(args) => commands::train(args),
+        Command::Demo(args) => demo::run(args, &written),
+        Command::Train(args) => commands::train(args, &written),
         Command::Generate(args) => commands::generate(args),
         Command::Eval(args) => commands::eval(args),
         Command::Merge(args) => commands::merge(args),
         Command::Inspect(args) => commands::inspect(args),
-        Command::Sweep(args) => commands::sweep(args),
+        Command::Sweep(args) => commands::sweep(args, &written),
         Command::Pretrain(args) => pretrain::run(args),
     };
     if let Err(error) = result {

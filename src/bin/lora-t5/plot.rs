@@ -1,89 +1,156 @@
-//! A loss-curve picture as PNG for `train`, `demo` and `pretrain`: drawn here, encoded by the
-//! `png` crate.
+//! The training chart of `train`, `demo`, `sweep` and `pretrain` (`loss.png`): training loss,
+//! evaluation loss and learning rate by optimizer step, with a title, labelled axes and a
+//! legend, drawn by `plotters` into a pixel buffer with an embedded font and encoded by `png`.
 
 use std::path::Path;
 
-/// One curve: its name is only for the caller; its colour is RGB.
-#[derive(Debug, Clone)]
-pub struct Curve {
-    /// (x, y) points, x increasing.
-    pub points: Vec<(f64, f64)>,
-    /// Line colour.
-    pub rgb: [u8; 3],
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// The chart's font: DejaVu Sans Mono (Bitstream Vera license, `assets/fonts/LICENSE`),
+/// embedded so that no system font is looked up.
+const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSansMono.ttf");
+/// The name the font is registered under.
+const FONT_NAME: &str = "chart-sans";
+
+/// Width and height of the chart in pixels.
+pub const CHART_SIZE: (u32, u32) = (960, 540);
+
+const TRAIN_COLOUR: RGBColor = RGBColor(200, 40, 40);
+const EVAL_COLOUR: RGBColor = RGBColor(40, 80, 200);
+const LR_COLOUR: RGBColor = RGBColor(40, 150, 70);
+
+/// What the chart shows: points `(step, value)`, steps increasing.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingCurves {
+    /// The title line.
+    pub title: String,
+    /// Mean training loss at each logged step.
+    pub train_loss: Vec<(f64, f64)>,
+    /// Validation loss at each evaluation.
+    pub eval_loss: Vec<(f64, f64)>,
+    /// Learning rate at each logged step (drawn against the right axis).
+    pub learning_rate: Vec<(f64, f64)>,
 }
 
-/// Draws curves on a white `width × height` canvas with axes and writes a PNG (atomically:
-/// temporary file, then rename).
-pub fn write_curves_png(
-    path: &Path,
-    curves: &[Curve],
-    width: usize,
-    height: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let (width, height) = (width.max(32), height.max(32));
-    let mut pixels = vec![255u8; width * height * 3];
-    let margin = 24usize;
-    let points = curves.iter().flat_map(|c| c.points.iter());
-    let (mut x_min, mut x_max, mut y_min, mut y_max) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for (x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
-        x_min = x_min.min(*x);
-        x_max = x_max.max(*x);
-        y_min = y_min.min(*y);
-        y_max = y_max.max(*y);
+type ChartError = Box<dyn std::error::Error>;
+
+/// Registers the embedded font once.
+fn font_family() -> Result<&'static str, ChartError> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED
+        .get_or_init(|| plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(FONT_NAME)
+    } else {
+        Err("the chart's embedded font could not be read".into())
     }
-    if !x_min.is_finite() {
-        (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
+}
+
+/// The finite points of `points`.
+fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
+}
+
+/// `[low, high]` of `values` with a margin, never empty.
+fn span(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values {
+        low = low.min(v);
+        high = high.max(v);
     }
-    y_min = y_min.min(0.0);
-    let x_span = (x_max - x_min).max(1e-12);
-    let y_span = (y_max - y_min).max(1e-12);
-    let (plot_w, plot_h) = (width - 2 * margin, height - 2 * margin);
-    let to_pixel = |x: f64, y: f64| {
-        let px = margin as f64 + (x - x_min) / x_span * plot_w as f64;
-        let py = (height - margin) as f64 - (y - y_min) / y_span * plot_h as f64;
-        (px, py)
-    };
-    let mut put = |x: i64, y: i64, rgb: [u8; 3]| {
-        if x >= 0 && y >= 0 && (x as usize) < width && (y as usize) < height {
-            let i = (y as usize * width + x as usize) * 3;
-            pixels[i..i + 3].copy_from_slice(&rgb);
-        }
-    };
-    for x in margin..width - margin {
-        put(x as i64, (height - margin) as i64, [0, 0, 0]);
+    if !low.is_finite() {
+        return (0.0, 1.0);
     }
-    for y in margin..height - margin {
-        put(margin as i64, y as i64, [0, 0, 0]);
+    if from_zero {
+        low = low.min(0.0);
     }
-    for curve in curves {
-        for pair in curve.points.windows(2) {
-            let (a, b) = (
-                to_pixel(pair[0].0, pair[0].1),
-                to_pixel(pair[1].0, pair[1].1),
-            );
-            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
-            for s in 0..=steps {
-                let t = s as f64 / steps as f64;
-                let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
-                for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-                    put(x.round() as i64 + dx, y.round() as i64 + dy, curve.rgb);
-                }
-            }
-        }
+    if high - low < 1e-12 {
+        high = low + 1.0;
     }
+    (low, high + (high - low) * 0.05)
+}
+
+/// Draws `curves` and writes the chart as a PNG to `path` (atomically: temporary file, then
+/// rename).
+pub fn write_training_chart(path: &Path, curves: &TrainingCurves) -> Result<(), ChartError> {
+    let (width, height) = CHART_SIZE;
+    let mut pixels = vec![255u8; width as usize * height as usize * 3];
+    draw(&mut pixels, curves)?;
     let bytes = encode_png(&pixels, width, height)?;
     Ok(lora_burn::lora_hf::write_atomic(path, &bytes)?)
 }
 
+/// Draws the chart into an RGB buffer of [`CHART_SIZE`].
+fn draw(pixels: &mut [u8], curves: &TrainingCurves) -> Result<(), ChartError> {
+    let family = font_family()?;
+    let train = finite(&curves.train_loss);
+    let eval = finite(&curves.eval_loss);
+    let lr = finite(&curves.learning_rate);
+    let (x_low, x_high) = span(train.iter().chain(&eval).chain(&lr).map(|p| p.0), false);
+    let (y_low, y_high) = span(train.iter().chain(&eval).map(|p| p.1), true);
+    let (lr_low, lr_high) = span(lr.iter().map(|p| p.1), true);
+
+    let root = BitMapBackend::with_buffer(pixels, CHART_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&curves.title, (family, 22))
+        .margin(14)
+        .x_label_area_size(46)
+        .y_label_area_size(70)
+        .right_y_label_area_size(80)
+        .build_cartesian_2d(x_low..x_high, y_low..y_high)?
+        .set_secondary_coord(x_low..x_high, lr_low..lr_high);
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc("loss (cross-entropy per target token)")
+        .label_style((family, 14))
+        .axis_desc_style((family, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("learning rate")
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .label_style((family, 14))
+        .axis_desc_style((family, 15))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(train, TRAIN_COLOUR.stroke_width(2)))?
+        .label("train loss")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TRAIN_COLOUR.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(eval.clone(), EVAL_COLOUR.stroke_width(2)))?
+        .label("eval loss")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], EVAL_COLOUR.stroke_width(2)));
+    chart.draw_series(
+        eval.iter()
+            .map(|&point| Circle::new(point, 3, EVAL_COLOUR.filled())),
+    )?;
+    chart
+        .draw_secondary_series(LineSeries::new(lr, LR_COLOUR.stroke_width(2)))?
+        .label("learning rate (right axis)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LR_COLOUR.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((family, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// An RGB8 PNG of `rgb` (rows top to bottom), encoded by the `png` crate.
-fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, png::EncodingError> {
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, png::EncodingError> {
     let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header()?;
@@ -94,20 +161,68 @@ fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>, png::E
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn writes_a_png_file() {
-        use super::{write_curves_png, Curve};
-        let path = std::env::temp_dir().join(format!("loss-{}.png", std::process::id()));
-        let train = Curve {
-            points: vec![(0.0, 3.0), (1.0, 2.0), (2.0, 1.5)],
-            rgb: [200, 40, 40],
-        };
-        write_curves_png(&path, &[train], 320, 200).unwrap();
+    use super::*;
+
+    /// The decoded RGB pixels and size of a PNG file.
+    fn read_png(path: &Path) -> (Vec<u8>, u32, u32) {
         let decoder =
-            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
-        let info = decoder.read_info().unwrap().info().clone();
-        assert_eq!((info.width, info.height), (320, 200));
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
         assert_eq!(info.color_type, png::ColorType::Rgb);
-        std::fs::remove_file(path).unwrap();
+        pixels.truncate(info.buffer_size());
+        (pixels, info.width, info.height)
+    }
+
+    fn count(pixels: &[u8], colour: RGBColor) -> usize {
+        pixels
+            .chunks_exact(3)
+            .filter(|p| *p == [colour.0, colour.1, colour.2])
+            .count()
+    }
+
+    #[test]
+    fn the_chart_has_its_size_its_three_curves_and_text() {
+        let path = std::env::temp_dir().join(format!("chart-{}.png", std::process::id()));
+        let steps = |every: usize| (0..=200).step_by(every).map(|s| s as f64);
+        let curves = TrainingCurves {
+            title: "LoRA fine-tuning".into(),
+            train_loss: steps(10).map(|s| (s, 3.0 / (1.0 + s / 20.0))).collect(),
+            eval_loss: steps(50).map(|s| (s, 3.2 / (1.0 + s / 25.0))).collect(),
+            learning_rate: steps(10).map(|s| (s, 1e-3 * (1.0 - s / 200.0))).collect(),
+        };
+        write_training_chart(&path, &curves).unwrap();
+        let (pixels, width, height) = read_png(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((width, height), CHART_SIZE);
+        // Each curve is drawn (and its legend line).
+        for colour in [TRAIN_COLOUR, EVAL_COLOUR, LR_COLOUR] {
+            assert!(count(&pixels, colour) > 200, "{colour:?} barely drawn");
+        }
+        // Not blank: besides the white background, the curves and the light grid, dark pixels
+        // of the axes and the anti-aliased text (title, axis names, tick labels, legend).
+        let dark = pixels
+            .chunks_exact(3)
+            .filter(|p| p.iter().all(|&c| c < 100))
+            .count();
+        let white = count(&pixels, WHITE);
+        assert!(dark > 3000, "only {dark} dark pixels");
+        assert!(white < pixels.len() / 3 * 98 / 100, "nearly all white");
+        assert!(white > pixels.len() / 3 / 2, "mostly not background");
+    }
+
+    #[test]
+    fn an_empty_or_non_finite_history_still_gives_a_chart() {
+        let path = std::env::temp_dir().join(format!("chart-empty-{}.png", std::process::id()));
+        let curves = TrainingCurves {
+            title: "nothing yet".into(),
+            train_loss: vec![(1.0, f64::NAN), (2.0, f64::INFINITY)],
+            ..TrainingCurves::default()
+        };
+        write_training_chart(&path, &curves).unwrap();
+        let (_, width, height) = read_png(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((width, height), CHART_SIZE);
     }
 }

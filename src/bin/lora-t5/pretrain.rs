@@ -24,29 +24,33 @@ pub struct PretrainArgs {
     /// Output model directory.
     #[arg(long, default_value = "models/uidsl-t5-small")]
     out: PathBuf,
+    /// Records of the base task generated on top of `base_train.jsonl` (the seeded generator's
+    /// `base_train_supplement`: none of their instructions is in any file of `--data`).
+    #[arg(long, default_value_t = 37_000, value_parser = flags::count(0..=flags::MAX_COUNT))]
+    generated_train: usize,
     /// Tokenizer vocabulary size.
-    #[arg(long, default_value_t = 1000, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 2000, value_parser = flags::count(1..=flags::MAX_COUNT))]
     vocab_size: usize,
     /// Hidden size.
-    #[arg(long, default_value_t = 128, value_parser = flags::count(1..=flags::MAX_RANK))]
+    #[arg(long, default_value_t = 256, value_parser = flags::count(1..=flags::MAX_RANK))]
     d_model: usize,
     /// Attention heads.
     #[arg(long, default_value_t = 4, value_parser = flags::count(1..=flags::MAX_RANK))]
     heads: usize,
     /// Feed-forward size.
-    #[arg(long, default_value_t = 384, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 768, value_parser = flags::count(1..=flags::MAX_COUNT))]
     d_ff: usize,
     /// Encoder and decoder layers.
-    #[arg(long, default_value_t = 2, value_parser = flags::count(1..=1024))]
+    #[arg(long, default_value_t = 3, value_parser = flags::count(1..=1024))]
     layers: usize,
     /// Passes over the base corpus.
-    #[arg(long, default_value_t = 30, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 3, value_parser = flags::count(1..=flags::MAX_COUNT))]
     epochs: usize,
     /// Examples per step.
-    #[arg(long, default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 32, value_parser = flags::count(1..=flags::MAX_COUNT))]
     batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3, value_parser = flags::positive())]
+    #[arg(long, default_value_t = 2e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// Seed.
     #[arg(long, default_value_t = 42)]
@@ -59,11 +63,17 @@ pub struct PretrainArgs {
 pub fn run(args: PretrainArgs) -> CliResult {
     type B = TrainBackend;
     let started = Instant::now();
-    let train = read_pairs(&args.data.join("base_train.jsonl"), false)?;
+    let mut train = read_pairs(&args.data.join("base_train.jsonl"), false)?;
     let valid = read_pairs(&args.data.join("base_valid.jsonl"), false)?;
     // The tokenizer also sees the held-out training texts so that their characters have
     // pieces; the model itself never trains on them here.
     let heldout = read_pairs(&args.data.join("heldout_train.jsonl"), false)?;
+    train.extend(
+        uidsl::standard_corpora()
+            .base_train_supplement(args.generated_train)?
+            .into_iter()
+            .map(|record| (record.instruction, record.output_json_minified)),
+    );
     let texts: Vec<String> = train
         .iter()
         .chain(&heldout)
