@@ -75,6 +75,36 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// its previous files), and [`T5Error::InvalidInput`] when a weight cannot be read back from
     /// the device or a wrapped lookup holds a merged adapter.
     pub fn save_pretrained(&self, dir: &Path) -> Result<(), T5Error> {
+        self.save_pretrained_as(dir, WeightDtype::F32)
+    }
+
+    /// [`save_pretrained`](Self::save_pretrained) with the weights stored as `dtype`: `BF16`
+    /// or `F16` halve the file (each value rounded to the nearest one of that type), and the
+    /// loaders here and in transformers read them back as `f32`.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use lora_hf::WeightDtype;
+    /// use lora_t5::{T5Config, T5ForConditionalGeneration};
+    ///
+    /// let config = T5Config { vocab_size: 40, d_model: 16, d_kv: 4, d_ff: 32, num_layers: 1,
+    ///     num_heads: 2, ..T5Config::default() };
+    /// let device = Default::default();
+    /// let model = T5ForConditionalGeneration::<NdArray>::new(&config, &device);
+    /// let dir = std::env::temp_dir().join(format!("t5-bf16-{}", std::process::id()));
+    /// model.save_pretrained_as(&dir, WeightDtype::BF16).unwrap();
+    /// let size = |d: &std::path::Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len();
+    /// let bf16 = size(&dir);
+    /// model.save_pretrained(&dir).unwrap();
+    /// assert!(bf16 < size(&dir)); // two bytes a weight instead of four, the same header
+    /// let loaded = T5ForConditionalGeneration::<NdArray>::from_pretrained(&dir, &device).unwrap();
+    /// assert_eq!(loaded.config.d_model, 16);
+    /// std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`save_pretrained`](Self::save_pretrained).
+    pub fn save_pretrained_as(&self, dir: &Path, dtype: WeightDtype) -> Result<(), T5Error> {
         std::fs::create_dir_all(dir).map_err(|source| HfFileError::io(dir, source))?;
         let mut tensors = BTreeMap::new();
         let mut failure = None;
@@ -117,7 +147,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         if let Some(error) = failure {
             return Err(error);
         }
-        let bytes = serialize_safetensors(&tensors, WeightDtype::F32)?;
+        let bytes = serialize_safetensors(&tensors, dtype)?;
         let mut config = self.config.to_hf_json();
         config["tie_word_embeddings"] = Value::Bool(tied);
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
