@@ -69,11 +69,11 @@ fn the_capped_commands_run_normally_on_normal_inputs() {
 
 #[test]
 fn a_head_width_whose_product_wraps_is_refused() {
-    // 4 heads × (2^62 + 8) wraps to 32 · 4 = 128 = d_model, the embedded model's own width:
+    // 4 heads × (2^62 + 64) wraps to 4 · 64 = 256 = d_model, the embedded model's own width:
     // unchecked, it loaded and then crashed inside the product kernels.
     let dir = scratch("wrapping-heads");
     let model = model_copy(&dir, |c| {
-        c.insert("d_kv".into(), serde_json::json!(4611686018427387912u64));
+        c.insert("d_kv".into(), serde_json::json!(4611686018427387968u64));
     });
     let output = capped(&["inspect", "--model", &model.display().to_string()]);
     assert_refused(&output, &["config.json", "num_heads × d_kv"]);

@@ -326,6 +326,38 @@ fn committed_data_files_equal_the_generator_output() {
 }
 
 #[test]
+fn no_test_or_validation_instruction_is_in_any_training_data() {
+    // What trains: the committed training files, and the generated supplement `pretrain` adds
+    // (its default size, 29 000 records).
+    let dir = data_dir();
+    let instructions = |file: &str| -> HashSet<String> {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        text.lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                record["instruction"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let mut training = instructions("base_train.jsonl");
+    training.extend(instructions("heldout_train.jsonl"));
+    let supplement = standard_corpora().base_train_supplement(29_000).unwrap();
+    assert_eq!(supplement.len(), 29_000);
+    training.extend(supplement.into_iter().map(|r| r.instruction));
+    for held_out in [
+        "heldout_test.jsonl",
+        "heldout_valid.jsonl",
+        "base_valid.jsonl",
+    ] {
+        let leaked: Vec<String> = instructions(held_out)
+            .intersection(&training)
+            .cloned()
+            .collect();
+        assert!(leaked.is_empty(), "{held_out}: {leaked:?}");
+    }
+}
+
+#[test]
 #[ignore = "writes data/uidsl/*.jsonl; run with --ignored after changing the generator"]
 fn regenerate_data_files() {
     let dir = data_dir();

@@ -7,14 +7,24 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use lora_burn::backend::TrainBackend;
+use lora_burn::lora_hf::WeightDtype;
 use lora_burn::lora_t5::{FeedForwardKind, T5Config, T5ForConditionalGeneration, T5Tokenizer};
 use lora_burn::lora_train::data::Seq2SeqCollator;
 use lora_burn::lora_train::{DecayKind, Trainer, TrainerConfig, TrainingMode};
 
 use crate::common::{read_pairs, tokenize, train_with_display, CliResult};
 use crate::flags;
+
+/// The stored type of the pretrained weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveDtype {
+    /// bfloat16.
+    Bf16,
+    /// float32.
+    F32,
+}
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -26,10 +36,10 @@ pub struct PretrainArgs {
     out: PathBuf,
     /// Records of the base task generated on top of `base_train.jsonl` (the seeded generator's
     /// `base_train_supplement`: none of their instructions is in any file of `--data`).
-    #[arg(long, default_value_t = 37_000, value_parser = flags::count(0..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 29_000, value_parser = flags::count(0..=flags::MAX_COUNT))]
     generated_train: usize,
     /// Tokenizer vocabulary size.
-    #[arg(long, default_value_t = 2000, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, default_value_t = 1000, value_parser = flags::count(1..=flags::MAX_COUNT))]
     vocab_size: usize,
     /// Hidden size.
     #[arg(long, default_value_t = 256, value_parser = flags::count(1..=flags::MAX_RANK))]
@@ -44,17 +54,21 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 3, value_parser = flags::count(1..=1024))]
     layers: usize,
     /// Passes over the base corpus.
-    #[arg(long, default_value_t = 3, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    epochs: usize,
+    #[arg(long, visible_alias = "epochs", default_value_t = 2, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    num_train_epochs: usize,
     /// Examples per step.
-    #[arg(long, default_value_t = 32, value_parser = flags::count(1..=flags::MAX_COUNT))]
-    batch_size: usize,
+    #[arg(long, visible_alias = "batch-size", default_value_t = 32, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    per_device_train_batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3, value_parser = flags::positive())]
+    #[arg(long, default_value_t = 5e-4, value_parser = flags::positive())]
     learning_rate: f64,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// How the weights are stored: bf16 (half the file of f32; the loaders read it back as f32)
+    /// or f32.
+    #[arg(long, value_enum, default_value_t = SaveDtype::Bf16)]
+    save_dtype: SaveDtype,
     /// Folder of the run's `metrics.jsonl` and `loss.png` (replacing an earlier run's).
     #[arg(long, default_value = "runs/pretrain")]
     run_dir: PathBuf,
@@ -86,7 +100,7 @@ pub fn run(args: PretrainArgs) -> CliResult {
         )
         .into());
     }
-    let tokenizer = T5Tokenizer::train_unigram(&texts, args.vocab_size)?;
+    let tokenizer = T5Tokenizer::train_bpe(&texts, args.vocab_size)?;
     let config = T5Config {
         vocab_size: tokenizer.vocab_size(),
         d_model: args.d_model,
@@ -114,9 +128,9 @@ pub fn run(args: PretrainArgs) -> CliResult {
             weight_decay: 0.01,
             adam_epsilon: 1e-8,
             decay: DecayKind::Linear,
-            batch_size: args.batch_size,
+            batch_size: args.per_device_train_batch_size,
             max_grad_norm: Some(1.0),
-            epochs: args.epochs,
+            epochs: args.num_train_epochs,
             // Evaluated at the end of each epoch.
             eval_every: 0,
             log_every: 10,
@@ -159,7 +173,11 @@ pub fn run(args: PretrainArgs) -> CliResult {
         );
     }
     let model = outcome.model.valid();
-    model.save_pretrained(&args.out)?;
+    let dtype = match args.save_dtype {
+        SaveDtype::Bf16 => WeightDtype::BF16,
+        SaveDtype::F32 => WeightDtype::F32,
+    };
+    model.save_pretrained_as(&args.out, dtype)?;
     tokenizer.save(&args.out.join("tokenizer.json"))?;
     println!(
         "saved {} in {:.0} s (run log in {})",
