@@ -110,7 +110,7 @@ fn train_generate_eval_int8_merge_and_inspect() {
         }
     }
     assert!(
-        note.contains("int8: base weights of 36 linear layers quantized"),
+        note.contains("int8: base weights of 54 linear layers quantized"),
         "{note}"
     );
 
@@ -130,7 +130,7 @@ fn train_generate_eval_int8_merge_and_inspect() {
     ]);
     // The merge checks itself on probe prompts before it writes anything.
     assert!(
-        merge_report.contains("merged 12 layers") && merge_report.contains("differ by at most"),
+        merge_report.contains("merged 18 layers") && merge_report.contains("differ by at most"),
         "{merge_report}"
     );
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -160,8 +160,8 @@ fn train_generate_eval_int8_merge_and_inspect() {
     assert_eq!(from_merged, generated);
 
     let inspected = run_ok(&["inspect", "--model", &model, "--adapter", &adapter_arg]);
-    assert!(inspected.contains("\"d_model\": 128"), "{inspected}");
-    assert!(inspected.contains("LoRA layers: 12 of 36"), "{inspected}");
+    assert!(inspected.contains("\"d_model\": 256"), "{inspected}");
+    assert!(inspected.contains("LoRA layers: 18 of 54"), "{inspected}");
     assert!(inspected.contains("trainable params: "), "{inspected}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -355,7 +355,7 @@ fn pretrain_writes_a_loadable_model_and_the_same_one_for_the_same_seed() {
         "8",
     ]);
     assert!(
-        report.contains("| count             |      2 |"),
+        report.contains("| count               |       2 |"),
         "{report}"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -465,7 +465,10 @@ fn pretrain_with_zero_heads_is_refused() {
 
 #[test]
 fn pretrain_with_a_batch_size_of_zero_is_refused() {
-    assert_refused(&["pretrain", "--batch-size", "0"], &["--batch-size", "0"]);
+    assert_refused(
+        &["pretrain", "--batch-size", "0"],
+        &["--per-device-train-batch-size", "0"],
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ use crate::common::{
     tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
 use crate::config_file::write_effective_config;
+use crate::evaluation::MetricArgs;
 use crate::flags;
 
 #[derive(Args, Debug, Clone)]
@@ -454,6 +455,8 @@ pub struct EvalArgs {
     decoding: DecodingArgs,
     #[command(flatten)]
     quant: QuantArgs,
+    #[command(flatten)]
+    metrics: MetricArgs,
 }
 
 pub fn eval(args: EvalArgs) -> CliResult {
@@ -465,8 +468,15 @@ pub fn eval(args: EvalArgs) -> CliResult {
         pairs.truncate(limit);
     }
     let config = args.decoding.config(&args.model.model, &tokenizer)?;
-    let (report, _) = evaluate(&model, &tokenizer, &pairs, &args.decoding, &config)?;
-    println!("{report}");
+    let (evaluation, _) = evaluate(
+        &model,
+        &tokenizer,
+        &pairs,
+        &args.decoding,
+        &config,
+        &args.metrics,
+    )?;
+    println!("{evaluation}");
     Ok(())
 }
 
@@ -768,7 +778,7 @@ pub fn sweep(args: SweepArgs, written: &Value) -> CliResult {
         ));
     }
     println!(
-        "| r | alpha | dropout | lr | best eval loss | step | exact match | BLEU | ROUGE-L | valid JSON | schema-valid |"
+        "| r | alpha | dropout | lr | best eval loss | step | exact match | JSON-token BLEU | JSON-token ROUGE-L | valid JSON | schema-valid |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (r, alpha, dropout, lr, loss, step, report) in rows {
@@ -807,6 +817,7 @@ fn sweep_metrics(
         ..DecodingArgs::default()
     };
     let config = decoding.config(&args.train.model, tokenizer)?;
-    let (report, _) = evaluate(&run.model, tokenizer, pairs, &decoding, &config)?;
-    Ok(Some(report))
+    let metrics = MetricArgs::default();
+    let (evaluation, _) = evaluate(&run.model, tokenizer, pairs, &decoding, &config, &metrics)?;
+    Ok(Some(evaluation.report))
 }

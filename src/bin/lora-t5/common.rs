@@ -17,6 +17,7 @@ use lora_burn::lora_train::data::{
 use lora_burn::lora_train::metrics::EvalReport;
 use lora_burn::lora_train::{LogEntry, TrainEvent, TrainOutcome, Trainer};
 
+use crate::evaluation::{Evaluation, MetricArgs};
 use crate::flags;
 use crate::plot::{write_training_chart, TrainingCurves};
 use crate::progress::{items, TrainingProgress};
@@ -454,7 +455,8 @@ pub fn evaluate<B: Backend>(
     pairs: &[(String, String)],
     decoding: &DecodingArgs,
     config: &GenerationConfig,
-) -> CliResult<(EvalReport, Vec<String>)> {
+    metrics: &MetricArgs,
+) -> CliResult<(Evaluation, Vec<String>)> {
     if config.num_return_sequences > 1 {
         return Err("evaluation scores one output per prompt: use --num-return-sequences 1".into());
     }
@@ -465,7 +467,8 @@ pub fn evaluate<B: Backend>(
         .with_schema(&predictions, |v| {
             lora_burn::uidsl::validate_uidsl(v).is_ok()
         })?;
-    Ok((report, predictions))
+    let evaluation = Evaluation::compute(report, &predictions, &references, metrics)?;
+    Ok((evaluation, predictions))
 }
 
 /// `dir` if it exists, else an error naming it.

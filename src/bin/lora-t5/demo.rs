@@ -21,6 +21,7 @@ use crate::common::{
     evaluate, read_pairs, tokenize, tokenizer, train_with_display, CliResult, DecodingArgs,
 };
 use crate::config_file::write_effective_config;
+use crate::evaluation::MetricArgs;
 use crate::flags;
 
 #[derive(Args, Debug)]
@@ -49,14 +50,20 @@ pub struct DemoArgs {
     #[arg(long, visible_alias = "dropout", default_value_t = 0.05, value_parser = flags::probability())]
     lora_dropout: f64,
     /// Optimizer steps.
-    #[arg(long, visible_alias = "steps", default_value_t = 500, value_parser = flags::count(1..=flags::MAX_COUNT))]
+    #[arg(long, visible_alias = "steps", default_value_t = 300, value_parser = flags::count(1..=flags::MAX_COUNT))]
     max_steps: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-3, value_parser = flags::positive())]
+    #[arg(long, default_value_t = 2e-3, value_parser = flags::positive())]
     learning_rate: f64,
     /// Examples per step.
     #[arg(long, visible_alias = "batch-size", default_value_t = 16, value_parser = flags::count(1..=flags::MAX_COUNT))]
     per_device_train_batch_size: usize,
+    /// Records of the base task (the first of `base_train.jsonl`) replayed among the held-out
+    /// training records, so that the adapter also learns where the new names do not belong.
+    #[arg(long, default_value_t = 400, value_parser = flags::count(0..=flags::MAX_COUNT))]
+    replay_records: usize,
+    #[command(flatten)]
+    metrics: MetricArgs,
     #[command(flatten)]
     decoding: DecodingArgs,
 }
@@ -67,7 +74,11 @@ pub fn run(args: DemoArgs, written: &Value) -> CliResult {
     let device = Default::default();
     let tokenizer = tokenizer(&args.model)?;
     let model = T5ForConditionalGeneration::<B>::from_pretrained(&args.model, &device)?;
-    let train = read_pairs(&args.data.join("heldout_train.jsonl"), false)?;
+    let mut train = read_pairs(&args.data.join("heldout_train.jsonl"), false)?;
+    let held_out_records = train.len();
+    let mut replay = read_pairs(&args.data.join("base_train.jsonl"), false)?;
+    replay.truncate(args.replay_records);
+    train.extend(replay);
     let valid = read_pairs(&args.data.join("heldout_valid.jsonl"), false)?;
     let test = read_pairs(&args.data.join("heldout_test.jsonl"), false)?;
 
@@ -76,9 +87,19 @@ pub fn run(args: DemoArgs, written: &Value) -> CliResult {
         test.len()
     );
     let config = args.decoding.config(&args.model, &tokenizer)?;
-    let (before, predictions_before) =
-        evaluate(&model.valid(), &tokenizer, &test, &args.decoding, &config)?;
+    let (before, predictions_before) = evaluate(
+        &model.valid(),
+        &tokenizer,
+        &test,
+        &args.decoding,
+        &config,
+        &args.metrics,
+    )?;
     println!("{before}");
+    println!(
+        "training on {held_out_records} held-out records and {} replayed base records",
+        train.len() - held_out_records
+    );
 
     let targets = ["q", "k", "v", "o", "wi_0", "wi_1", "wo"];
     let adapter_config = AdapterConfig::from_lora_config(
@@ -135,14 +156,43 @@ pub fn run(args: DemoArgs, written: &Value) -> CliResult {
         &test,
         &args.decoding,
         &config,
+        &args.metrics,
     )?;
     println!("{after}");
-    println!("the held-out names in the test outputs, base model → after LoRA:");
+    println!("\nthe held-out task, base model → after LoRA:");
+    println!("| metric | base model | after LoRA |");
+    println!("| --- | ---: | ---: |");
+    let rows = [
+        (
+            "exact match",
+            before.report.exact_match,
+            after.report.exact_match,
+        ),
+        (
+            "field accuracy",
+            before.fields.overall(),
+            after.fields.overall(),
+        ),
+        ("sacreBLEU", before.bleu.score, after.bleu.score),
+        (
+            "ROUGE-L",
+            before.rouge_l.mean_fmeasure,
+            after.rouge_l.mean_fmeasure,
+        ),
+        (
+            "valid UI-DSL",
+            before.report.schema_valid_rate.unwrap_or(f64::NAN),
+            after.report.schema_valid_rate.unwrap_or(f64::NAN),
+        ),
+    ];
+    for (name, before, after) in rows {
+        println!("| {name} | {before:.4} | {after:.4} |");
+    }
     for ((name, before), (_, after)) in held_out_names(&predictions_before, &test)
         .into_iter()
         .zip(held_out_names(&predictions, &test))
     {
-        println!("  {name}: {before} → {after}");
+        println!("| {name} | {before} | {after} |");
     }
     if let (Some((source, _)), Some(prediction)) = (test.first(), predictions.first()) {
         println!("example: {source}\n  → {prediction}");

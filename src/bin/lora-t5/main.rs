@@ -14,6 +14,7 @@ mod commands;
 mod common;
 mod config_file;
 mod demo;
+mod evaluation;
 mod flags;
 mod plot;
 mod pretrain;
