@@ -108,7 +108,6 @@ impl T5Tokenizer {
         use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
         use tokenizers::models::unigram::{Unigram, UnigramTrainer};
         use tokenizers::pre_tokenizers::metaspace::Metaspace;
-        use tokenizers::processors::template::TemplateProcessing;
         use tokenizers::{
             AddedToken, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
         };
@@ -161,17 +160,7 @@ impl T5Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(MetaspaceDecoder::default()));
-        inner.add_special_tokens(&trained_specials);
-        let eos = inner
-            .token_to_id("</s>")
-            .ok_or_else(|| error("the trained vocabulary has no </s>".into()))?;
-        let processor = TemplateProcessing::builder()
-            .try_single("$A </s>")
-            .map_err(error)?
-            .special_tokens(vec![("</s>", eos)])
-            .build()
-            .map_err(|e| error(e.to_string()))?;
-        inner.with_post_processor(Some(processor));
+        append_eos(&mut inner, &trained_specials).map_err(error)?;
         for token in specials {
             inner.add_special_tokens(&[AddedToken::from(token, true)]);
         }
@@ -212,7 +201,6 @@ impl T5Tokenizer {
         use tokenizers::pre_tokenizers::sequence::Sequence;
         use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
         use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-        use tokenizers::processors::template::TemplateProcessing;
         use tokenizers::{
             AddedToken, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
             SplitDelimiterBehavior, Trainer,
@@ -274,17 +262,7 @@ impl T5Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(MetaspaceDecoder::new('▁', PrependScheme::First, true)));
-        inner.add_special_tokens(&trained_specials);
-        let eos = inner
-            .token_to_id("</s>")
-            .ok_or_else(|| error("the trained vocabulary has no </s>".into()))?;
-        let processor = TemplateProcessing::builder()
-            .try_single("$A </s>")
-            .map_err(error)?
-            .special_tokens(vec![("</s>", eos)])
-            .build()
-            .map_err(|e| error(e.to_string()))?;
-        inner.with_post_processor(Some(processor));
+        append_eos(&mut inner, &trained_specials).map_err(error)?;
         Ok(Self::from_tokenizer(inner, &path))
     }
 
@@ -442,6 +420,26 @@ fn canonical_vocabulary(
     pieces.sort_by(|(a, x), (b, y)| y.total_cmp(x).then_with(|| a.cmp(b)));
     vocabulary.extend(pieces);
     vocabulary
+}
+
+/// Adds a trained tokenizer's special tokens and the post-processor that ends every encoding
+/// with `</s>`, as T5's tokenizer does.
+fn append_eos(
+    inner: &mut tokenizers::Tokenizer,
+    specials: &[tokenizers::AddedToken],
+) -> Result<(), String> {
+    use tokenizers::processors::template::TemplateProcessing;
+    inner.add_special_tokens(specials);
+    let eos = inner
+        .token_to_id("</s>")
+        .ok_or_else(|| "the trained vocabulary has no </s>".to_string())?;
+    let processor = TemplateProcessing::builder()
+        .try_single("$A </s>")?
+        .special_tokens(vec![("</s>", eos)])
+        .build()
+        .map_err(|e| e.to_string())?;
+    inner.with_post_processor(Some(processor));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::metrics::check_pairs;
 use crate::TrainError;
 
 /// How many references have a path and how many predictions match them there.
@@ -206,20 +207,7 @@ pub fn field_accuracy<P: AsRef<str>, R: AsRef<str>>(
     references: &[R],
     group_arrays_by: Option<&str>,
 ) -> Result<FieldAccuracy, TrainError> {
-    if predictions.len() != references.len() {
-        return Err(TrainError::InvalidInput {
-            reason: format!(
-                "{} predictions but {} references",
-                predictions.len(),
-                references.len()
-            ),
-        });
-    }
-    if predictions.is_empty() {
-        return Err(TrainError::InvalidInput {
-            reason: "no predictions to evaluate".into(),
-        });
-    }
+    check_pairs(predictions.len(), references.len())?;
     let mut report = FieldAccuracy {
         pairs: predictions.len(),
         unparsable_predictions: 0,

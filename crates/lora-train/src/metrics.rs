@@ -298,7 +298,8 @@ impl fmt::Display for EvalReport {
     }
 }
 
-fn check_pairs(predictions: usize, references: usize) -> Result<(), TrainError> {
+/// An error unless there are as many predictions as references, and at least one.
+pub(crate) fn check_pairs(predictions: usize, references: usize) -> Result<(), TrainError> {
     if predictions != references {
         return Err(TrainError::InvalidInput {
             reason: format!("{predictions} predictions but {references} references"),
@@ -326,7 +327,8 @@ fn ngram_counts<'a>(tokens: &'a [&'a str], n: usize) -> HashMap<&'a [&'a str], u
     counts
 }
 
-fn lcs_len(a: &[&str], b: &[&str]) -> usize {
+/// Length of the longest common subsequence of `a` and `b` (two rows of the table).
+pub(crate) fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let mut previous = vec![0usize; b.len() + 1];
     let mut current = vec![0usize; b.len() + 1];
     for x in a {

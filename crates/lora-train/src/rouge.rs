@@ -44,6 +44,7 @@
 //! assert_eq!(rouge.mean_fmeasure, 0.0);
 //! ```
 
+use crate::metrics::{check_pairs, lcs_len};
 use crate::TrainError;
 
 /// The `rouge_score` release whose ROUGE-L and default tokenizer this module reproduces.
@@ -212,20 +213,7 @@ pub fn corpus_rouge_l<P: AsRef<str>, R: AsRef<str>>(
     references: &[R],
     tokenizer: RougeTokenizer,
 ) -> Result<RougeLCorpus, TrainError> {
-    if predictions.len() != references.len() {
-        return Err(TrainError::InvalidInput {
-            reason: format!(
-                "{} predictions but {} references",
-                predictions.len(),
-                references.len()
-            ),
-        });
-    }
-    if predictions.is_empty() {
-        return Err(TrainError::InvalidInput {
-            reason: "no predictions to score".into(),
-        });
-    }
+    check_pairs(predictions.len(), references.len())?;
     let scores: Vec<RougeScore> = predictions
         .iter()
         .zip(references)
@@ -240,23 +228,6 @@ pub fn corpus_rouge_l<P: AsRef<str>, R: AsRef<str>>(
         mean_fmeasure: mean(|s| s.fmeasure),
         scores,
     })
-}
-
-/// Length of the longest common subsequence (`rouge_score`'s `_lcs_table`, two rows).
-fn lcs_len(a: &[String], b: &[String]) -> usize {
-    let mut previous = vec![0usize; b.len() + 1];
-    let mut current = vec![0usize; b.len() + 1];
-    for x in a {
-        for (j, y) in b.iter().enumerate() {
-            current[j + 1] = if x == y {
-                previous[j] + 1
-            } else {
-                previous[j + 1].max(current[j])
-            };
-        }
-        std::mem::swap(&mut previous, &mut current);
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::metrics::check_pairs;
 use crate::TrainError;
 
 /// The sacreBLEU release whose tokenizations, scores and signature this module reproduces
@@ -490,20 +491,7 @@ pub fn corpus_bleu_with<H: AsRef<str>, R: AsRef<str>>(
     references: &[R],
     options: &BleuOptions,
 ) -> Result<BleuScore, TrainError> {
-    if hypotheses.len() != references.len() {
-        return Err(TrainError::InvalidInput {
-            reason: format!(
-                "{} hypotheses but {} references",
-                hypotheses.len(),
-                references.len()
-            ),
-        });
-    }
-    if hypotheses.is_empty() {
-        return Err(TrainError::InvalidInput {
-            reason: "no hypotheses to score".into(),
-        });
-    }
+    check_pairs(hypotheses.len(), references.len())?;
     if options.max_ngram_order == 0 {
         return Err(TrainError::InvalidInput {
             reason: "the maximum n-gram order of BLEU must be at least 1".into(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
 use lora_burn::backend::TrainBackend;
 use lora_burn::lora_core::{count_parameters, LoraConfig};
@@ -87,14 +87,17 @@ pub fn run(args: DemoArgs, written: &Value) -> CliResult {
         test.len()
     );
     let config = args.decoding.config(&args.model, &tokenizer)?;
-    let (before, predictions_before) = evaluate(
-        &model.valid(),
-        &tokenizer,
-        &test,
-        &args.decoding,
-        &config,
-        &args.metrics,
-    )?;
+    let score = |model: &T5ForConditionalGeneration<<B as AutodiffBackend>::InnerBackend>| {
+        evaluate(
+            model,
+            &tokenizer,
+            &test,
+            &args.decoding,
+            &config,
+            &args.metrics,
+        )
+    };
+    let (before, predictions_before) = score(&model.valid())?;
     println!("{before}");
     println!(
         "training on {held_out_records} held-out records and {} replayed base records",
@@ -150,14 +153,7 @@ pub fn run(args: DemoArgs, written: &Value) -> CliResult {
     )?;
     write_effective_config(&args.output_dir, written)?;
     println!("after LoRA fine-tuning ({} steps):", outcome.state.step);
-    let (after, predictions) = evaluate(
-        &outcome.model.valid(),
-        &tokenizer,
-        &test,
-        &args.decoding,
-        &config,
-        &args.metrics,
-    )?;
+    let (after, predictions) = score(&outcome.model.valid())?;
     println!("{after}");
     println!("\nthe held-out task, base model → after LoRA:");
     println!("| metric | base model | after LoRA |");
