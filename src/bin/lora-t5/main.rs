@@ -106,12 +106,14 @@ fn main() {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    if cli
-        .threads
-        .is_some_and(|threads| threads != BackendInfo::current().threads)
-    {
-        eprintln!("error: --threads: the backend did not take the thread count");
-        std::process::exit(2);
+    // Set before parsing (above); the same call confirms the pool has that size (on ndarray,
+    // matrixmultiply's own cap and on CUDA the absence of a CPU pool make `BackendInfo`'s
+    // thread count differ, so it is not the thing to compare).
+    if let Some(threads) = cli.threads {
+        if let Err(error) = lora_burn::backend::use_threads(threads) {
+            eprintln!("error: --threads: {error}");
+            std::process::exit(2);
+        }
     }
     // What `train`, `sweep` and `demo` write next to their adapters.
     let written = matches.subcommand().and_then(|(name, sub_matches)| {

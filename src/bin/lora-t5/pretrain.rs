@@ -1,4 +1,4 @@
-//! `lora-t5 pretrain`: the recipe of the embedded base model. A Unigram tokenizer and a small
+//! `lora-t5 pretrain`: the recipe of the embedded base model. A BPE tokenizer and a small
 //! T5 trained from scratch on the base UI-DSL corpus (without the held-out theme and section
 //! type), saved as a Hugging Face directory.
 
