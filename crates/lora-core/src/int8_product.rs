@@ -368,7 +368,7 @@ mod tests {
                 let mut part = vec![0f32; m * n];
                 // SAFETY: as above; `n` is a multiple of 16 and the columns start at 0.
                 unsafe {
-                    crate::streamed_product::accumulate_avx2(&x, m, &w, 0..n, &mut part);
+                    crate::streamed_product::accumulate_avx2(&x, m, &w, 0..k, 0..n, &mut part);
                 }
                 assert_close(&part, &reference(&x, m, &w, None));
             }
