@@ -96,6 +96,10 @@ mod flex {
                 let count = out.len() / m;
                 dot_rows(x, m, &matrix[first * d..(first + count) * d], d, out);
             });
+        if m == 1 {
+            // `[v, 1]` and `[1, v]` are the same values in the same order.
+            return transposed;
+        }
         let mut product = vec![0f32; m * v];
         for (j, values) in transposed.chunks_exact(m).enumerate() {
             for (r, &value) in values.iter().enumerate() {

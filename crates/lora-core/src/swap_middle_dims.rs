@@ -6,7 +6,9 @@
 //! flex backend copies it element by element on one thread (its generic strided iterator) for
 //! every query, key and value of every layer. Here the swap is one operation that writes the
 //! swapped tensor in row-major order, `d`-element runs at a time and on all threads, and whose
-//! backward pass is the same swap of the gradient.
+//! backward pass is the same swap of the gradient. Where one of the two middle dimensions is 1
+//! (a decoding step's one-token heads) the swap moves no value and is a reshape on every
+//! backend.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -28,6 +30,11 @@ use burn::tensor::Tensor;
 /// assert_eq!(y.into_data(), x.swap_dims(1, 2).into_data());
 /// ```
 pub fn swap_middle_dims<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [a, b, c, d] = x.dims();
+    if b == 1 || c == 1 {
+        // The same values in the same order, as in decoding's one-token heads: no copy.
+        return x.reshape([a, c, b, d]);
+    }
     #[cfg(feature = "flex")]
     let x = match flex::swap_middle_dims(x) {
         Ok(y) => return y,
@@ -161,6 +168,22 @@ mod tests {
             values(swap_middle_dims(x.clone())),
             values(x.swap_dims(1, 2))
         );
+    }
+
+    #[test]
+    fn a_middle_dimension_of_one_is_swapped_by_a_reshape() {
+        let device = Default::default();
+        for shape in [[2, 1, 3, 4], [2, 3, 1, 4]] {
+            let x = Tensor::<Flex, 4>::random(shape, Distribution::Default, &device);
+            let y = swap_middle_dims(x.clone());
+            assert_eq!(y.dims(), [shape[0], shape[2], shape[1], shape[3]]);
+            assert_eq!(values(y), values(x.clone().swap_dims(1, 2)));
+            // Gradients flow through the reshape.
+            let x = Tensor::<T, 4>::from_data(x.into_data(), &device).require_grad();
+            let grads = (swap_middle_dims(x.clone()) * 2.0).sum().backward();
+            let grad = values(x.grad(&grads).expect("gradient"));
+            assert!(grad.iter().all(|&g| g == 2.0));
+        }
     }
 
     #[test]
