@@ -31,8 +31,8 @@ const ROW_CHUNK: usize = 8;
 /// and int8, and slower with no split at all.
 const PARALLEL_MIN_WEIGHT_BYTES: usize = 1 << 17;
 
-/// Weight bytes per task of a split product, at most: t5-small-sized decoding was faster with
-/// 512 KiB than with 256 KiB (more partial sums to add) or 1 MiB (its 1 MiB weights unsplit).
+/// Weight bytes per task of a split product, at most: t5-small-sized greedy decoding took 1–4%
+/// longer with 128 KiB, 256 KiB or 1 MiB (paired runs, BENCHMARKS.md).
 const BLOCK_BYTES: usize = 1 << 19;
 
 /// A row-major weight `[k, n]` read 16 weights at a time by [`streamed_product`].
