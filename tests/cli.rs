@@ -355,7 +355,7 @@ fn pretrain_writes_a_loadable_model_and_the_same_one_for_the_same_seed() {
         "8",
     ]);
     assert!(
-        report.contains("| count               |       2 |"),
+        report.contains("| count              |      2 |"),
         "{report}"
     );
     let _ = std::fs::remove_dir_all(dir);

@@ -10,8 +10,8 @@
 //! The weight rows are split between threads in fixed blocks of consecutive rows, so that each
 //! thread reads one contiguous stretch of memory. Split by columns instead, each thread reading
 //! every other half-row, t5-small-sized greedy decoding was 4% slower and 4-beam decoding 1%
-//! slower in f32 (2% and 5% in int8; medians of paired runs of `examples/t5_decode_profile.rs`
-//! on an AVX2 machine). Each block's sums are added in block order, whichever thread computed
+//! slower in f32 (2% and 5% in int8; medians of runs alternating both versions in one process
+//! of `examples/t5_decode_profile.rs` on an AVX2 machine, BENCHMARKS.md). Each block's sums are added in block order, whichever thread computed
 //! them, so the result does not depend on the thread count.
 //!
 //! The weight is `f32` ([`F32Matrix`]) or int8 with its scales (`crate::int8_product`): both

@@ -279,23 +279,76 @@ impl EvalReport {
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| metric            |  value |")?;
-        writeln!(f, "|-------------------|-------:|")?;
-        writeln!(f, "| count             | {:>6} |", self.count)?;
-        let rows = [
-            ("exact_match", Some(self.exact_match)),
-            ("bleu", Some(self.bleu)),
-            ("rouge_l", Some(self.rouge_l)),
-            ("json_valid_rate", Some(self.json_valid_rate)),
-            ("schema_valid_rate", self.schema_valid_rate),
-        ];
-        for (name, value) in rows {
-            if let Some(value) = value {
-                writeln!(f, "| {name:<17} | {value:>6.4} |")?;
-            }
-        }
-        Ok(())
+        write_metric_table(
+            f,
+            self.count,
+            &[
+                ("exact_match", Some(self.exact_match)),
+                ("bleu", Some(self.bleu)),
+                ("rouge_l", Some(self.rouge_l)),
+                ("json_valid_rate", Some(self.json_valid_rate)),
+                ("schema_valid_rate", self.schema_valid_rate),
+            ],
+        )
     }
+}
+
+/// Writes a `| metric | value |` Markdown table, aligned as plain text too: a `count` row, then
+/// one row per metric that has a value, to four decimals (rows whose value is `None` are left
+/// out). The columns are as wide as their longest entry.
+///
+/// ```
+/// use lora_train::metrics::write_metric_table;
+///
+/// let mut table = String::new();
+/// write_metric_table(&mut table, 4, &[("exact_match", Some(0.25)), ("bleu", None)]).unwrap();
+/// assert_eq!(
+///     table,
+///     "| metric      |  value |\n|-------------|-------:|\n| count       |      4 |\n\
+///      | exact_match | 0.2500 |\n"
+/// );
+/// ```
+///
+/// # Errors
+/// When the writer fails.
+pub fn write_metric_table(
+    f: &mut impl fmt::Write,
+    count: usize,
+    rows: &[(&str, Option<f64>)],
+) -> fmt::Result {
+    let values: Vec<(&str, String)> = rows
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| (*name, format!("{v:.4}"))))
+        .collect();
+    let count = count.to_string();
+    let name_width = values
+        .iter()
+        .map(|(name, _)| name.len())
+        .chain(["metric".len(), "count".len()])
+        .max()
+        .unwrap_or(0);
+    let value_width = values
+        .iter()
+        .map(|(_, value)| value.len())
+        .chain(["value".len(), count.len()])
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        f,
+        "| {:<name_width$} | {:>value_width$} |",
+        "metric", "value"
+    )?;
+    writeln!(
+        f,
+        "|{}|{}:|",
+        "-".repeat(name_width + 2),
+        "-".repeat(value_width + 1)
+    )?;
+    writeln!(f, "| {:<name_width$} | {count:>value_width$} |", "count")?;
+    for (name, value) in values {
+        writeln!(f, "| {name:<name_width$} | {value:>value_width$} |")?;
+    }
+    Ok(())
 }
 
 /// An error unless there are as many predictions as references, and at least one.

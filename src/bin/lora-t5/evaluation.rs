@@ -6,7 +6,7 @@ use std::fmt;
 
 use clap::{Args, ValueEnum};
 use lora_burn::lora_train::field_accuracy::{field_accuracy, FieldAccuracy};
-use lora_burn::lora_train::metrics::EvalReport;
+use lora_burn::lora_train::metrics::{write_metric_table, EvalReport};
 use lora_burn::lora_train::rouge::{corpus_rouge_l, RougeLCorpus, RougeTokenizer};
 use lora_burn::lora_train::sacrebleu::{corpus_bleu, BleuScore, BleuTokenizer};
 
@@ -97,24 +97,20 @@ impl Evaluation {
 impl fmt::Display for Evaluation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let report = &self.report;
-        writeln!(f, "| metric              |   value |")?;
-        writeln!(f, "|---------------------|--------:|")?;
-        writeln!(f, "| count               | {:>7} |", report.count)?;
-        let rows = [
-            ("exact_match", Some(report.exact_match)),
-            ("field_accuracy", Some(self.fields.overall())),
-            ("sacrebleu", Some(self.bleu.score)),
-            ("rouge_l", Some(self.rouge_l.mean_fmeasure)),
-            ("json_token_bleu", Some(report.bleu)),
-            ("json_token_rouge_l", Some(report.rouge_l)),
-            ("json_valid_rate", Some(report.json_valid_rate)),
-            ("schema_valid_rate", report.schema_valid_rate),
-        ];
-        for (name, value) in rows {
-            if let Some(value) = value {
-                writeln!(f, "| {name:<19} | {value:>7.4} |")?;
-            }
-        }
+        write_metric_table(
+            f,
+            report.count,
+            &[
+                ("exact_match", Some(report.exact_match)),
+                ("field_accuracy", Some(self.fields.overall())),
+                ("sacrebleu", Some(self.bleu.score)),
+                ("rouge_l", Some(self.rouge_l.mean_fmeasure)),
+                ("json_token_bleu", Some(report.bleu)),
+                ("json_token_rouge_l", Some(report.rouge_l)),
+                ("json_valid_rate", Some(report.json_valid_rate)),
+                ("schema_valid_rate", report.schema_valid_rate),
+            ],
+        )?;
         writeln!(f, "{}", self.bleu.format_with_signature())?;
         write!(
             f,
