@@ -45,7 +45,7 @@ pub fn few_rows_times_transposed<B: Backend>(
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     use burn::tensor::backend::Backend;
     use burn::tensor::Tensor;
     use rayon::prelude::*;
@@ -109,8 +109,10 @@ mod flex {
         product
     }
 
-    /// `out[j·m + r] = x[r] · matrix[j]` for the rows `j` of `matrix`.
-    fn dot_rows(x: &[f32], m: usize, matrix: &[f32], d: usize, out: &mut [f32]) {
+    /// `out[j·m + r] = x[r] · matrix[j]` for the rows `j` of `matrix`: the kernel of
+    /// [`super::few_rows_times_transposed`], whose every entry depends only on its input row and
+    /// matrix row (`crate::ArgmaxScreen` recomputes single entries with it).
+    pub(crate) fn dot_rows(x: &[f32], m: usize, matrix: &[f32], d: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if d.is_multiple_of(32) && crate::flex_tensor::has_avx512_fma() {
             // SAFETY: the CPU has the features; `d` is a multiple of 32.

@@ -24,6 +24,7 @@
 pub use burn;
 
 mod adapter;
+mod argmax_screen;
 mod compute_threads;
 mod config;
 mod dora;
@@ -73,6 +74,7 @@ mod variant;
 mod weighted;
 
 pub use adapter::LoraAdapter;
+pub use argmax_screen::ArgmaxScreen;
 pub use compute_threads::on_compute_threads;
 pub use config::{LoraBias, LoraConfig, LoraInit};
 pub use dora::Dora;

@@ -36,14 +36,21 @@ impl<B: Backend> LogitsProcessor<B> for MinNewTokens {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl MinNewTokens {
+    /// The end-of-sequence ids in every row while too few tokens are out.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         if context.new_tokens >= self.min_new_tokens {
-            return Ok(scores);
+            return Vec::new();
         }
-        Ok(ban(
-            scores,
-            every_row(context.rows(), &self.eos).collect::<Vec<_>>(),
-            context.traffic,
-        ))
+        every_row(context.rows(), &self.eos).collect()
     }
 }
 
@@ -87,15 +94,25 @@ impl<B: Backend> LogitsProcessor<B> for ForcedTokens {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
-        let step = if self.at_last {
-            context.max_new_tokens - 1
-        } else {
-            0
-        };
-        if context.new_tokens != step {
+        if context.new_tokens != self.step(context) {
             return Ok(scores);
         }
         Ok(force(scores, &self.tokens, context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        (context.new_tokens != self.step(context)).then(Vec::new)
+    }
+}
+
+impl ForcedTokens {
+    /// The new token this processor forces.
+    fn step(&self, context: &StepContext<'_>) -> usize {
+        if self.at_last {
+            context.max_new_tokens - 1
+        } else {
+            0
+        }
     }
 }
 
@@ -123,11 +140,18 @@ impl<B: Backend> LogitsProcessor<B> for SuppressTokens {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(
-            scores,
-            every_row(context.rows(), &self.tokens).collect::<Vec<_>>(),
-            context.traffic,
-        ))
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl SuppressTokens {
+    /// The suppressed tokens in every row.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
+        every_row(context.rows(), &self.tokens).collect()
     }
 }
 
@@ -156,13 +180,20 @@ impl<B: Backend> LogitsProcessor<B> for SuppressTokensAtBegin {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl SuppressTokensAtBegin {
+    /// The suppressed tokens in every row at new token `at`.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         if context.new_tokens != self.at {
-            return Ok(scores);
+            return Vec::new();
         }
-        Ok(ban(
-            scores,
-            every_row(context.rows(), &self.tokens).collect::<Vec<_>>(),
-            context.traffic,
-        ))
+        every_row(context.rows(), &self.tokens).collect()
     }
 }

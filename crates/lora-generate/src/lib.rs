@@ -62,7 +62,7 @@ mod warpers;
 pub use config::{EarlyStopping, GenerationConfig, GENERATION_CONFIG_FILE};
 pub use constraints::{ForcedTokens, MinNewTokens, SuppressTokens, SuppressTokensAtBegin};
 pub use error::GenerationError;
-pub use model::{EncoderDecoderModel, SpecialTokens};
+pub use model::{EncoderDecoderModel, NextTokens, SpecialTokens};
 pub use ngrams::{EncoderNoRepeatNGram, NoBadWords, NoRepeatNGram};
 pub use output::{generated_tokens, GenerateOutput};
 pub use penalties::{EncoderRepetitionPenalty, RepetitionPenalty};

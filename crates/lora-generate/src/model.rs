@@ -53,7 +53,46 @@ pub trait EncoderDecoderModel<B: Backend> {
     /// - output: `[rows, vocab_size]` logits
     fn step(&self, tokens: Tensor<B, 2, Int>, state: &mut Self::State) -> Tensor<B, 2>;
 
+    /// Decodes like [`step`](Self::step), for greedy search: each row's most likely next token
+    /// where the model can find it without computing every logit, else the logits.
+    ///
+    /// [`NextTokens::MostLikely`] must hold, for each row, the index greedy search would take
+    /// from `step`'s logits with the `(row, token)` pairs of `banned` set to `-inf`: the first
+    /// of the largest. It may be given only when those logits are finite and their spread does
+    /// not overflow (the checks [`generate`](crate::generate) makes on logits); in every other
+    /// case give [`NextTokens::Logits`], as the default does, and generation carries on from
+    /// them as after `step`.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[rows, 1]`, the last token of each row
+    fn step_most_likely(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: &mut Self::State,
+        banned: &[(usize, u32)],
+    ) -> NextTokens<B> {
+        let _ = banned;
+        NextTokens::Logits(self.step(tokens, state))
+    }
+
     /// The state whose row `i` is row `rows[i]` of `state` (beam search's reordering, and the
     /// expansion of each prompt to its beams or returned sequences).
     fn reorder(&self, state: Self::State, rows: Tensor<B, 1, Int>) -> Self::State;
+}
+
+/// What [`EncoderDecoderModel::step_most_likely`] gives.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use lora_generate::NextTokens;
+///
+/// let picked = NextTokens::<NdArray>::MostLikely(vec![7]);
+/// assert!(matches!(picked, NextTokens::MostLikely(ref t) if t == &[7]));
+/// ```
+#[derive(Debug, Clone)]
+pub enum NextTokens<B: Backend> {
+    /// Each row's most likely next token.
+    MostLikely(Vec<u32>),
+    /// The logits `[rows, vocab_size]`, as [`step`](EncoderDecoderModel::step) gives them.
+    Logits(Tensor<B, 2>),
 }

@@ -56,12 +56,24 @@ impl<B: Backend> LogitsProcessor<B> for NoRepeatNGram {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
-        let banned = context.sequences.iter().enumerate().flat_map(|(row, s)| {
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl NoRepeatNGram {
+    /// Each row's tokens that would repeat one of its n-grams.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
+        let rows = context.sequences.iter().enumerate();
+        rows.flat_map(|(row, s)| {
             continuations(s, s, self.n)
                 .into_iter()
                 .map(move |t| (row, t))
-        });
-        Ok(ban(scores, banned.collect::<Vec<_>>(), context.traffic))
+        })
+        .collect()
     }
 }
 
@@ -89,7 +101,18 @@ impl<B: Backend> LogitsProcessor<B> for EncoderNoRepeatNGram {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
-        let banned = context
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl EncoderNoRepeatNGram {
+    /// Each row's tokens that would repeat an n-gram of its encoder input.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
+        context
             .sequences
             .iter()
             .zip(context.encoder_ids)
@@ -98,8 +121,8 @@ impl<B: Backend> LogitsProcessor<B> for EncoderNoRepeatNGram {
                 continuations(encoder, s, self.n)
                     .into_iter()
                     .map(move |t| (row, t))
-            });
-        Ok(ban(scores, banned.collect::<Vec<_>>(), context.traffic))
+            })
+            .collect()
     }
 }
 
@@ -133,6 +156,17 @@ impl<B: Backend> LogitsProcessor<B> for NoBadWords {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError> {
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
+    }
+}
+
+impl NoBadWords {
+    /// Each row's tokens that would complete a banned sequence.
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         let mut banned = Vec::new();
         for (row, sequence) in context.sequences.iter().enumerate() {
             for bad in &self.sequences {
@@ -142,7 +176,7 @@ impl<B: Backend> LogitsProcessor<B> for NoBadWords {
                 }
             }
         }
-        Ok(ban(scores, banned, context.traffic))
+        banned
     }
 }
 

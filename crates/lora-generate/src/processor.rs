@@ -69,6 +69,18 @@ pub trait LogitsProcessor<B: Backend> {
         context: &StepContext<'_>,
         scores: Tensor<B, 2>,
     ) -> Result<Tensor<B, 2>, GenerationError>;
+
+    /// The `(row, token)` pairs whose scores [`process`](Self::process) sets to `-inf` at this
+    /// step, when that is all it does here (an empty list when it changes nothing); `None`, the
+    /// default, when it changes the scores in any other way.
+    ///
+    /// When every processor of a greedy search answers, the model may pick each row's most
+    /// likely token without computing every score
+    /// ([`EncoderDecoderModel::step_most_likely`](crate::EncoderDecoderModel::step_most_likely)).
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        let _ = context;
+        None
+    }
 }
 
 /// Processors applied one after the other.
@@ -196,6 +208,16 @@ impl<B: Backend> LogitsProcessorList<B> {
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.processors.is_empty()
+    }
+
+    /// The `(row, token)` pairs the processors set to `-inf` at this step, when that is all
+    /// every one of them does ([`LogitsProcessor::bans`]); `None` otherwise.
+    pub fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        let mut all = Vec::new();
+        for processor in &self.processors {
+            all.extend(processor.bans(context)?);
+        }
+        Some(all)
     }
 
     /// The scores after every processor.

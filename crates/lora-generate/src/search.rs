@@ -11,7 +11,7 @@ use crate::beam::beam_search;
 use crate::sampling::{draw, most_likely};
 use crate::{
     EncoderDecoderModel, GenerateOutput, GenerationConfig, GenerationError, HostTraffic,
-    LogitsProcessor, LogitsProcessorList, SpecialTokens, StepContext, StopStrings,
+    LogitsProcessor, LogitsProcessorList, NextTokens, SpecialTokens, StepContext, StopStrings,
     StoppingCriterion, TokenStreamer,
 };
 
@@ -97,13 +97,53 @@ impl<B: Backend, M: EncoderDecoderModel<B>> Search<'_, B, M> {
         step: usize,
         state: &mut M::State,
     ) -> Result<Tensor<B, 2>, GenerationError> {
-        let rows = last.len();
-        let ids = last.iter().map(|t| i64::from(*t)).collect();
-        let ids = self
-            .traffic
-            .int_tensor::<B, 2>(ids, [rows, 1], &self.device);
-        let logits = self.model.step(ids, state);
+        let logits = self.model.step(self.last_tokens(last), state);
         self.traffic.step();
+        self.checked(logits, step)
+    }
+
+    /// Greedy search's next token of every row after `last`, when the processors do nothing at
+    /// this step but set the `banned` pairs' scores to `-inf`: from the model directly where it
+    /// can pick without every logit, else from its checked and processed logits.
+    fn most_likely_after(
+        &self,
+        last: &[u32],
+        state: &mut M::State,
+        context: &StepContext<'_>,
+        banned: &[(usize, u32)],
+    ) -> Result<Vec<u32>, GenerationError> {
+        let next = self
+            .model
+            .step_most_likely(self.last_tokens(last), state, banned);
+        self.traffic.step();
+        match next {
+            NextTokens::MostLikely(tokens) => {
+                let vocab = self.model.vocab_size();
+                if tokens.len() != last.len() || tokens.iter().any(|t| *t as usize >= vocab) {
+                    return Err(GenerationError::invalid(format!(
+                        "the model picked {tokens:?} for {} rows of a vocabulary of {vocab}",
+                        last.len()
+                    )));
+                }
+                self.traffic.ids_to_host(tokens.len());
+                Ok(tokens)
+            }
+            NextTokens::Logits(logits) => {
+                let logits = self.checked(logits, context.new_tokens)?;
+                most_likely(self.processors.process(context, logits)?, &self.traffic)
+            }
+        }
+    }
+
+    /// `last` as a `[rows, 1]` device tensor.
+    fn last_tokens(&self, last: &[u32]) -> Tensor<B, 2, Int> {
+        let ids = last.iter().map(|t| i64::from(*t)).collect();
+        self.traffic
+            .int_tensor::<B, 2>(ids, [last.len(), 1], &self.device)
+    }
+
+    /// `logits` checked for NaN and infinities.
+    fn checked(&self, logits: Tensor<B, 2>, step: usize) -> Result<Tensor<B, 2>, GenerationError> {
         // Two values a row come back: the sum, finite when every logit is, and the spread of
         // the finite logits (maximum − minimum), finite unless the logits are so large that
         // log-softmax overflows. A row whose sum is not finite is read whole: `-inf` masks a
@@ -318,16 +358,26 @@ fn greedy_or_sample<B: Backend, M: EncoderDecoderModel<B>>(
     let mut all_scores = Vec::new();
     for step in 0..config.max_new_tokens {
         let last: Vec<u32> = sequences.iter().map(|s| s[s.len() - 1]).collect();
-        let logits = search.logits(&last, step, &mut state)?;
         let context = search.context(&sequences, &encoder_ids, step);
-        let scores = search.processors.process(&context, logits)?;
-        if config.output_scores {
-            all_scores.push(scores.clone());
-        }
-        let chosen = if config.do_sample {
-            draw(scores, &mut rng, &search.traffic)?
+        // Greedy search needs every score only when a processor does more than ban tokens.
+        let bans = if config.do_sample || config.output_scores {
+            None
         } else {
-            most_likely(scores, &search.traffic)?
+            search.processors.bans(&context)
+        };
+        let chosen = if let Some(banned) = bans {
+            search.most_likely_after(&last, &mut state, &context, &banned)?
+        } else {
+            let logits = search.logits(&last, step, &mut state)?;
+            let scores = search.processors.process(&context, logits)?;
+            if config.output_scores {
+                all_scores.push(scores.clone());
+            }
+            if config.do_sample {
+                draw(scores, &mut rng, &search.traffic)?
+            } else {
+                most_likely(scores, &search.traffic)?
+            }
         };
         let timed_out = search.out_of_time();
         let mut tokens = Vec::with_capacity(rows);

@@ -70,6 +70,11 @@ impl HostTraffic {
         Ok(values)
     }
 
+    /// Counts `count` token ids (`u32`) a model gave to the host directly.
+    pub(crate) fn ids_to_host(&self, count: usize) {
+        self.add_to_host(count * 4);
+    }
+
     /// Token ids (or other integers) as a device tensor of `shape`.
     pub(crate) fn int_tensor<B: Backend, const D: usize>(
         &self,

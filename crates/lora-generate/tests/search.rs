@@ -7,7 +7,7 @@ use std::time::Duration;
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use lora_generate::{
-    generate, EncoderDecoderModel, GenerateOptions, GenerationConfig, GenerationError,
+    generate, EncoderDecoderModel, GenerateOptions, GenerationConfig, GenerationError, NextTokens,
     SpecialTokens, StoppingCriterion,
 };
 
@@ -20,6 +20,10 @@ struct Table {
     hashed: Option<usize>,
     pause: Duration,
     steps: Cell<usize>,
+    /// How `step_most_likely` answers: `None` with logits (the default), `Some(offset)` with
+    /// the most likely tokens plus `offset` (0: the right ones).
+    picks: Option<u32>,
+    picked: Cell<usize>,
 }
 
 impl Table {
@@ -29,6 +33,16 @@ impl Table {
             hashed: None,
             pause: Duration::ZERO,
             steps: Cell::new(0),
+            picks: None,
+            picked: Cell::new(0),
+        }
+    }
+
+    /// The same model, picking greedy search's tokens itself (plus `offset`).
+    fn picking(self, offset: u32) -> Self {
+        Self {
+            picks: Some(offset),
+            ..self
         }
     }
 
@@ -101,6 +115,34 @@ impl EncoderDecoderModel<B> for Table {
             TensorData::new(flat, [last.len(), vocab]),
             &Default::default(),
         )
+    }
+
+    fn step_most_likely(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: &mut (),
+        banned: &[(usize, u32)],
+    ) -> NextTokens<B> {
+        let Some(offset) = self.picks else {
+            return NextTokens::Logits(self.step(tokens, state));
+        };
+        self.picked.set(self.picked.get() + 1);
+        let last = tokens.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let picked = last
+            .iter()
+            .enumerate()
+            .map(|(r, t)| {
+                let mut scores = self.row(*t as u32);
+                for &(row, token) in banned {
+                    if row == r && (token as usize) < scores.len() {
+                        scores[token as usize] = f32::NEG_INFINITY;
+                    }
+                }
+                let best = scores.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                scores.iter().position(|v| *v == best).unwrap() as u32 + offset
+            })
+            .collect();
+        NextTokens::MostLikely(picked)
     }
 
     fn reorder(&self, _: (), _: Tensor<B, 1, Int>) {}
@@ -437,4 +479,69 @@ fn a_model_may_mask_tokens_with_minus_infinity() {
     };
     // After 3, token 4 would be the most likely; masked, the next best is 0 (score -0).
     assert_eq!(run(&model, 1, &config), vec![vec![0, 2, 3, 0, 2, 3, 0]]);
+}
+
+#[test]
+fn a_model_that_picks_its_own_tokens_gives_greedy_searchs_tokens() {
+    let bans = GenerationConfig {
+        max_new_tokens: 12,
+        min_new_tokens: 8,
+        no_repeat_ngram_size: 2,
+        bad_words_ids: vec![vec![7], vec![3, 9]],
+        suppress_tokens: vec![11],
+        begin_suppress_tokens: vec![5],
+        ..GenerationConfig::default()
+    };
+    for config in [GenerationConfig::default(), bans] {
+        let expected = run(&Table::hashed(40), 3, &config);
+        let picking = Table::hashed(40).picking(0);
+        assert_eq!(run(&picking, 3, &config), expected);
+        assert_eq!(picking.picked.get(), expected[0].len() - 1);
+        assert_eq!(picking.steps.get(), 0);
+    }
+}
+
+#[test]
+fn every_score_is_computed_when_a_processor_does_more_than_ban_tokens() {
+    let base = GenerationConfig {
+        max_new_tokens: 5,
+        ..GenerationConfig::default()
+    };
+    let configs = [
+        GenerationConfig {
+            repetition_penalty: 1.3,
+            ..base.clone()
+        },
+        GenerationConfig {
+            output_scores: true,
+            ..base.clone()
+        },
+        GenerationConfig {
+            forced_bos_token_id: Some(4),
+            ..base.clone()
+        },
+        base.clone().sampling(0.8, 5, 1.0, 3),
+    ];
+    for config in configs {
+        let picking = Table::hashed(40).picking(0);
+        let expected = run(&Table::hashed(40), 2, &config);
+        assert_eq!(run(&picking, 2, &config), expected);
+        if config.forced_bos_token_id.is_some() {
+            // Only the forced step needs the scores.
+            assert_eq!((picking.steps.get(), picking.picked.get()), (1, 4));
+        } else {
+            assert_eq!(picking.picked.get(), 0);
+        }
+    }
+}
+
+#[test]
+fn a_model_that_picks_a_token_outside_the_vocabulary_is_an_error() {
+    let picking = Table::hashed(40).picking(40);
+    let config = GenerationConfig {
+        max_new_tokens: 3,
+        ..GenerationConfig::default()
+    };
+    let reason = refusal(&picking, &config, GenerateOptions::default());
+    assert!(reason.contains("vocabulary of 40"), "{reason}");
 }

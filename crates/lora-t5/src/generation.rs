@@ -2,16 +2,34 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use lora_core::on_compute_threads;
+use lora_core::{on_compute_threads, ArgmaxScreen};
 use lora_generate::{
     generate, EncoderDecoderModel, GenerateOptions, GenerateOutput, GenerationConfig,
-    GenerationError, SpecialTokens,
+    GenerationError, NextTokens, SpecialTokens,
 };
 
 use crate::{DecoderState, T5Error, T5ForConditionalGeneration};
 
+/// What T5 keeps between the decoding steps of one [`generate`] call: the decoder's caches and,
+/// for greedy search with a tied head, the head's [`ArgmaxScreen`].
+///
+/// Greedy search needs only the largest logit of each row. With a tied head on the flex
+/// backend, the first greedy step builds an int8 screen of the embedding (about the time of
+/// two steps' head products), and every step then reads it instead of the `f32` embedding,
+/// recomputing only the few tokens it cannot rule out: the same tokens, bit for bit, at about a
+/// quarter of the head's bytes. The screen lives as long as the call, so it always matches the
+/// weights that decode.
+#[derive(Debug, Clone)]
+pub struct GenerationState<B: Backend> {
+    /// The decoder's caches.
+    pub decoder: DecoderState<B>,
+    /// The head's screen, once the first greedy step has built it (`None` inside when this
+    /// model or backend has none).
+    head_screen: Option<Option<ArgmaxScreen<B>>>,
+}
+
 impl<B: Backend> EncoderDecoderModel<B> for T5ForConditionalGeneration<B> {
-    type State = DecoderState<B>;
+    type State = GenerationState<B>;
 
     fn vocab_size(&self) -> usize {
         self.config.vocab_size
@@ -29,24 +47,56 @@ impl<B: Backend> EncoderDecoderModel<B> for T5ForConditionalGeneration<B> {
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
-    ) -> DecoderState<B> {
+    ) -> GenerationState<B> {
         on_compute_threads(|| {
             let encoded =
                 T5ForConditionalGeneration::encode(self, input_ids, attention_mask.clone());
-            self.start_decoding(encoded, attention_mask)
+            GenerationState {
+                decoder: self.start_decoding(encoded, attention_mask),
+                head_screen: None,
+            }
         })
     }
 
-    fn step(&self, tokens: Tensor<B, 2, Int>, state: &mut DecoderState<B>) -> Tensor<B, 2> {
+    fn step(&self, tokens: Tensor<B, 2, Int>, state: &mut GenerationState<B>) -> Tensor<B, 2> {
         on_compute_threads(|| {
-            let logits = self.decode(tokens, state);
+            let logits = self.decode(tokens, &mut state.decoder);
             let [rows, _, vocab] = logits.dims();
             logits.reshape([rows, vocab])
         })
     }
 
-    fn reorder(&self, state: DecoderState<B>, rows: Tensor<B, 1, Int>) -> DecoderState<B> {
-        on_compute_threads(|| state.select(rows))
+    fn step_most_likely(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: &mut GenerationState<B>,
+        banned: &[(usize, u32)],
+    ) -> NextTokens<B> {
+        on_compute_threads(|| {
+            let hidden = self.decode_hidden(tokens, &mut state.decoder);
+            let [rows, length, d_model] = hidden.dims();
+            if self.lm_head.is_none() && !B::ad_enabled(&hidden.device()) {
+                let screen = state
+                    .head_screen
+                    .get_or_insert_with(|| ArgmaxScreen::new(self.shared.weight.val()));
+                if let Some(screen) = screen {
+                    let scaled = self.scaled_for_head(hidden.clone());
+                    let rows_2d = scaled.reshape([rows * length, d_model]);
+                    if let Some(tokens) = screen.argmax_rows(&rows_2d, banned) {
+                        return NextTokens::MostLikely(tokens);
+                    }
+                }
+            }
+            let logits = self.lm_logits(hidden);
+            NextTokens::Logits(logits.reshape([rows * length, self.config.vocab_size]))
+        })
+    }
+
+    fn reorder(&self, state: GenerationState<B>, rows: Tensor<B, 1, Int>) -> GenerationState<B> {
+        on_compute_threads(|| GenerationState {
+            decoder: state.decoder.select(rows),
+            head_screen: state.head_screen,
+        })
     }
 }
 

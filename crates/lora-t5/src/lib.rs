@@ -35,6 +35,7 @@ pub use block::{T5AttentionLayer, T5Block, T5FeedForwardLayer};
 pub use config::{Activation, FeedForwardKind, T5Config};
 pub use error::T5Error;
 pub use feed_forward::T5FeedForward;
+pub use generation::GenerationState;
 pub use layer_norm::T5LayerNorm;
 /// Generation, on the model-agnostic engine T5 implements.
 pub use lora_generate::{

@@ -138,10 +138,19 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         decoder_ids: Tensor<B, 2, Int>,
         state: &mut DecoderState<B>,
     ) -> Tensor<B, 3> {
-        let hidden = self
-            .decoder
-            .decode(self.look_up(&self.decoder, decoder_ids), state);
+        let hidden = self.decode_hidden(decoder_ids, state);
         self.lm_logits(hidden)
+    }
+
+    /// The decoder's output `[batch, new, d_model]` for `decoder_ids` after everything in
+    /// `state`, before the head (what [`decode`](Self::decode) applies the head to).
+    pub(crate) fn decode_hidden(
+        &self,
+        decoder_ids: Tensor<B, 2, Int>,
+        state: &mut DecoderState<B>,
+    ) -> Tensor<B, 3> {
+        self.decoder
+            .decode(self.look_up(&self.decoder, decoder_ids), state)
     }
 
     /// The language-model head on decoder output, scaled by `d_model^-0.5` when
@@ -237,7 +246,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     }
 
     /// `hidden · d_model^-0.5` when `config.scale_decoder_outputs`, as the tied head wants it.
-    fn scaled_for_head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+    pub(crate) fn scaled_for_head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
         if self.config.scale_decoder_outputs {
             hidden * (self.config.d_model as f64).powf(-0.5)
         } else {
