@@ -17,8 +17,6 @@
 //! The weight is `f32` ([`F32Matrix`]) or int8 with its scales (`crate::int8_product`): both
 //! implement [`StreamedWeight`], which loads 16 weights at a time with AVX-512 and 8 with AVX2.
 
-use rayon::prelude::*;
-
 #[cfg(target_arch = "x86_64")]
 use crate::flex_tensor::{has_avx2_fma, has_avx512_fma};
 
@@ -145,14 +143,11 @@ pub(crate) fn streamed_product<W: StreamedWeight>(
         if blocks.len() == 1 {
             accumulate(x, m, weight, 0..k, 0..n, &mut out);
         } else {
-            let parts: Vec<Vec<f32>> = blocks
-                .par_iter()
-                .map(|rows| {
-                    let mut part = vec![0f32; m * n];
-                    accumulate(x, m, weight, rows.clone(), 0..n, &mut part);
-                    part
-                })
-                .collect();
+            let parts = crate::compute_threads::map_tasks(blocks.len(), |b| {
+                let mut part = vec![0f32; m * n];
+                accumulate(x, m, weight, blocks[b].clone(), 0..n, &mut part);
+                part
+            });
             for part in &parts {
                 out.iter_mut().zip(part).for_each(|(o, &p)| *o += p);
             }
