@@ -3,7 +3,8 @@
 //! profile decoding with (`perf record`). Prints the median wall time.
 //!
 //! Arguments: `greedy` (64 new tokens) or `beam` (4 beams, 32 new tokens), the number of
-//! timed runs, and `int8` for int8 base weights (32 weights per scale).
+//! timed runs, then `int8` for int8 base weights (32 weights per scale) and `untied` for a
+//! language-model head of its own (FLAN-T5's layout) instead of the tied embedding.
 //!
 //! ```sh
 //! cargo run --release --example t5_decode_profile -- beam 20
@@ -23,8 +24,9 @@ fn main() {
     let case = args.get(1).map(String::as_str).unwrap_or("beam");
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let device = Default::default();
+    let options = args.get(3..).unwrap_or_default();
     let config = T5Config {
-        tie_word_embeddings: Some(true),
+        tie_word_embeddings: Some(!options.iter().any(|a| a == "untied")),
         ..T5Config::default()
     };
     let mut model = T5ForConditionalGeneration::<B>::new(&config, &device);
@@ -32,7 +34,7 @@ fn main() {
     let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)
         .expect("valid adapter config");
     inject_adapter(&mut model, &adapter, "default").expect("inject adapter");
-    if args.get(3).is_some_and(|a| a == "int8") {
+    if options.iter().any(|a| a == "int8") {
         quantize_base_weights(&mut model, &mut int8_quantizer::<B>(Some(32))).expect("int8");
     }
     let ids: Vec<i64> = (0..64).map(|i| 2 + (i * 7919 % 29998)).collect();

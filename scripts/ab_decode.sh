@@ -11,7 +11,8 @@
 #   scripts/ab_decode.sh /tmp/before-target/release/examples/t5_decode_profile \
 #      target/release/examples/t5_decode_profile greedy 8
 #
-# CASE is `greedy` or `beam`; `int8` as a fifth argument decodes with int8 base weights.
+# CASE is `greedy` or `beam`; a fifth argument passes `int8` (int8 base weights), `untied` (a
+# head of its own, FLAN-T5's layout) or both, quoted together, to the example.
 set -euo pipefail
 A="${1:?first build}"
 B="${2:?second build}"

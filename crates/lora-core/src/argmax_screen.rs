@@ -28,7 +28,8 @@ use burn::tensor::Tensor;
 ///
 /// Built only on the flex backend, for a finite, contiguous `f32` matrix; the copy takes a
 /// quarter of the matrix's memory. It holds the matrix itself (a shared handle, not a copy), so
-/// it cannot be used with another one.
+/// it cannot be used with another one. A linear layer's output (an untied language-model head)
+/// has its screen from [`LoraLinear::output_screen`](crate::LoraLinear::output_screen).
 ///
 /// ```
 /// use burn::backend::NdArray;
@@ -73,7 +74,28 @@ impl<B: Backend> ArgmaxScreen<B> {
         }
     }
 
-    /// The matrix the screen was built from.
+    /// The screen of `x · weight` for a linear layer's `weight` `[d, v]` (Burn's layout) without
+    /// bias, whose entries [`argmax_rows`](Self::argmax_rows) then reproduces as the layer's
+    /// product of a few rows computes them (`crate::streamed_product`); what
+    /// [`LoraLinear::output_screen`](crate::LoraLinear::output_screen) builds. `None` as for
+    /// [`new`](Self::new).
+    pub(crate) fn for_linear_weight(weight: Tensor<B, 2>) -> Option<Self> {
+        #[cfg(feature = "flex")]
+        {
+            let quantized = flex::QuantizedRows::for_columns(&weight)?;
+            Some(Self {
+                matrix: weight,
+                quantized: std::sync::Arc::new(quantized),
+            })
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = weight;
+            None
+        }
+    }
+
+    /// The matrix (or linear weight) the screen was built from.
     pub fn matrix(&self) -> &Tensor<B, 2> {
         &self.matrix
     }
@@ -108,6 +130,8 @@ mod flex {
 
     use crate::few_rows_product::flex::dot_rows;
     use crate::flex_tensor::{float_primitive, row_major_f32};
+    use crate::int8_product::{Int8Matrix, Int8Scales};
+    use crate::streamed_product::{streamed_product, streamed_product_columns, F32Matrix};
     use crate::FEW_ROWS_MAX;
 
     /// Matrix rows per task of the quantization and of the int8 pass (512 KiB of int8 at
@@ -130,10 +154,20 @@ mod flex {
         nu / (1.0 - nu)
     }
 
-    /// The int8 copy: `q` `[v, d]` row-major, one scale per row, the bound `c_v` per row, and the
-    /// largest row norm (for the overflow check).
+    /// Where the screened matrix's tokens are.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Layout {
+        /// A matrix `[v, d]` whose rows are the tokens: `rows · matrixᵀ` (a tied head).
+        Rows,
+        /// A linear layer's weight `[d, v]` whose columns are the tokens: `rows · weight`.
+        Columns,
+    }
+
+    /// The int8 copy: `q` in the matrix's own layout, one scale per token, the bound `c_v` per
+    /// token, and the largest token norm (for the overflow check).
     #[derive(Debug)]
     pub(super) struct QuantizedRows {
+        layout: Layout,
         q: Vec<i8>,
         scales: Vec<f32>,
         bounds: Vec<f64>,
@@ -189,6 +223,7 @@ mod flex {
             }
             let largest_norm = norms.iter().fold(0f64, |m, n| m.max(*n));
             Some(Self {
+                layout: Layout::Rows,
                 q,
                 scales,
                 bounds,
@@ -197,6 +232,201 @@ mod flex {
                 v,
                 d,
             })
+        }
+    }
+
+    impl QuantizedRows {
+        /// The screen of a linear layer's weight `[d, v]`, one scale per column; `None` for a
+        /// weight that is not a contiguous flex `f32` tensor of finite values.
+        pub(super) fn for_columns<B: Backend>(weight: &Tensor<B, 2>) -> Option<Self> {
+            let [d, v] = weight.dims();
+            if v == 0 || d == 0 || d > 1 << 20 {
+                return None;
+            }
+            let primitive = float_primitive(weight)?;
+            let values = primitive.as_slice::<f32>()?;
+            let task_rows = (TASK_ROWS * 512 / v.max(1)).max(1);
+            // The largest magnitude of every column, from blocks of rows on all threads.
+            let largest = values
+                .par_chunks(task_rows * v)
+                .map(|rows| {
+                    let mut largest = vec![0f32; v];
+                    for row in rows.chunks_exact(v) {
+                        largest_magnitudes(row, &mut largest);
+                    }
+                    largest
+                })
+                .reduce_with(|mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a = a.max(*b));
+                    a
+                })?;
+            let scales: Vec<f32> = largest.iter().map(|l| l / 127.0).collect();
+            let inverses: Vec<f32> = scales
+                .iter()
+                .zip(&largest)
+                .map(|(s, l)| {
+                    if *s > 0.0 && s.is_finite() {
+                        127.0 / l
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mut q = vec![0i8; d * v];
+            let sums = q
+                .par_chunks_mut(task_rows * v)
+                .zip(values.par_chunks(task_rows * v))
+                .map(|(q, rows)| {
+                    let mut sums = ColumnSums::new(v);
+                    for (q, row) in q.chunks_exact_mut(v).zip(rows.chunks_exact(v)) {
+                        quantize_columns(row, &scales, &inverses, q, &mut sums);
+                    }
+                    sums
+                })
+                .reduce_with(ColumnSums::add)?;
+            let mut bounds = Vec::with_capacity(v);
+            let mut absolutes = Vec::with_capacity(v);
+            let mut largest_norm = 0f64;
+            for c in 0..v {
+                let column = bounded(
+                    &RowSums {
+                        scale: scales[c],
+                        residual_squares: sums.residual_squares[c],
+                        squares: sums.squares[c] + largest[c] * 0.0,
+                        level_squares: sums.level_squares[c],
+                    },
+                    d,
+                )?;
+                bounds.push(column.bound);
+                absolutes.push(column.absolute);
+                largest_norm = largest_norm.max(column.norm);
+            }
+            Some(Self {
+                layout: Layout::Columns,
+                q,
+                scales,
+                bounds,
+                absolutes,
+                largest_norm,
+                v,
+                d,
+            })
+        }
+    }
+
+    /// `largest[c] = max(largest[c], |row[c]|)` (a NaN is caught by the sums of squares).
+    fn largest_magnitudes(row: &[f32], largest: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx2_fma() {
+            // SAFETY: the CPU has the features.
+            return unsafe { largest_magnitudes_avx2(row, largest) };
+        }
+        largest_magnitudes_portable(row, largest);
+    }
+
+    /// [`largest_magnitudes_portable`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn largest_magnitudes_avx2(row: &[f32], largest: &mut [f32]) {
+        largest_magnitudes_portable(row, largest);
+    }
+
+    #[inline(always)]
+    fn largest_magnitudes_portable(row: &[f32], largest: &mut [f32]) {
+        for (l, e) in largest.iter_mut().zip(row) {
+            let e = e.abs();
+            *l = if e > *l { e } else { *l };
+        }
+    }
+
+    /// Per-column `f32` sums of the squares of the residuals, values and levels.
+    struct ColumnSums {
+        residual_squares: Vec<f32>,
+        squares: Vec<f32>,
+        level_squares: Vec<f32>,
+    }
+
+    impl ColumnSums {
+        fn new(v: usize) -> Self {
+            Self {
+                residual_squares: vec![0.0; v],
+                squares: vec![0.0; v],
+                level_squares: vec![0.0; v],
+            }
+        }
+
+        fn add(mut self, other: Self) -> Self {
+            let pairs = [
+                (&mut self.residual_squares, &other.residual_squares),
+                (&mut self.squares, &other.squares),
+                (&mut self.level_squares, &other.level_squares),
+            ];
+            for (a, b) in pairs {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            self
+        }
+    }
+
+    /// Quantizes one weight row, column `c` with `scales[c]`, adding to the column sums.
+    fn quantize_columns(
+        row: &[f32],
+        scales: &[f32],
+        inverses: &[f32],
+        q: &mut [i8],
+        sums: &mut ColumnSums,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx2_fma() {
+            // SAFETY: the CPU has the features.
+            return unsafe { quantize_columns_avx2(row, scales, inverses, q, sums) };
+        }
+        quantize_columns_portable(row, scales, inverses, q, sums);
+    }
+
+    /// [`quantize_columns_portable`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quantize_columns_avx2(
+        row: &[f32],
+        scales: &[f32],
+        inverses: &[f32],
+        q: &mut [i8],
+        sums: &mut ColumnSums,
+    ) {
+        quantize_columns_portable(row, scales, inverses, q, sums);
+    }
+
+    /// As [`quantize_row_sums`], one column per lane: plain multiplications and subtractions.
+    #[inline(always)]
+    fn quantize_columns_portable(
+        row: &[f32],
+        scales: &[f32],
+        inverses: &[f32],
+        q: &mut [i8],
+        sums: &mut ColumnSums,
+    ) {
+        let columns = row.iter().zip(scales).zip(inverses).zip(q.iter_mut());
+        let totals = sums
+            .residual_squares
+            .iter_mut()
+            .zip(sums.squares.iter_mut())
+            .zip(sums.level_squares.iter_mut());
+        for ((((e, scale), inverse), q), ((residual_squares, squares), level_squares)) in
+            columns.zip(totals)
+        {
+            let level = (e * inverse).round_ties_even().clamp(-127.0, 127.0);
+            *q = level as i8;
+            let residual = e - scale * level;
+            *residual_squares += residual * residual;
+            *squares += e * e;
+            *level_squares += level * level;
         }
     }
 
@@ -232,10 +462,15 @@ mod flex {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let sums = quantize_row_sums(row, q);
+        bounded(&sums, row.len())
+    }
+
+    /// The scale and bounds of a quantized row (or column) of `d` values from its sums; `None`
+    /// when the sums are not finite.
+    fn bounded(sums: &RowSums, d: usize) -> Option<QuantizedRow> {
         if !sums.squares.is_finite() || !sums.level_squares.is_finite() {
             return None;
         }
-        let d = row.len();
         let u = UNIT_ROUNDOFF;
         let scale = f64::from(sums.scale);
         let level_norm = inflated_norm(sums.level_squares, d);
@@ -407,7 +642,11 @@ mod flex {
     ) -> Option<Vec<u32>> {
         let (v, d) = (screen.v, screen.d);
         let [m, width] = rows.dims();
-        if m == 0 || m > FEW_ROWS_MAX || width != d || matrix.dims() != [v, d] {
+        let shape = match screen.layout {
+            Layout::Rows => [v, d],
+            Layout::Columns => [d, v],
+        };
+        if m == 0 || m > FEW_ROWS_MAX || width != d || matrix.dims() != shape {
             return None;
         }
         let rows_flex = float_primitive(rows)?;
@@ -426,27 +665,27 @@ mod flex {
             }
             x_norms.push(norm);
         }
-        // The int8 estimates, `[v, m]` (matrix row major, as the f32 kernel writes them).
-        let mut estimates = vec![0f32; v * m];
-        estimates
-            .par_chunks_mut(TASK_ROWS * m)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let first = task * TASK_ROWS;
-                let count = out.len() / m;
-                let q = &screen.q[first * d..(first + count) * d];
-                estimate_rows(&x, m, q, &screen.scales[first..first + count], d, out);
-            });
+        let mut estimates = match screen.layout {
+            Layout::Rows => row_estimates(screen, &x, m),
+            Layout::Columns => column_estimates(screen, &x, m)?,
+        };
+        // Entry `(r, j)` of the estimates and of the product: `[v, m]` for a matrix of token
+        // rows (as its f32 kernel writes them), `[m, v]` for a weight of token columns.
+        let at = |r: usize, j: usize| match screen.layout {
+            Layout::Rows => j * m + r,
+            Layout::Columns => r * v + j,
+        };
         for &(row, column) in banned {
             if row < m && (column as usize) < v {
-                estimates[column as usize * m + row] = f32::NEG_INFINITY;
+                estimates[at(row, column as usize)] = f32::NEG_INFINITY;
             }
         }
+        let weight = F32Matrix::new(matrix, d, v)?;
         let mut tokens = Vec::with_capacity(m);
         let mut exact = vec![0f32; m];
         for (r, x_norm) in x_norms.iter().enumerate() {
             let slack = |j: usize| x_norm * screen.bounds[j] + screen.absolutes[j];
-            let estimate = |j: usize| f64::from(estimates[j * m + r]);
+            let estimate = |j: usize| f64::from(estimates[at(r, j)]);
             // A lower bound on the largest full-product entry; `-inf` when every one is banned.
             let floor = (0..v)
                 .map(|j| estimate(j) - slack(j))
@@ -456,8 +695,20 @@ mod flex {
             }
             let mut best: Option<(u32, f32)> = None;
             for j in (0..v).filter(|j| estimate(*j) + slack(*j) >= floor) {
-                dot_rows(&x, m, &matrix[j * d..(j + 1) * d], d, &mut exact);
-                let value = exact[r];
+                let value = match screen.layout {
+                    Layout::Rows => {
+                        dot_rows(&x, m, &matrix[j * d..(j + 1) * d], d, &mut exact);
+                        exact[r]
+                    }
+                    Layout::Columns => {
+                        // The 16 columns the product's kernel computes together.
+                        let start = j - j % 16;
+                        let columns = start..(start + 16).min(v);
+                        let width = columns.len();
+                        let values = streamed_product_columns(&x, m, &weight, columns);
+                        values[r * width + j - start]
+                    }
+                };
                 if best.is_none_or(|(_, b)| value > b) {
                     best = Some((j as u32, value));
                 }
@@ -465,6 +716,35 @@ mod flex {
             tokens.push(best?.0);
         }
         Some(tokens)
+    }
+
+    /// The int8 estimates of a matrix of token rows, `[v, m]`.
+    fn row_estimates(screen: &QuantizedRows, x: &[f32], m: usize) -> Vec<f32> {
+        let d = screen.d;
+        let mut estimates = vec![0f32; screen.v * m];
+        estimates
+            .par_chunks_mut(TASK_ROWS * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let first = task * TASK_ROWS;
+                let count = out.len() / m;
+                let q = &screen.q[first * d..(first + count) * d];
+                estimate_rows(x, m, q, &screen.scales[first..first + count], d, out);
+            });
+        estimates
+    }
+
+    /// The int8 estimates of a weight of token columns, `[m, v]`: the int8 weight streamed with
+    /// a unit scale, then each column scaled.
+    fn column_estimates(screen: &QuantizedRows, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let q = Int8Matrix::new(&screen.q, screen.d, screen.v, Int8Scales::Tensor(1.0))?;
+        let mut estimates = streamed_product(x, m, &q, None);
+        for row in estimates.chunks_exact_mut(screen.v) {
+            row.iter_mut()
+                .zip(&screen.scales)
+                .for_each(|(e, scale)| *e *= scale);
+        }
+        Some(estimates)
     }
 
     /// `out[j·m + r] = scales[j] · (x[r] · q[j])` for the rows `j` of `q`.
@@ -712,5 +992,94 @@ mod tests {
         let matrix = from_values(values, [10, 16]);
         check(&from_values(vec![0.0; 16], [1, 16]), &matrix, &[]);
         check(&random([1, 16]), &matrix, &[]);
+    }
+
+    /// The argmax per row of a linear layer's streamed product `x · weight`, with bans.
+    fn linear_argmax(
+        rows: &Tensor<Flex, 2>,
+        weight: &Tensor<Flex, 2>,
+        banned: &[(usize, u32)],
+    ) -> Vec<u32> {
+        let logits = crate::streamed_product::try_flex_linear(rows, weight, None).unwrap();
+        masked_argmax(logits, banned)
+    }
+
+    fn masked_argmax(logits: Tensor<Flex, 2>, banned: &[(usize, u32)]) -> Vec<u32> {
+        let [m, v] = logits.dims();
+        let mut values = logits.into_data().into_vec::<f32>().unwrap();
+        for &(r, j) in banned.iter().filter(|(r, j)| *r < m && (*j as usize) < v) {
+            values[r * v + j as usize] = f32::NEG_INFINITY;
+        }
+        let logits =
+            Tensor::<Flex, 2>::from_data(TensorData::new(values, [m, v]), &Default::default());
+        let ids = logits.argmax(1).into_data().convert::<i64>();
+        ids.into_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|t| t as u32)
+            .collect()
+    }
+
+    fn check_linear(rows: &Tensor<Flex, 2>, weight: &Tensor<Flex, 2>, banned: &[(usize, u32)]) {
+        let screen = ArgmaxScreen::for_linear_weight(weight.clone()).expect("a finite flex weight");
+        let found = screen.argmax_rows(rows, banned).expect("screened");
+        assert_eq!(found, linear_argmax(rows, weight, banned));
+    }
+
+    /// A weight `[d, v]` whose columns come in near twins, closer than the int8 step.
+    fn twin_columns(d: usize, v: usize) -> Tensor<Flex, 2> {
+        let device = Default::default();
+        let even = Tensor::<Flex, 2>::random([d, v / 2], Distribution::Normal(0.0, 1.0), &device);
+        let odd =
+            even.clone() + Tensor::random([d, v / 2], Distribution::Normal(0.0, 1e-3), &device);
+        Tensor::stack::<3>(vec![even, odd], 2).reshape([d, v])
+    }
+
+    #[test]
+    fn a_linear_weight_gives_its_streamed_products_argmax_over_several_blocks() {
+        // 64 × 3008 f32 weights are 770 KB: the product splits them into blocks of rows.
+        let weight = twin_columns(64, 3008);
+        for m in 1..=crate::FEW_ROWS_MAX {
+            for _ in 0..4 {
+                check_linear(&random([m, 64]), &weight, &[]);
+            }
+        }
+        let rows = random([2, 64]);
+        let first = linear_argmax(&rows, &weight, &[]);
+        check_linear(&rows, &weight, &[(0, first[0]), (1, first[1]), (1, 3)]);
+    }
+
+    #[test]
+    fn a_linear_weight_without_whole_vectors_takes_the_scalar_kernels() {
+        let weight = twin_columns(40, 330);
+        for m in [1, 4] {
+            for _ in 0..6 {
+                check_linear(&random([m, 40]), &weight, &[]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lora_layer_has_an_output_screen_only_while_its_forward_is_the_base_product() {
+        use burn::nn::LinearConfig;
+
+        use crate::{LoraConfig, LoraInit, LoraLinear};
+
+        let device = Default::default();
+        let config = LoraConfig::new(4, 8.0).with_init_lora_weights(LoraInit::Random);
+        let base = LinearConfig::new(32, 48)
+            .with_bias(false)
+            .init::<Flex>(&device);
+        let mut layer = LoraLinear::from_linear(base, &config).unwrap();
+        assert!(layer.output_screen().is_none(), "an active adapter");
+        layer.disable_adapters().unwrap();
+        let screen = layer.output_screen().expect("the base product alone");
+        let rows = random([3, 32]);
+        let expected = masked_argmax(layer.forward(rows.clone()), &[]);
+        assert_eq!(screen.argmax_rows(&rows, &[]).unwrap(), expected);
+        let biased = LinearConfig::new(32, 48).init::<Flex>(&device);
+        let mut biased = LoraLinear::from_linear(biased, &config).unwrap();
+        biased.disable_adapters().unwrap();
+        assert!(biased.output_screen().is_none(), "a bias");
     }
 }

@@ -537,6 +537,37 @@ impl<B: Backend> LoraLinear<B> {
         Some(linear_flat(x.clone(), copy.weight.val(), bias))
     }
 
+    /// An [`ArgmaxScreen`](crate::ArgmaxScreen) of this layer's output, whose
+    /// [`argmax_rows`](crate::ArgmaxScreen::argmax_rows) gives the index of the largest output
+    /// of each of a few input rows exactly as [`forward`](Self::forward) computes them, reading
+    /// an int8 copy of the weight (greedy decoding through an untied language-model head).
+    ///
+    /// `None` unless the forward pass is the base product alone: no active adapter, module
+    /// copy or per-sample routing (or the adapters merged), no bias, an `f32` base weight on the
+    /// flex backend. The screen holds the weight as it is now; build another after changing the
+    /// layer.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::nn::LinearConfig;
+    /// use lora_core::{LoraConfig, LoraLinear};
+    ///
+    /// let device = Default::default();
+    /// let base = LinearConfig::new(16, 40).with_bias(false).init::<NdArray>(&device);
+    /// let layer = LoraLinear::from_linear(base, &LoraConfig::new(4, 8.0)).unwrap();
+    /// // An active adapter (and, here, a backend other than flex): no screen.
+    /// assert!(layer.output_screen().is_none());
+    /// ```
+    pub fn output_screen(&self) -> Option<crate::ArgmaxScreen<B>> {
+        let base_alone = self.runs_base_only()
+            && self.state.sample_adapters.is_none()
+            && self.active_copy().is_none();
+        if !base_alone || self.base.bias.is_some() || self.is_base_quantized() {
+            return None;
+        }
+        crate::ArgmaxScreen::for_linear_weight(self.base.weight.val())
+    }
+
     /// The frozen base layer alone.
     pub(crate) fn base_forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         #[cfg(feature = "flex")]

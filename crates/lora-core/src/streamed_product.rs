@@ -161,6 +161,40 @@ pub(crate) fn streamed_product<W: StreamedWeight>(
     out
 }
 
+/// The columns `columns` of [`streamed_product`]`(x, m, weight, None)`, bit for bit, reading
+/// only those columns of the weight: the same blocks of rows, each column's sums formed in the
+/// same order by the same kernel (whose arithmetic per column does not depend on how many
+/// columns it covers), added in the same block order. Row-major `[m, columns.len()]`.
+///
+/// `columns.start` must be a multiple of 16 and, when `weight.fills_vectors()`, so must the
+/// width, as for the full product's kernel.
+pub(crate) fn streamed_product_columns<W: StreamedWeight>(
+    x: &[f32],
+    m: usize,
+    weight: &W,
+    columns: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let [k, n] = weight.shape();
+    debug_assert!(x.len() == m * k && columns.end <= n && columns.start.is_multiple_of(16));
+    let width = columns.len();
+    let mut out = vec![0f32; m * width];
+    if m == 0 || width == 0 || k == 0 {
+        return out;
+    }
+    let blocks = row_blocks(k, n * W::BYTES_PER_WEIGHT);
+    if blocks.len() == 1 {
+        accumulate(x, m, weight, 0..k, columns, &mut out);
+        return out;
+    }
+    let mut part = vec![0f32; m * width];
+    for rows in blocks {
+        part.fill(0.0);
+        accumulate(x, m, weight, rows, columns.clone(), &mut part);
+        out.iter_mut().zip(&part).for_each(|(o, &p)| *o += p);
+    }
+    out
+}
+
 /// The weight rows of the tasks: consecutive blocks of [`BLOCK_BYTES`] or half the weight,
 /// whichever is less, rounded up to whole [`ROW_CHUNK`]s; one block for weights under
 /// [`PARALLEL_MIN_WEIGHT_BYTES`]. They depend on the shape alone, not on the thread count.
@@ -550,6 +584,39 @@ mod tests {
         (0..len)
             .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 1001.0)
             .collect()
+    }
+
+    /// Column slices recomputed alone equal the full product's, bit for bit, over several
+    /// blocks, every row count the kernels take and a width without whole vectors.
+    #[test]
+    fn columns_recomputed_alone_are_the_full_products_bits() {
+        for (m, [k, n]) in [
+            (1, [64, 4096]),
+            (3, [40, 2048]),
+            (5, [17, 512]),
+            (2, [24, 40]),
+        ] {
+            let (x, w) = (values(m * k, 4), values(k * n, 5));
+            let matrix = F32Matrix::new(&w, k, n).unwrap();
+            let full = streamed_product(&x, m, &matrix, None);
+            let step = if matrix.fills_vectors() { 16 } else { n };
+            for start in (0..n)
+                .step_by(step)
+                .filter(|s| s % 96 == 0 || *s + step >= n)
+            {
+                let slice = streamed_product_columns(&x, m, &matrix, start..start + step);
+                for r in 0..m {
+                    for c in 0..step {
+                        assert_eq!(
+                            slice[r * step + c].to_bits(),
+                            full[r * n + start + c].to_bits(),
+                            "{m}×{k}×{n}, row {r}, column {}",
+                            start + c
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn check(m: usize, [k, n]: [usize; 2], with_bias: bool) {

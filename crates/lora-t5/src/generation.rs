@@ -13,11 +13,12 @@ use crate::{DecoderState, T5Error, T5ForConditionalGeneration};
 /// What T5 keeps between the decoding steps of one [`generate`] call: the decoder's caches and,
 /// for greedy search with a tied head, the head's [`ArgmaxScreen`].
 ///
-/// Greedy search needs only the largest logit of each row. With a tied head on the flex
-/// backend, the first greedy step builds an int8 screen of the embedding (about the time of
-/// two steps' head products), and every step then reads it instead of the `f32` embedding,
-/// recomputing only the few tokens it cannot rule out: the same tokens, bit for bit, at about a
-/// quarter of the head's bytes. The screen lives as long as the call, so it always matches the
+/// Greedy search needs only the largest logit of each row. On the flex backend, the first
+/// greedy step builds an int8 screen of the head (the tied embedding, or an untied head
+/// without adapters: [`lora_core::LoraLinear::output_screen`]) in about the time of two steps'
+/// head products, and every step then reads it instead of the `f32` head, recomputing only
+/// the few tokens it cannot rule out: the same tokens, bit for bit, at about a quarter of the
+/// head's bytes. The screen lives as long as the call, so it always matches the
 /// weights that decode.
 #[derive(Debug, Clone)]
 pub struct GenerationState<B: Backend> {
@@ -75,10 +76,13 @@ impl<B: Backend> EncoderDecoderModel<B> for T5ForConditionalGeneration<B> {
         on_compute_threads(|| {
             let hidden = self.decode_hidden(tokens, &mut state.decoder);
             let [rows, length, d_model] = hidden.dims();
-            if self.lm_head.is_none() && !B::ad_enabled(&hidden.device()) {
+            if !B::ad_enabled(&hidden.device()) {
                 let screen = state
                     .head_screen
-                    .get_or_insert_with(|| ArgmaxScreen::new(self.shared.weight.val()));
+                    .get_or_insert_with(|| match &self.lm_head {
+                        None => ArgmaxScreen::new(self.shared.weight.val()),
+                        Some(head) => head.output_screen(),
+                    });
                 if let Some(screen) = screen {
                     let scaled = self.scaled_for_head(hidden.clone());
                     let rows_2d = scaled.reshape([rows * length, d_model]);

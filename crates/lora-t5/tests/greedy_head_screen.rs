@@ -1,10 +1,11 @@
-//! Greedy search with a tied head on flex picks each token from the head's int8 screen
-//! (`lora_core::ArgmaxScreen`): the tokens must be those of the full `f32` head, which greedy
+//! Greedy search on flex picks each token from the head's int8 screen
+//! (`lora_core::ArgmaxScreen`), tied or untied: the tokens must be those of the full `f32` head, which greedy
 //! search computes when it keeps the scores (`output_scores`), also between tokens whose
 //! embeddings differ by less than the int8 rounding.
 
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use lora_core::{LoraConfig, LoraInit};
 use lora_t5::{GenerateOptions, GenerationConfig, T5Config, T5ForConditionalGeneration};
 
 type B = Flex;
@@ -28,8 +29,14 @@ fn model(tied: bool) -> T5ForConditionalGeneration<B> {
     // and the exact recomputation must.
     let even = Tensor::<B, 2>::random([350, 64], Distribution::Normal(0.0, 10.0), &device);
     let odd = even.clone() + Tensor::random([350, 64], Distribution::Normal(0.0, 0.02), &device);
-    let pairs = Tensor::stack::<3>(vec![even, odd], 1).reshape([700, 64]);
+    let pairs = Tensor::stack::<3>(vec![even.clone(), odd.clone()], 1).reshape([700, 64]);
     model.shared.weight = model.shared.weight.map(|_| pairs);
+    if let Some(head) = model.lm_head.as_mut() {
+        // The untied head's weight `[d_model, vocab]` has the twins as neighbouring columns.
+        let columns = Tensor::stack::<3>(vec![even.transpose(), odd.transpose()], 2);
+        let columns = columns.reshape([64, 700]);
+        head.base.weight = head.base.weight.clone().map(|_| columns);
+    }
     model
 }
 
@@ -60,8 +67,7 @@ struct Compared {
     full: Vec<Vec<u32>>,
 }
 
-fn screened_and_full(tied: bool, config: GenerationConfig) -> Compared {
-    let model = model(tied);
+fn screened_and_full(model: T5ForConditionalGeneration<B>, config: GenerationConfig) -> Compared {
     let (screened, bytes) = generate(&model, &config);
     let full = GenerationConfig {
         output_scores: true,
@@ -84,7 +90,7 @@ fn a_tied_head_gives_the_full_heads_tokens_from_its_screen() {
         screened,
         bytes,
         full,
-    } = screened_and_full(true, config);
+    } = screened_and_full(model(true), config);
     assert_eq!(screened, full);
     // One `u32` token a row and step: the screen picked every token.
     assert_eq!(bytes, 4);
@@ -104,7 +110,7 @@ fn banned_tokens_stay_banned_on_the_screen() {
         screened,
         bytes,
         full,
-    } = screened_and_full(true, config);
+    } = screened_and_full(model(true), config);
     assert_eq!(screened, full);
     assert_eq!(bytes, 4);
     // No token repeats within a row: the bans reached the screen.
@@ -117,7 +123,28 @@ fn banned_tokens_stay_banned_on_the_screen() {
 }
 
 #[test]
-fn an_untied_head_computes_every_logit() {
+fn an_untied_head_gives_the_full_heads_tokens_from_its_screen() {
+    let config = GenerationConfig {
+        max_new_tokens: 24,
+        min_new_tokens: 20,
+        no_repeat_ngram_size: 1,
+        ..GenerationConfig::default()
+    };
+    let Compared {
+        screened,
+        bytes,
+        full,
+    } = screened_and_full(model(false), config);
+    assert_eq!(screened, full);
+    assert_eq!(bytes, 4);
+}
+
+#[test]
+fn a_head_with_an_adapter_computes_every_logit() {
+    let mut model = model(false);
+    let head = model.lm_head.as_mut().unwrap();
+    let lora = LoraConfig::new(4, 8.0).with_init_lora_weights(LoraInit::Random);
+    head.add_adapter("default", &lora).unwrap();
     let config = GenerationConfig {
         max_new_tokens: 6,
         ..GenerationConfig::default()
@@ -126,7 +153,7 @@ fn an_untied_head_computes_every_logit() {
         screened,
         bytes,
         full,
-    } = screened_and_full(false, config);
+    } = screened_and_full(model, config);
     assert_eq!(screened, full);
     assert!(bytes > 4, "{bytes} bytes a row and step");
 }
