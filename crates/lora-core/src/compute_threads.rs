@@ -92,20 +92,56 @@ pub(crate) fn map_tasks<T: Send + Sync>(
         in_flight: AtomicUsize::new(0),
     });
     let run: &(dyn Fn(usize) + Sync) = &run;
-    // SAFETY: the lifetime is only erased for the helper job, which calls `run` only for an
-    // index it claimed while counted in `in_flight`; `wait_for_helper` (also run on unwinding)
-    // closes the claims and waits until `in_flight` is zero before `run` and what it borrows go
-    // out of scope, so no call of `run` outlives them. A job that runs later claims nothing.
-    let helper_run: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(run) };
+    // The helper job must be `'static`, so it gets `run` as a raw pointer, which it dereferences
+    // only for an index it claimed while counted in `in_flight`. `wait_for_helper` (also dropped
+    // on unwinding) closes the claims and waits until `in_flight` is zero before `run` and what
+    // it borrows go out of scope, so no call through the pointer outlives them; a job that runs
+    // later claims nothing and never dereferences it.
+    let pointer: *const (dyn Fn(usize) + Sync + '_) = run;
+    // SAFETY: only the trait object's lifetime bound changes (same layout); see above for why
+    // the pointer is never dereferenced after `run` is gone.
+    let shared_run = TaskPointer(unsafe {
+        std::mem::transmute::<
+            *const (dyn Fn(usize) + Sync + '_),
+            *const (dyn Fn(usize) + Sync + 'static),
+        >(pointer)
+    });
     let helper_claims = Arc::clone(&claims);
     let wait_for_helper = CloseClaims(&claims);
-    rayon::spawn(move || helper_claims.take_tasks(helper_run));
+    rayon::spawn(move || {
+        // The whole wrapper, not its (non-`Send`) field alone, moves into the job.
+        let shared_run = shared_run;
+        // SAFETY: called only for a claimed index, while `run` is alive (see above).
+        helper_claims.take_tasks(&|i| unsafe { shared_run.call(i) });
+    });
     claims.take_tasks(run);
     drop(wait_for_helper);
     slots
         .into_iter()
         .map(|slot| slot.into_inner().expect("every task was claimed and ran"))
         .collect()
+}
+
+/// [`map_tasks`]'s task for its helper job: a pointer that job may send to a pool thread.
+#[cfg(feature = "flex")]
+struct TaskPointer(*const (dyn Fn(usize) + Sync + 'static));
+
+// SAFETY (both): the pointee is `Sync`, and `map_tasks` keeps it alive while it is called.
+#[cfg(feature = "flex")]
+unsafe impl Send for TaskPointer {}
+#[cfg(feature = "flex")]
+unsafe impl Sync for TaskPointer {}
+
+#[cfg(feature = "flex")]
+impl TaskPointer {
+    /// Runs the task for `index`.
+    ///
+    /// # Safety
+    /// The task must still be alive.
+    unsafe fn call(&self, index: usize) {
+        // SAFETY: passed on from the caller.
+        unsafe { (*self.0)(index) }
+    }
 }
 
 /// The tasks of one [`map_tasks`] call: the next unclaimed index, and the threads between

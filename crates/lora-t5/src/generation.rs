@@ -2,7 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use lora_core::{on_compute_threads, ArgmaxScreen};
+use lora_core::{on_compute_threads, ArgmaxScreen, FEW_ROWS_MAX};
 use lora_generate::{
     generate, EncoderDecoderModel, GenerateOptions, GenerateOutput, GenerationConfig,
     GenerationError, NextTokens, SpecialTokens,
@@ -76,7 +76,8 @@ impl<B: Backend> EncoderDecoderModel<B> for T5ForConditionalGeneration<B> {
         on_compute_threads(|| {
             let hidden = self.decode_hidden(tokens, &mut state.decoder);
             let [rows, length, d_model] = hidden.dims();
-            if !B::ad_enabled(&hidden.device()) {
+            // The screen answers for a few rows (a batch of up to `FEW_ROWS_MAX` greedy rows).
+            if !B::ad_enabled(&hidden.device()) && rows * length <= FEW_ROWS_MAX {
                 let screen = state
                     .head_screen
                     .get_or_insert_with(|| match &self.lm_head {
