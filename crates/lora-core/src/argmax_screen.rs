@@ -862,19 +862,7 @@ mod tests {
         banned: &[(usize, u32)],
     ) -> Vec<u32> {
         let logits = few_rows_times_transposed(rows, matrix).expect("flex tensors");
-        let [m, v] = logits.dims();
-        let mut values = logits.into_data().into_vec::<f32>().unwrap();
-        for &(r, j) in banned.iter().filter(|(r, j)| *r < m && (*j as usize) < v) {
-            values[r * v + j as usize] = f32::NEG_INFINITY;
-        }
-        let logits =
-            Tensor::<Flex, 2>::from_data(TensorData::new(values, [m, v]), &Default::default());
-        let ids = logits.argmax(1).into_data().convert::<i64>();
-        ids.into_vec::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|t| t as u32)
-            .collect()
+        masked_argmax(logits, banned)
     }
 
     fn random(shape: [usize; 2]) -> Tensor<Flex, 2> {
@@ -1004,6 +992,7 @@ mod tests {
         masked_argmax(logits, banned)
     }
 
+    /// Greedy search's pick per row of `logits` with `banned` set to `-inf`.
     fn masked_argmax(logits: Tensor<Flex, 2>, banned: &[(usize, u32)]) -> Vec<u32> {
         let [m, v] = logits.dims();
         let mut values = logits.into_data().into_vec::<f32>().unwrap();

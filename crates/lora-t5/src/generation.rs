@@ -11,7 +11,7 @@ use lora_generate::{
 use crate::{DecoderState, T5Error, T5ForConditionalGeneration};
 
 /// What T5 keeps between the decoding steps of one [`generate`] call: the decoder's caches and,
-/// for greedy search with a tied head, the head's [`ArgmaxScreen`].
+/// for greedy search, the head's [`ArgmaxScreen`].
 ///
 /// Greedy search needs only the largest logit of each row. On the flex backend, the first
 /// greedy step builds an int8 screen of the head (the tied embedding, or an untied head

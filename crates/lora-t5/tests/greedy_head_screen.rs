@@ -80,20 +80,29 @@ fn screened_and_full(model: T5ForConditionalGeneration<B>, config: GenerationCon
     }
 }
 
+/// Checks that the screen picked every token (one `u32` a row and step to the host) and that
+/// they are the full head's; returns them.
+fn assert_screened(
+    model: T5ForConditionalGeneration<B>,
+    config: GenerationConfig,
+) -> Vec<Vec<u32>> {
+    let Compared {
+        screened,
+        bytes,
+        full,
+    } = screened_and_full(model, config);
+    assert_eq!(screened, full);
+    assert_eq!(bytes, 4);
+    screened
+}
+
 #[test]
 fn a_tied_head_gives_the_full_heads_tokens_from_its_screen() {
     let config = GenerationConfig {
         max_new_tokens: 24,
         ..GenerationConfig::default()
     };
-    let Compared {
-        screened,
-        bytes,
-        full,
-    } = screened_and_full(model(true), config);
-    assert_eq!(screened, full);
-    // One `u32` token a row and step: the screen picked every token.
-    assert_eq!(bytes, 4);
+    assert_screened(model(true), config);
 }
 
 #[test]
@@ -106,13 +115,7 @@ fn banned_tokens_stay_banned_on_the_screen() {
         suppress_tokens: vec![3, 4],
         ..GenerationConfig::default()
     };
-    let Compared {
-        screened,
-        bytes,
-        full,
-    } = screened_and_full(model(true), config);
-    assert_eq!(screened, full);
-    assert_eq!(bytes, 4);
+    let screened = assert_screened(model(true), config);
     // No token repeats within a row: the bans reached the screen.
     for row in &screened {
         let mut seen = row[1..].to_vec();
@@ -130,13 +133,7 @@ fn an_untied_head_gives_the_full_heads_tokens_from_its_screen() {
         no_repeat_ngram_size: 1,
         ..GenerationConfig::default()
     };
-    let Compared {
-        screened,
-        bytes,
-        full,
-    } = screened_and_full(model(false), config);
-    assert_eq!(screened, full);
-    assert_eq!(bytes, 4);
+    assert_screened(model(false), config);
 }
 
 #[test]
