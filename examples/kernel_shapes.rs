@@ -7,6 +7,10 @@
 //! - the tied 32128-word head as `(E · hᵀ)ᵀ`, as `h · Eᵀ` and (up to 8 rows) in one pass over `E`
 //!   (`lora_core::few_rows_times_transposed`) over 1, 4, 128 and 1024 rows, and
 //!   the softmax over 1024 rows of each result (`T5ForConditionalGeneration::lm_logits`);
+//! - greedy decoding's pick from the head's int8 screen (`lora_core::ArgmaxScreen`), tied
+//!   (`[32128, 512]`) and untied (`LoraLinear::output_screen` of `[512, 32128]`), for one row
+//!   against the full one-row product, cycling through three heads so that neither the `f32`
+//!   heads nor their int8 copies stay in the cache, and the time to build a screen;
 //! - head + loss forward and backward over 1024 rows: the recorded `log_softmax` + `gather`,
 //!   `cross_entropy_ignoring`, the fused `linear_cross_entropy`, and the head's products alone;
 //! - T5's layer norm over `[8, 128, 512]` and the attention softmax over `[8, 8, 128, 128]`,
@@ -30,7 +34,7 @@ use burn::tensor::{Distribution, Int, Tensor};
 use lora_burn::backend::{Backend, BackendInfo, InferenceBackend as B, TrainBackend as T};
 use lora_burn::lora_core::{
     few_rows_times_transposed, int8_quantizer, linear_cross_entropy, rms_norm, softmax_last_dim,
-    Dropout, HeadLayout, LoraLinear,
+    ArgmaxScreen, Dropout, HeadLayout, LoraConfig, LoraLinear,
 };
 use lora_burn::lora_t5::cross_entropy_ignoring;
 
@@ -49,7 +53,7 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Times a product (or any op) and waits for the device.
-fn op_ms<Bk: Backend, const D: usize>(reps: usize, f: impl Fn() -> Tensor<Bk, D>) -> f64 {
+fn op_ms<Bk: Backend, const D: usize>(reps: usize, mut f: impl FnMut() -> Tensor<Bk, D>) -> f64 {
     let device = Default::default();
     median_ms(reps, || {
         let out = f();
@@ -110,6 +114,60 @@ fn tied_head() {
     println!(
         "log_softmax over 1024 × 32128: of (E·hᵀ)ᵀ {on_strided:.3}, of h·Eᵀ {on_contiguous:.3}"
     );
+}
+
+fn head_screen() {
+    const HEADS: usize = 3;
+    let device = Default::default();
+    let hidden = random::<B, 2>([1, 512]);
+    let embeddings: Vec<Tensor<B, 2>> = (0..HEADS).map(|_| random([32128, 512])).collect();
+    let build = median_ms(5, || {
+        ArgmaxScreen::new(embeddings[0].clone()).expect("a flex build");
+    });
+    let Some(screens) = embeddings
+        .iter()
+        .map(|e| ArgmaxScreen::new(e.clone()))
+        .collect::<Option<Vec<_>>>()
+    else {
+        println!("head screen: not on this backend");
+        return;
+    };
+    let mut next = 0;
+    let full = op_ms(31, || {
+        next = (next + 1) % HEADS;
+        few_rows_times_transposed(&hidden, &embeddings[next]).expect("one row")
+    });
+    let screened = median_ms(31, || {
+        next = (next + 1) % HEADS;
+        screens[next].argmax_rows(&hidden, &[]).expect("screened");
+    });
+    println!(
+        "head screen, tied, 1 row: full product {full:.3}, screen {screened:.3}, build {build:.1}"
+    );
+    let config = LoraConfig::new(8, 16.0);
+    let heads: Vec<LoraLinear<B>> = (0..HEADS)
+        .map(|_| {
+            let base = LinearConfig::new(512, 32128)
+                .with_bias(false)
+                .init::<B>(&device);
+            let mut head = LoraLinear::from_linear(base, &config).expect("valid config");
+            head.disable_adapters().expect("no merged adapter");
+            head
+        })
+        .collect();
+    let screens: Vec<ArgmaxScreen<B>> = heads
+        .iter()
+        .map(|h| h.output_screen().expect("the base product alone"))
+        .collect();
+    let full = op_ms(31, || {
+        next = (next + 1) % HEADS;
+        heads[next].forward(hidden.clone())
+    });
+    let screened = median_ms(31, || {
+        next = (next + 1) % HEADS;
+        screens[next].argmax_rows(&hidden, &[]).expect("screened");
+    });
+    println!("head screen, untied, 1 row: full product {full:.3}, screen {screened:.3}");
 }
 
 fn head_and_loss() {
@@ -290,6 +348,7 @@ fn main() {
     int8_products();
     rank_r_products();
     tied_head();
+    head_screen();
     head_and_loss();
     row_operations();
     dropout_masks();

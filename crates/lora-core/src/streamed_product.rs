@@ -11,8 +11,9 @@
 //! thread reads one contiguous stretch of memory. Split by columns instead, each thread reading
 //! every other half-row, t5-small-sized greedy decoding was 4% slower and 4-beam decoding 1%
 //! slower in f32 (2% and 5% in int8; medians of runs alternating both versions in one process
-//! of `examples/t5_decode_profile.rs` on an AVX2 machine, BENCHMARKS.md). Each block's sums are added in block order, whichever thread computed
-//! them, so the result does not depend on the thread count.
+//! of `examples/t5_decode_profile.rs` on an AVX2 machine, BENCHMARKS.md). Each block's sums are
+//! added in block order, whichever thread computed them, so the result does not depend on the
+//! thread count.
 //!
 //! The weight is `f32` ([`F32Matrix`]) or int8 with its scales (`crate::int8_product`): both
 //! implement [`StreamedWeight`], which loads 16 weights at a time with AVX-512 and 8 with AVX2.
@@ -137,22 +138,7 @@ pub(crate) fn streamed_product<W: StreamedWeight>(
 ) -> Vec<f32> {
     let [k, n] = weight.shape();
     debug_assert_eq!(x.len(), m * k);
-    let mut out = vec![0f32; m * n];
-    if m > 0 && n > 0 && k > 0 {
-        let blocks = row_blocks(k, n * W::BYTES_PER_WEIGHT);
-        if blocks.len() == 1 {
-            accumulate(x, m, weight, 0..k, 0..n, &mut out);
-        } else {
-            let parts = crate::compute_threads::map_tasks(blocks.len(), |b| {
-                let mut part = vec![0f32; m * n];
-                accumulate(x, m, weight, blocks[b].clone(), 0..n, &mut part);
-                part
-            });
-            for part in &parts {
-                out.iter_mut().zip(part).for_each(|(o, &p)| *o += p);
-            }
-        }
-    }
+    let mut out = sum_of_blocks(x, m, weight, 0..n, true);
     if let Some(bias) = bias {
         for row in out.chunks_exact_mut(n.max(1)) {
             row.iter_mut().zip(bias).for_each(|(o, &b)| *o += b);
@@ -174,8 +160,23 @@ pub(crate) fn streamed_product_columns<W: StreamedWeight>(
     weight: &W,
     columns: std::ops::Range<usize>,
 ) -> Vec<f32> {
+    debug_assert!(columns.start.is_multiple_of(16));
+    sum_of_blocks(x, m, weight, columns, false)
+}
+
+/// `x · W[·, columns]`, row-major `[m, columns.len()]`: each block of [`row_blocks`] summed by
+/// [`accumulate`], on the compute threads when `parallel`, and the blocks' sums added in block
+/// order. The one place that order is fixed, for [`streamed_product`] and
+/// [`streamed_product_columns`] alike.
+fn sum_of_blocks<W: StreamedWeight>(
+    x: &[f32],
+    m: usize,
+    weight: &W,
+    columns: std::ops::Range<usize>,
+    parallel: bool,
+) -> Vec<f32> {
     let [k, n] = weight.shape();
-    debug_assert!(x.len() == m * k && columns.end <= n && columns.start.is_multiple_of(16));
+    debug_assert!(x.len() == m * k && columns.end <= n);
     let width = columns.len();
     let mut out = vec![0f32; m * width];
     if m == 0 || width == 0 || k == 0 {
@@ -186,11 +187,18 @@ pub(crate) fn streamed_product_columns<W: StreamedWeight>(
         accumulate(x, m, weight, 0..k, columns, &mut out);
         return out;
     }
-    let mut part = vec![0f32; m * width];
-    for rows in blocks {
-        part.fill(0.0);
-        accumulate(x, m, weight, rows, columns.clone(), &mut part);
-        out.iter_mut().zip(&part).for_each(|(o, &p)| *o += p);
+    let block_sum = |b: usize| {
+        let mut part = vec![0f32; m * width];
+        accumulate(x, m, weight, blocks[b].clone(), columns.clone(), &mut part);
+        part
+    };
+    let parts: Vec<Vec<f32>> = if parallel {
+        crate::compute_threads::map_tasks(blocks.len(), block_sum)
+    } else {
+        (0..blocks.len()).map(block_sum).collect()
+    };
+    for part in &parts {
+        out.iter_mut().zip(part).for_each(|(o, &p)| *o += p);
     }
     out
 }

@@ -5,8 +5,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::token_mask::{ban, every_row, force};
-use crate::{GenerationError, LogitsProcessor, StepContext};
+use crate::token_mask::{every_row, force};
+use crate::{GenerationError, LogitsProcessor, StepContext, TokenBans};
 
 /// End-of-sequence is forbidden before `min_new_tokens` new tokens.
 ///
@@ -30,21 +30,7 @@ impl MinNewTokens {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for MinNewTokens {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl MinNewTokens {
+impl TokenBans for MinNewTokens {
     /// The end-of-sequence ids in every row while too few tokens are out.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         if context.new_tokens >= self.min_new_tokens {
@@ -134,21 +120,7 @@ impl SuppressTokens {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for SuppressTokens {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl SuppressTokens {
+impl TokenBans for SuppressTokens {
     /// The suppressed tokens in every row.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         every_row(context.rows(), &self.tokens).collect()
@@ -174,21 +146,7 @@ impl SuppressTokensAtBegin {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for SuppressTokensAtBegin {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl SuppressTokensAtBegin {
+impl TokenBans for SuppressTokensAtBegin {
     /// The suppressed tokens in every row at new token `at`.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         if context.new_tokens != self.at {

@@ -66,7 +66,7 @@ pub use model::{EncoderDecoderModel, NextTokens, SpecialTokens};
 pub use ngrams::{EncoderNoRepeatNGram, NoBadWords, NoRepeatNGram};
 pub use output::{generated_tokens, GenerateOutput};
 pub use penalties::{EncoderRepetitionPenalty, RepetitionPenalty};
-pub use processor::{LogitsProcessor, LogitsProcessorList, StepContext};
+pub use processor::{LogitsProcessor, LogitsProcessorList, StepContext, TokenBans};
 pub use search::{generate, Decode, GenerateOptions};
 pub use stopping::{StopStrings, StoppingCriterion};
 pub use streamer::TokenStreamer;

@@ -2,11 +2,7 @@
 //! `NoRepeatNGramLogitsProcessor`, `EncoderNoRepeatNGramLogitsProcessor`,
 //! `NoBadWordsLogitsProcessor`): only the banned `(row, token)` pairs travel.
 
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
-
-use crate::token_mask::ban;
-use crate::{GenerationError, LogitsProcessor, StepContext};
+use crate::{StepContext, TokenBans};
 
 /// The tokens that follow, somewhere in `source`, the `n − 1` last tokens of `sequence`.
 fn continuations(source: &[u32], sequence: &[u32], n: usize) -> Vec<u32> {
@@ -50,21 +46,7 @@ impl NoRepeatNGram {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for NoRepeatNGram {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl NoRepeatNGram {
+impl TokenBans for NoRepeatNGram {
     /// Each row's tokens that would repeat one of its n-grams.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         let rows = context.sequences.iter().enumerate();
@@ -95,21 +77,7 @@ impl EncoderNoRepeatNGram {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for EncoderNoRepeatNGram {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl EncoderNoRepeatNGram {
+impl TokenBans for EncoderNoRepeatNGram {
     /// Each row's tokens that would repeat an n-gram of its encoder input.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         context
@@ -150,21 +118,7 @@ impl NoBadWords {
     }
 }
 
-impl<B: Backend> LogitsProcessor<B> for NoBadWords {
-    fn process(
-        &self,
-        context: &StepContext<'_>,
-        scores: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, GenerationError> {
-        Ok(ban(scores, self.banned(context), context.traffic))
-    }
-
-    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
-        Some(self.banned(context))
-    }
-}
-
-impl NoBadWords {
+impl TokenBans for NoBadWords {
     /// Each row's tokens that would complete a banned sequence.
     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
         let mut banned = Vec::new();

@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use crate::constraints::{ForcedTokens, MinNewTokens, SuppressTokens, SuppressTokensAtBegin};
 use crate::ngrams::{EncoderNoRepeatNGram, NoBadWords, NoRepeatNGram};
 use crate::penalties::{EncoderRepetitionPenalty, RepetitionPenalty};
+use crate::token_mask::ban;
 use crate::warpers::{EpsilonCutoff, EtaCutoff, MinP, Temperature, TopK, TopP, TypicalP};
 use crate::{GenerationConfig, GenerationError, HostTraffic, SpecialTokens};
 
@@ -80,6 +81,51 @@ pub trait LogitsProcessor<B: Backend> {
     fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
         let _ = context;
         None
+    }
+}
+
+/// A processor that only sets some `(row, token)` scores to `-inf` (transformers' bans and
+/// suppressions): it is a [`LogitsProcessor`] whose [`bans`](LogitsProcessor::bans) always
+/// answers, so greedy search under it may pick tokens without every score.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use lora_generate::{HostTraffic, LogitsProcessor, StepContext, TokenBans};
+///
+/// /// Token 3 is never generated.
+/// struct NoThree;
+///
+/// impl TokenBans for NoThree {
+///     fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)> {
+///         (0..context.rows()).map(|row| (row, 3)).collect()
+///     }
+/// }
+///
+/// let traffic = HostTraffic::default();
+/// let (sequences, encoder_ids) = (vec![vec![0]], vec![vec![]]);
+/// let context = StepContext { sequences: &sequences, encoder_ids: &encoder_ids, new_tokens: 0, max_new_tokens: 4, traffic: &traffic };
+/// let scores = Tensor::<NdArray, 2>::zeros([1, 5], &Default::default());
+/// let out = NoThree.process(&context, scores).unwrap().into_data().to_vec::<f32>().unwrap();
+/// assert_eq!(out[3], f32::NEG_INFINITY);
+/// assert_eq!(LogitsProcessor::<NdArray>::bans(&NoThree, &context), Some(vec![(0, 3)]));
+/// ```
+pub trait TokenBans {
+    /// The `(row, token)` pairs banned at this step (pairs outside the scores are ignored).
+    fn banned(&self, context: &StepContext<'_>) -> Vec<(usize, u32)>;
+}
+
+impl<B: Backend, T: TokenBans> LogitsProcessor<B> for T {
+    fn process(
+        &self,
+        context: &StepContext<'_>,
+        scores: Tensor<B, 2>,
+    ) -> Result<Tensor<B, 2>, GenerationError> {
+        Ok(ban(scores, self.banned(context), context.traffic))
+    }
+
+    fn bans(&self, context: &StepContext<'_>) -> Option<Vec<(usize, u32)>> {
+        Some(self.banned(context))
     }
 }
 
