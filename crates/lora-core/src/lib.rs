@@ -36,6 +36,7 @@ mod few_rows_product;
 mod flex_tensor;
 #[cfg(feature = "flex")]
 mod frozen_linear;
+mod gelu_tanh;
 #[cfg(feature = "flex")]
 mod int8_product;
 mod linalg;
@@ -81,6 +82,7 @@ pub use dora::Dora;
 pub use dropout::Dropout;
 pub use error::LoraError;
 pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
+pub use gelu_tanh::{gated_gelu_tanh, gelu_tanh};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use linear_cross_entropy::{
     linear_cross_entropy, linear_cross_entropy_grouped, HeadLayout, IGNORE_INDEX,

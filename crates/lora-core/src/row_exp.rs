@@ -35,6 +35,22 @@ pub(crate) fn softmax_times(row: &mut [f32], lse: f32, weight: f32) {
     row.iter_mut().for_each(|z| *z = weight * (*z - lse).exp());
 }
 
+/// `v ← exp(v)` over a slice whose values are at most 88 (no overflow); values below −103 give
+/// 0 or a subnormal, as the exact value's `f32` rounding does.
+pub(crate) fn exp_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::flex_tensor::has_avx512_fma() {
+        // SAFETY: the CPU has AVX-512F and FMA.
+        return unsafe { avx512::exp_in_place(values) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::flex_tensor::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { avx2::exp_in_place(values) };
+    }
+    values.iter_mut().for_each(|v| *v = v.exp());
+}
+
 /// The constants of the vector kernels' `exp`: `x = n·ln 2 + r` with `ln 2` split in two parts
 /// (Cody–Waite), and Cephes' degree-6 polynomial for `exp(r)`, highest power first.
 #[cfg(target_arch = "x86_64")]
@@ -132,6 +148,19 @@ mod avx512 {
                 let z = _mm512_mask_loadu_ps(zero, mask, chunk.as_ptr());
                 let g = _mm512_mul_ps(weight, exp(_mm512_sub_ps(z, shift)));
                 _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, g);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn exp_in_place(values: &mut [f32]) {
+        let zero = _mm512_setzero_ps();
+        for chunk in values.chunks_mut(LANES) {
+            let mask = tail_mask(chunk.len());
+            // SAFETY: the mask covers `chunk`'s values only.
+            unsafe {
+                let v = _mm512_mask_loadu_ps(zero, mask, chunk.as_ptr());
+                _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, exp(v));
             }
         }
     }
@@ -255,6 +284,26 @@ mod avx2 {
             }
         }
     }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_in_place(values: &mut [f32]) {
+        let (full, rest) = values.split_at_mut(values.len() / LANES * LANES);
+        for chunk in full.chunks_exact_mut(LANES) {
+            // SAFETY: `chunk` holds 8 values.
+            unsafe {
+                let v = _mm256_loadu_ps(chunk.as_ptr());
+                _mm256_storeu_ps(chunk.as_mut_ptr(), exp(v));
+            }
+        }
+        if !rest.is_empty() {
+            let mask = tail_mask(rest.len());
+            // SAFETY: the mask covers `rest`'s values only.
+            unsafe {
+                let v = _mm256_maskload_ps(rest.as_ptr(), mask);
+                _mm256_maskstore_ps(rest.as_mut_ptr(), mask, exp(v));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,6 +388,32 @@ mod tests {
             |row| unsafe { super::avx2::max_and_sum_exp(row) },
             |row, lse, weight| unsafe { super::avx2::softmax_times(row, lse, weight) },
         );
+    }
+
+    /// `exp_in_place` over every length around the vector widths, through the dispatched
+    /// kernel and (where the CPU has it) the AVX2 one, within 2 ulp of `f64` for normal results.
+    #[test]
+    fn exp_in_place_is_within_two_ulp_for_every_tail_length() {
+        let check = |exp_in_place: &dyn Fn(&mut [f32])| {
+            for len in 0..=40 {
+                let inputs: Vec<f32> = (0..len).map(|i| -(i as f32) * 2.7 + 20.0).collect();
+                let mut found = inputs.clone();
+                exp_in_place(&mut found);
+                for (found, x) in found.iter().zip(&inputs) {
+                    let exact = f64::from(*x).exp() as f32;
+                    assert!(
+                        found.to_bits().abs_diff(exact.to_bits()) <= 2,
+                        "length {len}: exp({x}) = {found}, not {exact}"
+                    );
+                }
+            }
+        };
+        check(&super::exp_in_place);
+        #[cfg(target_arch = "x86_64")]
+        if crate::flex_tensor::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            check(&|values| unsafe { super::avx2::exp_in_place(values) });
+        }
     }
 
     fn check_row_kernels(
