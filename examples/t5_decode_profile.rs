@@ -3,8 +3,10 @@
 //! profile decoding with (`perf record`). Prints the median wall time.
 //!
 //! Arguments: `greedy` (64 new tokens) or `beam` (4 beams, 32 new tokens), the number of
-//! timed runs, then `int8` for int8 base weights (32 weights per scale) and `untied` for a
-//! language-model head of its own (FLAN-T5's layout) instead of the tied embedding.
+//! timed runs, then `int8` for int8 base weights (32 weights per scale), `untied` for a
+//! language-model head of its own (FLAN-T5's layout) instead of the tied embedding, and
+//! `reloaded` for the model saved as a Hugging Face checkpoint and loaded back with
+//! `from_pretrained`, the way a user's model arrives.
 //!
 //! ```sh
 //! cargo run --release --example t5_decode_profile -- beam 20
@@ -30,6 +32,12 @@ fn main() {
         ..T5Config::default()
     };
     let mut model = T5ForConditionalGeneration::<B>::new(&config, &device);
+    if options.iter().any(|a| a == "reloaded") {
+        let dir = std::env::temp_dir().join(format!("t5-decode-profile-{}", std::process::id()));
+        model.save_pretrained(&dir).expect("save the checkpoint");
+        model = T5ForConditionalGeneration::from_pretrained(&dir, &device).expect("load it back");
+        std::fs::remove_dir_all(&dir).expect("remove the checkpoint");
+    }
     let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
     let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)
         .expect("valid adapter config");

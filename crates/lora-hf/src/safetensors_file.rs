@@ -24,6 +24,49 @@ pub struct HostTensor {
     pub shape: Vec<usize>,
 }
 
+/// Rows and columns of the square tiles [`HostTensor::transposed`] copies at a time, so that
+/// both the reads and the writes of a tile stay in the cache.
+const TRANSPOSE_TILE: usize = 32;
+
+impl HostTensor {
+    /// The `[cols, rows]` transpose of a `[rows, cols]` matrix, as contiguous row-major values:
+    /// a PyTorch `nn.Linear` weight (`[out, in]`) in the layout of Burn's `Linear` (`[in, out]`).
+    /// A transposed view would leave the weight strided in memory, which the backends'
+    /// products either copy at every call or multiply by slower paths. `None` unless the tensor
+    /// is 2-D with as many values as its shape holds.
+    ///
+    /// ```
+    /// let weight = lora_hf::HostTensor { values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], shape: vec![2, 3] };
+    /// let t = weight.transposed().unwrap();
+    /// assert_eq!(t.shape, vec![3, 2]);
+    /// assert_eq!(t.values, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    /// ```
+    pub fn transposed(&self) -> Option<HostTensor> {
+        let [rows, cols] = self.shape[..] else {
+            return None;
+        };
+        if rows.checked_mul(cols) != Some(self.values.len()) {
+            return None;
+        }
+        let mut values = vec![0f32; self.values.len()];
+        for row_start in (0..rows).step_by(TRANSPOSE_TILE) {
+            let row_end = (row_start + TRANSPOSE_TILE).min(rows);
+            for col_start in (0..cols).step_by(TRANSPOSE_TILE) {
+                let col_end = (col_start + TRANSPOSE_TILE).min(cols);
+                for row in row_start..row_end {
+                    for col in col_start..col_end {
+                        values[col * rows + row] = self.values[row * cols + col];
+                    }
+                }
+            }
+        }
+        Some(HostTensor {
+            values,
+            shape: vec![cols, rows],
+        })
+    }
+}
+
 /// Reads every tensor of a safetensors file as `f32`, checking dtypes and finiteness.
 ///
 /// ```
@@ -296,4 +339,42 @@ pub fn serialize_safetensors(
         path: "<in memory>".into(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostTensor;
+
+    /// Shapes smaller than, equal to and across several tiles, with partial tiles on both sides.
+    #[test]
+    fn transposed_moves_every_value_to_its_mirrored_place() {
+        for (rows, cols) in [(1, 1), (1, 7), (7, 1), (32, 32), (70, 45), (33, 100)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let matrix = HostTensor {
+                values: values.clone(),
+                shape: vec![rows, cols],
+            };
+            let t = matrix.transposed().expect("a 2-D tensor");
+            assert_eq!(t.shape, vec![cols, rows]);
+            for row in 0..rows {
+                for col in 0..cols {
+                    assert_eq!(t.values[col * rows + row], values[row * cols + col]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_declines_what_is_not_a_whole_matrix() {
+        let vector = HostTensor {
+            values: vec![1.0; 3],
+            shape: vec![3],
+        };
+        assert!(vector.transposed().is_none());
+        let short = HostTensor {
+            values: vec![1.0; 5],
+            shape: vec![2, 3],
+        };
+        assert!(short.transposed().is_none());
+    }
 }

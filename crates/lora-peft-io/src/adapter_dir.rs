@@ -776,12 +776,10 @@ fn tensor1<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 1> {
 /// the same kernels (a transposed view takes another path in some backends, and its sums round
 /// differently).
 fn transposed<B: Backend>(t: &HostTensor, device: &B::Device) -> Tensor<B, 2> {
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    let mut values = Vec::with_capacity(t.values.len());
-    for col in 0..cols {
-        values.extend((0..rows).map(|row| t.values[row * cols + col]));
+    match t.transposed() {
+        Some(t) => matrix(&t, device),
+        None => unreachable!("every matrix is shape-checked before it is placed"),
     }
-    Tensor::from_data(TensorData::new(values, [cols, rows]), device)
 }
 
 /// Inserts every layer's adapter, replacing the base bias and weight where the file holds them

@@ -47,9 +47,17 @@ fn load_tensor<B: Backend>(
     match tensor {
         HfTensorMut::Linear(layer) => {
             let [d_in, d_out] = layer.base.weight.lazy_shape().dims::<2>();
-            let weight = take(weights, &[&format!("{key}.weight")], &[d_out, d_in])?;
-            // PyTorch stores [out, in]; Burn's Linear computes x · W with W [in, out].
-            let weight = Tensor::<B, 2>::from_data(to_device(weight), device).transpose();
+            let weight_key = format!("{key}.weight");
+            let weight = take(weights, &[&weight_key], &[d_out, d_in])?;
+            // PyTorch stores [out, in]; Burn's Linear computes x · W with W [in, out]. Transposed
+            // on the host, so that the weight is contiguous for every product that reads it.
+            let weight = weight.transposed().ok_or_else(|| T5Error::ShapeMismatch {
+                path: weights.source.clone(),
+                key: weight_key,
+                expected: vec![d_out, d_in],
+                found: weight.shape.clone(),
+            })?;
+            let weight = Tensor::<B, 2>::from_data(to_device(weight), device);
             *layer = LoraLinear::new(Linear {
                 weight: Param::from_tensor(weight),
                 bias: None,
