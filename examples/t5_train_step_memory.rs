@@ -4,11 +4,14 @@
 //!
 //! Prints the process's peak resident set (`VmHWM` of `/proc/self/status`, Linux only) after
 //! building the model and after the training steps, and the wall time of each step with its
-//! forward pass, backward pass and optimizer step.
+//! forward pass, backward pass and optimizer step. With `flan` after the step count, the model
+//! is FLAN-T5-small's shape instead (d_model 512, 8 + 8 layers, 6 heads, gated-gelu d_ff 1024,
+//! untied head), saved as a Hugging Face checkpoint and loaded back with `from_pretrained`.
 //!
 //! ```sh
 //! cargo run --release --example t5_train_step_memory            # 3 steps, flex (default)
 //! cargo run --release --example t5_train_step_memory -- 5       # 5 steps
+//! cargo run --release --example t5_train_step_memory -- 5 flan  # 5 steps of FLAN-T5-small
 //! cargo run --release --example t5_train_step_memory --features ndarray
 //! ```
 
@@ -27,6 +30,11 @@ const SOURCE: usize = 64;
 const TARGET: usize = 128;
 
 /// `VmHWM` and `VmRSS` of this process in MiB (None where `/proc` is unavailable).
+/// google/flan-t5-small's `config.json`, its dimensions and layout.
+const FLAN_T5_SMALL: &str = r#"{"d_model": 512, "d_ff": 1024, "d_kv": 64, "num_heads": 6,
+    "num_layers": 8, "num_decoder_layers": 8, "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": false, "vocab_size": 32128}"#;
+
 fn memory_mib() -> Option<(f64, f64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| -> Option<f64> {
@@ -65,12 +73,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 3,
     };
     let device = Default::default();
-    // `T5Config`'s defaults are t5-small's dimensions; its head is tied.
-    let config = T5Config {
-        tie_word_embeddings: Some(true),
-        ..T5Config::default()
+    let flan = std::env::args().nth(2).is_some_and(|a| a == "flan");
+    let mut model = if flan {
+        // FLAN-T5-small's shape (gated-gelu, untied head), saved as a Hugging Face checkpoint
+        // and loaded back, the way a user's model arrives.
+        let config = T5Config::from_json_str(FLAN_T5_SMALL, "config.json".as_ref())?;
+        let model = T5ForConditionalGeneration::<T>::new(&config, &device);
+        let dir = std::env::temp_dir().join(format!("t5-train-step-{}", std::process::id()));
+        model.save_pretrained(&dir)?;
+        let model = T5ForConditionalGeneration::<T>::from_pretrained(&dir, &device)?;
+        std::fs::remove_dir_all(&dir)?;
+        model
+    } else {
+        // `T5Config`'s defaults are t5-small's dimensions; its head is tied.
+        let config = T5Config {
+            tie_word_embeddings: Some(true),
+            ..T5Config::default()
+        };
+        T5ForConditionalGeneration::<T>::new(&config, &device)
     };
-    let mut model = T5ForConditionalGeneration::<T>::new(&config, &device);
     let targets = ModuleSelector::Names(vec!["q".into(), "v".into()]);
     let adapter = AdapterConfig::from_lora_config(&LoraConfig::new(16, 32.0), targets)?;
     inject_adapter(&mut model, &adapter, "default")?;

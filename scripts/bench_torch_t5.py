@@ -34,7 +34,9 @@ Usage (from the repository root):
 Options: ``--quick`` (one warm-up-free repetition per case), ``--repeats N``
 (default 5), ``--warmup N`` (default 1), ``--threads N`` (``torch.set_num_threads``;
 default: leave as is), ``--filter SUBSTRING`` (only run ids containing it),
-``--json PATH`` (write ``{id: {median_s, tokens_per_s, peak_rss_mib, ...}}``).
+``--json PATH`` (write ``{id: {median_s, tokens_per_s, peak_rss_mib, ...}}``), ``--flan``
+(google/flan-t5-small's shape: d_model 512, 8 + 8 layers, 6 heads, gated-gelu d_ff 1024,
+untied head; ``examples/t5_train_step_memory.rs`` takes ``flan`` for the same model).
 """
 
 from __future__ import annotations
@@ -73,21 +75,23 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_model():
+def build_model(flan: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import T5Config, T5ForConditionalGeneration
 
+    # t5-small's dimensions, or with ``flan`` google/flan-t5-small's (gated-gelu, untied head).
+    layers = 8 if flan else 6
     config = T5Config(
         vocab_size=32128,
         d_model=512,
         d_kv=64,
-        d_ff=2048,
-        num_layers=6,
-        num_decoder_layers=6,
-        num_heads=8,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
+        d_ff=1024 if flan else 2048,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=6 if flan else 8,
+        feed_forward_proj="gated-gelu" if flan else "relu",
+        tie_word_embeddings=not flan,
         dropout_rate=0.1,
         pad_token_id=0,
         eos_token_id=1,
@@ -98,15 +102,15 @@ def build_model():
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q", "v"], lora_dropout=0.0)
     model = get_peft_model(model, lora)
     targeted = [n for n, _ in model.named_modules() if n.endswith((".q", ".v"))]
-    assert len(targeted) == 6 * 2 + 6 * 2 * 2, len(targeted)
+    assert len(targeted) == layers * 2 + layers * 2 * 2, len(targeted)
     return model
 
 
-def run_case(case: str, repeats: int, warmup: int) -> dict:
+def run_case(case: str, repeats: int, warmup: int, flan: bool = False) -> dict:
     """Runs one case in this process and returns its measurements."""
     import torch
 
-    model = build_model()
+    model = build_model(flan)
     device = torch.device("cpu")
     prompt = torch.tensor([token_ids(PROMPT_LEN, 1)], dtype=torch.long, device=device)
     prompt_mask = torch.ones_like(prompt)
@@ -176,6 +180,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     ap.add_argument("--filter", default=None, help="only run ids containing this substring")
     ap.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    ap.add_argument("--flan", action="store_true", help="google/flan-t5-small's shape instead of t5-small's")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # child process: run one case
     args = ap.parse_args()
     if args.quick:
@@ -186,7 +191,7 @@ def main() -> int:
 
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_case(args.case, args.repeats, args.warmup)))
+        print(json.dumps(run_case(args.case, args.repeats, args.warmup, args.flan)))
         return 0
 
     import peft
@@ -208,6 +213,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--case", case, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
+        if args.flan:
+            cmd.append("--flan")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)
