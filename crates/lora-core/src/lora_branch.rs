@@ -28,7 +28,7 @@ use crate::flex_tensor::{
 /// assumes sleeping threads: a training step runs under `on_compute_threads`, whose threads
 /// spin and take their share at once, and the branch's products are thin (a rank-16 branch of
 /// the embedded model's 256 × 768 layers over 1600 tokens is 6.5 M). The demo's 40-step run
-/// took 3–6% less time with this threshold in three alternated pairs, with the same losses
+/// took 1.5–5.5% less time with this threshold in three alternated pairs, with the same losses
 /// (the split is by rows and columns, each sum in one order).
 const PARALLEL_MIN_PRODUCTS: usize = 1 << 20;
 
