@@ -36,7 +36,6 @@ mod few_rows_product;
 mod flex_tensor;
 #[cfg(feature = "flex")]
 mod frozen_linear;
-mod gelu_tanh;
 #[cfg(feature = "flex")]
 mod int8_product;
 mod linalg;
@@ -62,6 +61,7 @@ mod rms_norm;
 #[cfg(feature = "flex")]
 mod row_exp;
 mod sample_routing;
+mod sigmoid_activation;
 mod softmax;
 #[cfg(feature = "flex")]
 mod streamed_product;
@@ -82,7 +82,6 @@ pub use dora::Dora;
 pub use dropout::Dropout;
 pub use error::LoraError;
 pub use few_rows_product::{few_rows_times_transposed, FEW_ROWS_MAX};
-pub use gelu_tanh::{gated_gelu_tanh, gelu_tanh};
 pub use linear::{LoraLinear, BASE_ONLY, DEFAULT_ADAPTER_NAME};
 pub use linear_cross_entropy::{
     linear_cross_entropy, linear_cross_entropy_grouped, HeadLayout, IGNORE_INDEX,
@@ -96,6 +95,7 @@ pub use param_count::{count_parameters, ParameterCount};
 pub use quantize::{int8_quantizer, quantize_base_weights};
 pub use quantized_merge::{merge_and_unload_quantized, RequantizationError};
 pub use rms_norm::rms_norm;
+pub use sigmoid_activation::{gated_gelu_tanh, gated_silu, gelu_tanh, silu};
 pub use softmax::{softmax_last_dim, softmax_last_dim_with_bias};
 pub use swap_middle_dims::swap_middle_dims;
 pub use task_merge::MajoritySign;

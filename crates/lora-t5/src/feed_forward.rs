@@ -2,11 +2,11 @@
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::tensor::activation::{gelu, relu, silu};
+use burn::tensor::activation::{gelu, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use lora_core::LoraLinear;
-use lora_core::{gated_gelu_tanh, gelu_tanh, Dropout};
+use lora_core::{gated_gelu_tanh, gated_silu, gelu_tanh, silu, Dropout};
 
 use crate::{Activation, FeedForwardKind, T5Config};
 
@@ -49,9 +49,11 @@ impl<B: Backend> T5FeedForward<B> {
             (Some(wi), _, _) => self.activate(wi.forward(x)),
             (None, Some(wi_0), Some(wi_1)) => {
                 let gate = wi_0.forward(x.clone());
+                // One pass (one recorded operation when training) instead of Burn's
+                // activation and product.
                 match self.kind.activation {
-                    // One pass (one recorded operation when training) instead of nine.
                     Activation::GeluTanh => gated_gelu_tanh(gate, wi_1.forward(x)),
+                    Activation::Silu => gated_silu(gate, wi_1.forward(x)),
                     _ => self.activate(gate) * wi_1.forward(x),
                 }
             }
