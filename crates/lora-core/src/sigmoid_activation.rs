@@ -45,6 +45,14 @@ impl Activation {
         }
     }
 
+    /// The activation by Burn's tensor operations.
+    fn with_burn<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::GeluTanh => gelu_approximate(x),
+            Self::Silu => burn_silu(x),
+        }
+    }
+
     /// `z′(x)`.
     #[inline(always)]
     fn dz(self, x: f32) -> f32 {
@@ -75,12 +83,7 @@ impl Activation {
 /// assert!((y[2] - 0.841_192).abs() < 1e-5);
 /// ```
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::activation(Activation::GeluTanh, x) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    gelu_approximate(x)
+    activate(Activation::GeluTanh, x)
 }
 
 /// `gelu_tanh(gate) ⊙ up`: the gated activation of T5 v1.1's and FLAN-T5's feed-forward block
@@ -109,12 +112,7 @@ pub fn gated_gelu_tanh<B: Backend, const D: usize>(
     gate: Tensor<B, D>,
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    #[cfg(feature = "flex")]
-    let (gate, up) = match flex::gated(Activation::GeluTanh, gate, up) {
-        Ok(y) => return y,
-        Err(inputs) => inputs,
-    };
-    gelu_approximate(gate) * up
+    activate_gated(Activation::GeluTanh, gate, up)
 }
 
 /// SiLU (swish), `x·σ(x)`: Burn's [`silu`](burn::tensor::activation::silu), the activation of
@@ -136,12 +134,7 @@ pub fn gated_gelu_tanh<B: Backend, const D: usize>(
 /// assert!((y[2] - 1.761_594).abs() < 1e-5);
 /// ```
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::activation(Activation::Silu, x) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    burn_silu(x)
+    activate(Activation::Silu, x)
 }
 
 /// `silu(gate) ⊙ up`: SwiGLU, the gated activation of LLaMA's feed-forward block and of T5's
@@ -170,12 +163,31 @@ pub fn gated_silu<B: Backend, const D: usize>(
     gate: Tensor<B, D>,
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
+    activate_gated(Activation::Silu, gate, up)
+}
+
+/// `activation(x)`: the fused loops where the backend has them, Burn's operations elsewhere.
+fn activate<B: Backend, const D: usize>(activation: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
-    let (gate, up) = match flex::gated(Activation::Silu, gate, up) {
+    let x = match flex::activation(activation, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    activation.with_burn(x)
+}
+
+/// `activation(gate) ⊙ up`, as [`activate`].
+fn activate_gated<B: Backend, const D: usize>(
+    activation: Activation,
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (gate, up) = match flex::gated(activation, gate, up) {
         Ok(y) => return y,
         Err(inputs) => inputs,
     };
-    burn_silu(gate) * up
+    activation.with_burn(gate) * up
 }
 
 /// The elementwise loops, in blocks whose exponentials are taken by the vector kernel.
@@ -245,18 +257,14 @@ mod kernel {
             let e = &mut e[..end - start];
             exponentials(activation, x, e);
             let up = up.map(|up| &up[start..end]);
-            if let Some(dx) = dx.as_deref_mut() {
-                let dx = &mut dx[start..end];
-                for (i, dx) in dx.iter_mut().enumerate() {
-                    let (s, r) = sigmoid(x[i], e[i]);
+            for i in 0..end - start {
+                let (s, r) = sigmoid(x[i], e[i]);
+                if let Some(dx) = dx.as_deref_mut() {
                     let scale = up.map_or(1.0, |up| up[i]);
-                    *dx = g[i] * scale * slope(activation, x[i], s, e[i], r);
+                    dx[start + i] = g[i] * scale * slope(activation, x[i], s, e[i], r);
                 }
-            }
-            if let Some(dup) = dup.as_deref_mut() {
-                let dup = &mut dup[start..end];
-                for (i, dup) in dup.iter_mut().enumerate() {
-                    *dup = g[i] * x[i] * sigmoid(x[i], e[i]).0;
+                if let Some(dup) = dup.as_deref_mut() {
+                    dup[start + i] = g[i] * x[i] * s;
                 }
             }
         }
@@ -479,7 +487,6 @@ mod flex {
     #[cfg(test)]
     mod tests {
         use burn::backend::Autodiff;
-        use burn::tensor::activation::{gelu_approximate, silu as burn_silu};
         use burn::tensor::backend::Backend;
         use burn::tensor::{Distribution, Tensor};
         use burn_flex::Flex;
@@ -500,10 +507,7 @@ mod flex {
         }
 
         fn burn_s<Bk: Backend>(activation: Activation, x: Tensor<Bk, 2>) -> Tensor<Bk, 2> {
-            match activation {
-                Activation::GeluTanh => gelu_approximate(x),
-                Activation::Silu => burn_silu(x),
-            }
+            activation.with_burn(x)
         }
 
         fn fused_gated<Bk: Backend>(

@@ -71,3 +71,53 @@ impl<B: Backend> T5FeedForward<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::activation::{gelu_approximate, silu as burn_silu};
+    use burn::tensor::{Distribution, Tensor};
+    use lora_core::{gated_gelu_tanh, gated_silu};
+
+    use super::T5FeedForward;
+    use crate::{FeedForwardKind, T5Config};
+
+    type Gated = fn(Tensor<Flex, 3>, Tensor<Flex, 3>) -> Tensor<Flex, 3>;
+
+    /// The gated block runs `lora_core`'s fused activation, bit for bit, and not Burn's
+    /// operations, whose rounding differs somewhere among the block's values.
+    fn check(kind: FeedForwardKind, fused: Gated, burn_s: Gated) {
+        let device = Default::default();
+        let config = T5Config {
+            d_model: 32,
+            d_ff: 48,
+            feed_forward: kind,
+            ..T5Config::default()
+        };
+        let block = T5FeedForward::<Flex>::new(&config, &device);
+        let x = Tensor::<Flex, 3>::random([2, 7, 32], Distribution::Default, &device);
+        let (wi_0, wi_1) = (block.wi_0.as_ref().unwrap(), block.wi_1.as_ref().unwrap());
+        let (gate, up) = (wi_0.forward(x.clone()), wi_1.forward(x.clone()));
+        let found = block.forward(x).into_data();
+        let expected = block
+            .wo
+            .forward(fused(gate.clone(), up.clone()))
+            .into_data();
+        assert_eq!(found, expected);
+        assert_ne!(found, block.wo.forward(burn_s(gate, up)).into_data());
+    }
+
+    #[test]
+    fn the_gated_gelu_block_runs_the_fused_activation() {
+        check(FeedForwardKind::GATED_GELU, gated_gelu_tanh, |g, u| {
+            gelu_approximate(g) * u
+        });
+    }
+
+    #[test]
+    fn the_gated_silu_block_runs_the_fused_activation() {
+        check(FeedForwardKind::GATED_SILU, gated_silu, |g, u| {
+            burn_silu(g) * u
+        });
+    }
+}

@@ -14,7 +14,11 @@ use crate::hf_layout::{HfTensorMut, SHARED_EMBEDDING_KEYS};
 use crate::{T5Config, T5Error, T5ForConditionalGeneration};
 
 /// The tensor under `key` (the first of `keys` present), checked against `shape`.
-fn take(weights: &ModelWeights, keys: &[&str], shape: &[usize]) -> Result<HostTensor, T5Error> {
+fn take<'w>(
+    weights: &'w ModelWeights,
+    keys: &[&str],
+    shape: &[usize],
+) -> Result<&'w HostTensor, T5Error> {
     let Some((key, (file, tensor))) = keys
         .iter()
         .find_map(|k| weights.tensors.get(*k).map(|entry| (*k, entry)))
@@ -32,7 +36,7 @@ fn take(weights: &ModelWeights, keys: &[&str], shape: &[usize]) -> Result<HostTe
             found: tensor.shape.clone(),
         });
     }
-    Ok(tensor.clone())
+    Ok(tensor)
 }
 
 /// Replaces the tensor the layout walk met under `key` by the checkpoint's, shape-checked
@@ -50,7 +54,8 @@ fn load_tensor<B: Backend>(
             let weight_key = format!("{key}.weight");
             let weight = take(weights, &[&weight_key], &[d_out, d_in])?;
             // PyTorch stores [out, in]; Burn's Linear computes x · W with W [in, out]. Transposed
-            // on the host, so that the weight is contiguous for every product that reads it.
+            // on the host from the checkpoint's values (one copy), so that the weight is
+            // contiguous for every product that reads it.
             let weight = weight.transposed().ok_or_else(|| T5Error::ShapeMismatch {
                 path: weights.source.clone(),
                 key: weight_key,
@@ -66,7 +71,7 @@ fn load_tensor<B: Backend>(
         // Not a checkpoint tensor: a fresh model has no wrapped lookups.
         HfTensorMut::TiedEmbedding(_) => {}
         HfTensorMut::Vector(param) => {
-            let host = take(weights, &[key], &param.lazy_shape().to_vec())?;
+            let host = take(weights, &[key], &param.lazy_shape().to_vec())?.clone();
             *param = Param::from_tensor(Tensor::from_data(to_device(host), device));
         }
         HfTensorMut::Matrix(param) => {
@@ -75,7 +80,7 @@ fn load_tensor<B: Backend>(
             } else {
                 &[key]
             };
-            let host = take(weights, keys, &param.lazy_shape().to_vec())?;
+            let host = take(weights, keys, &param.lazy_shape().to_vec())?.clone();
             *param = Param::from_tensor(Tensor::from_data(to_device(host), device));
         }
     }
